@@ -1,0 +1,196 @@
+//! What a user submits: a named list of tasks. Parsed and validated once, at
+//! the API edge, so that everything written to the log is well formed.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::ids::AgentName;
+use crate::template::{self, TemplateError};
+
+/// One step: call `agent` with `input` (a template, see [`crate::template`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskDef {
+    pub agent: AgentName,
+    #[serde(default)]
+    pub input: Value,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkflowDefinition {
+    pub name: String,
+    pub tasks: Vec<TaskDef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DefinitionError {
+    #[error("body must be a JSON object")]
+    NotAnObject,
+    #[error("`{0}` is required")]
+    Missing(&'static str),
+    #[error("`{field}` must be {expected}")]
+    WrongType {
+        field: String,
+        expected: &'static str,
+    },
+    #[error("`name` must not be empty")]
+    EmptyName,
+    #[error("`name` must be at most {max} characters", max = WorkflowDefinition::MAX_NAME_CHARS)]
+    NameTooLong,
+    #[error("`tasks` must not be empty")]
+    NoTasks,
+    #[error("a workflow has at most {max} tasks", max = WorkflowDefinition::MAX_TASKS)]
+    TooManyTasks,
+    #[error("unknown field `{0}`")]
+    UnknownField(String),
+    #[error("tasks[{index}].agent: {message}")]
+    BadAgent { index: usize, message: String },
+    #[error("tasks[{index}].input: {source}")]
+    BadTemplate {
+        index: usize,
+        source: TemplateError,
+    },
+    #[error("tasks[0].input uses `{{{{previous_output}}}}` but the first step has no previous output")]
+    PreviousOutputInFirstStep,
+}
+
+impl WorkflowDefinition {
+    pub const MAX_NAME_CHARS: usize = 255;
+    pub const MAX_TASKS: usize = 100;
+
+    /// Validates a request body field by field, so each mistake gets its own
+    /// message instead of a generic deserialisation error.
+    pub fn parse(body: &Value) -> Result<Self, DefinitionError> {
+        let obj = body.as_object().ok_or(DefinitionError::NotAnObject)?;
+        if let Some(k) = obj.keys().find(|k| !matches!(k.as_str(), "name" | "tasks")) {
+            return Err(DefinitionError::UnknownField(k.clone()));
+        }
+        let name = match obj.get("name") {
+            None | Some(Value::Null) => return Err(DefinitionError::Missing("name")),
+            Some(Value::String(s)) => s.trim().to_owned(),
+            Some(_) => {
+                return Err(DefinitionError::WrongType {
+                    field: "name".into(),
+                    expected: "a string",
+                });
+            }
+        };
+        if name.is_empty() {
+            return Err(DefinitionError::EmptyName);
+        }
+        if name.chars().count() > Self::MAX_NAME_CHARS {
+            return Err(DefinitionError::NameTooLong);
+        }
+        let tasks = match obj.get("tasks") {
+            None | Some(Value::Null) => return Err(DefinitionError::Missing("tasks")),
+            Some(Value::Array(a)) => a,
+            Some(_) => {
+                return Err(DefinitionError::WrongType {
+                    field: "tasks".into(),
+                    expected: "an array",
+                });
+            }
+        };
+        if tasks.is_empty() {
+            return Err(DefinitionError::NoTasks);
+        }
+        if tasks.len() > Self::MAX_TASKS {
+            return Err(DefinitionError::TooManyTasks);
+        }
+        let tasks = tasks
+            .iter()
+            .enumerate()
+            .map(|(i, t)| parse_task(i, t))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self { name, tasks })
+    }
+}
+
+fn parse_task(index: usize, t: &Value) -> Result<TaskDef, DefinitionError> {
+    let obj = t.as_object().ok_or_else(|| DefinitionError::WrongType {
+        field: format!("tasks[{index}]"),
+        expected: "an object with `agent` and `input`",
+    })?;
+    if let Some(k) = obj.keys().find(|k| !matches!(k.as_str(), "agent" | "input")) {
+        return Err(DefinitionError::UnknownField(format!("tasks[{index}].{k}")));
+    }
+    let agent = match obj.get("agent") {
+        None | Some(Value::Null) => {
+            return Err(DefinitionError::BadAgent {
+                index,
+                message: "is required".into(),
+            });
+        }
+        Some(Value::String(s)) => AgentName::parse(s).map_err(|e| DefinitionError::BadAgent {
+            index,
+            message: e.to_string(),
+        })?,
+        Some(_) => {
+            return Err(DefinitionError::BadAgent {
+                index,
+                message: "must be a string".into(),
+            });
+        }
+    };
+    let input = obj.get("input").cloned().unwrap_or(Value::Object(Default::default()));
+    let uses_previous = template::validate(&input)
+        .map_err(|source| DefinitionError::BadTemplate { index, source })?;
+    if index == 0 && uses_previous {
+        return Err(DefinitionError::PreviousOutputInFirstStep);
+    }
+    Ok(TaskDef { agent, input })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn parses_the_guides_content_pipeline() {
+        let def = WorkflowDefinition::parse(&json!({
+            "name": "Content Marketing Pipeline",
+            "tasks": [
+                {"agent": "marketing_content_agent_1_101", "input": {"topic": "AI in healthcare"}},
+                {"agent": "marketing_seo_agent_1_102", "input": {"content": "{{previous_output}}"}},
+                {"agent": "marketing_social_media_agent_1_103"}
+            ]
+        }))
+        .unwrap();
+        assert_eq!(def.tasks.len(), 3);
+        assert_eq!(def.tasks[2].input, json!({}));
+    }
+
+    #[test]
+    fn each_mistake_has_its_own_error() {
+        let cases = [
+            (json!([]), DefinitionError::NotAnObject),
+            (json!({"tasks": []}), DefinitionError::Missing("name")),
+            (json!({"name": "  ", "tasks": []}), DefinitionError::EmptyName),
+            (json!({"name": "x"}), DefinitionError::Missing("tasks")),
+            (json!({"name": "x", "tasks": []}), DefinitionError::NoTasks),
+            (
+                json!({"name": "x", "tasks": [{"input": {}}]}),
+                DefinitionError::BadAgent { index: 0, message: "is required".into() },
+            ),
+            (
+                json!({"name": "x", "tasks": [{"agent": "a"}], "extra": 1}),
+                DefinitionError::UnknownField("extra".into()),
+            ),
+            (
+                json!({"name": "x", "tasks": [{"agent": "a", "input": "{{previous_output}}"}]}),
+                DefinitionError::PreviousOutputInFirstStep,
+            ),
+        ];
+        for (body, want) in cases {
+            assert_eq!(WorkflowDefinition::parse(&body), Err(want), "{body}");
+        }
+        assert!(matches!(
+            WorkflowDefinition::parse(&json!({"name": "x", "tasks": [{"agent": "a/b"}]})),
+            Err(DefinitionError::BadAgent { index: 0, .. })
+        ));
+        assert!(matches!(
+            WorkflowDefinition::parse(&json!({"name": 5, "tasks": [{"agent": "a"}]})),
+            Err(DefinitionError::WrongType { .. })
+        ));
+    }
+}

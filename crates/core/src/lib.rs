@@ -1,0 +1,20 @@
+//! The pure heart of agentflow.
+//!
+//! Everything a workflow *is* lives here, with no I/O: the definition a user
+//! submits ([`definition`]), the records of the event log ([`record`]), the
+//! fold that turns records into state ([`state::apply`]) and the function that
+//! says what to do next ([`decide::decide`]). The engine, the projector and the
+//! audit tooling all use this same fold, so they can never disagree.
+
+pub mod decide;
+pub mod definition;
+pub mod ids;
+pub mod record;
+pub mod state;
+pub mod template;
+
+pub use decide::{Action, decide};
+pub use definition::{DefinitionError, TaskDef, WorkflowDefinition};
+pub use ids::{AgentName, IdError, UserId, WorkflowId};
+pub use record::{Event, Record, RecordError, StepError, StepErrorKind};
+pub use state::{Rejected, StepState, StepStatus, WorkflowState, WorkflowStatus, apply};

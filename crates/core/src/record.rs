@@ -1,0 +1,312 @@
+//! The records of the event log and their wire shape.
+//!
+//! A record is an envelope (`event_id`, `event_type`, `workflow_id`,
+//! `user_id`, `seq`, `timestamp`, `version`, `metadata`) around one [`Event`]
+//! in `data`. The JSON Schemas in `schemas/` describe exactly this shape; a
+//! test checks every variant against them.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::definition::TaskDef;
+use crate::ids::{AgentName, UserId, WorkflowId};
+
+/// The version of the envelope and payload shapes written by this code.
+pub const RECORD_VERSION: u32 = 1;
+
+/// Why a step failed. Recorded in the log and shown in the step's result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepError {
+    pub kind: StepErrorKind,
+    pub message: String,
+    /// The agent's HTTP status, when it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_status: Option<u16>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepErrorKind {
+    /// The agent answered 4xx: the input is wrong, retrying will not help.
+    Rejected,
+    /// The agent answered 5xx on every attempt.
+    ServerError,
+    /// No answer within the timeout on every attempt.
+    Timeout,
+    /// Could not connect on every attempt.
+    Connection,
+    /// A 2xx whose body is not JSON.
+    InvalidResponse,
+}
+
+/// What happened (or what a user asked for), one variant per `event_type`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// `workflow.created`: a user defined a workflow.
+    Created { name: String, tasks: Vec<TaskDef> },
+    /// `workflow.started`: a user asked to run it, from `from_step` (1 on the
+    /// first run, the failed step when resuming a failed workflow).
+    Started { from_step: u32 },
+    /// `agent.executed`: a step's agent answered with `output`.
+    AgentExecuted {
+        step: u32,
+        agent: AgentName,
+        output: Value,
+        attempts: u32,
+        duration_ms: u64,
+    },
+    /// `step.failed`: a step's agent call failed for good.
+    StepFailed {
+        step: u32,
+        agent: AgentName,
+        error: StepError,
+        attempts: u32,
+        duration_ms: u64,
+    },
+    /// `workflow.completed`: every step succeeded.
+    Completed,
+    /// `workflow.failed`: a step failed; the remaining steps are skipped.
+    Failed { step: u32, agent: AgentName, error: StepError },
+}
+
+impl Event {
+    pub const TYPES: [&'static str; 6] = [
+        "workflow.created",
+        "workflow.started",
+        "agent.executed",
+        "step.failed",
+        "workflow.completed",
+        "workflow.failed",
+    ];
+
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            Event::Created { .. } => "workflow.created",
+            Event::Started { .. } => "workflow.started",
+            Event::AgentExecuted { .. } => "agent.executed",
+            Event::StepFailed { .. } => "step.failed",
+            Event::Completed => "workflow.completed",
+            Event::Failed { .. } => "workflow.failed",
+        }
+    }
+
+    fn to_data(&self) -> Value {
+        let v = match self {
+            Event::Created { name, tasks } => serde_json::json!({"name": name, "tasks": tasks}),
+            Event::Started { from_step } => serde_json::json!({"from_step": from_step}),
+            Event::AgentExecuted {
+                step,
+                agent,
+                output,
+                attempts,
+                duration_ms,
+            } => serde_json::json!({
+                "step": step, "agent": agent, "output": output,
+                "attempts": attempts, "duration_ms": duration_ms,
+            }),
+            Event::StepFailed {
+                step,
+                agent,
+                error,
+                attempts,
+                duration_ms,
+            } => serde_json::json!({
+                "step": step, "agent": agent, "error": error,
+                "attempts": attempts, "duration_ms": duration_ms,
+            }),
+            Event::Completed => Value::Object(Map::new()),
+            Event::Failed { step, agent, error } => {
+                serde_json::json!({"step": step, "agent": agent, "error": error})
+            }
+        };
+        v
+    }
+
+    fn from_data(event_type: &str, data: Value) -> Result<Self, RecordError> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct CreatedData {
+            name: String,
+            tasks: Vec<TaskDef>,
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct StartedData {
+            from_step: u32,
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct ExecutedData {
+            step: u32,
+            agent: AgentName,
+            output: Value,
+            attempts: u32,
+            duration_ms: u64,
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct StepFailedData {
+            step: u32,
+            agent: AgentName,
+            error: StepError,
+            attempts: u32,
+            duration_ms: u64,
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct FailedData {
+            step: u32,
+            agent: AgentName,
+            error: StepError,
+        }
+        let bad = |e: serde_json::Error| RecordError::Data(event_type.to_owned(), e.to_string());
+        Ok(match event_type {
+            "workflow.created" => {
+                let d: CreatedData = serde_json::from_value(data).map_err(bad)?;
+                Event::Created { name: d.name, tasks: d.tasks }
+            }
+            "workflow.started" => {
+                let d: StartedData = serde_json::from_value(data).map_err(bad)?;
+                Event::Started { from_step: d.from_step }
+            }
+            "agent.executed" => {
+                let d: ExecutedData = serde_json::from_value(data).map_err(bad)?;
+                Event::AgentExecuted {
+                    step: d.step,
+                    agent: d.agent,
+                    output: d.output,
+                    attempts: d.attempts,
+                    duration_ms: d.duration_ms,
+                }
+            }
+            "step.failed" => {
+                let d: StepFailedData = serde_json::from_value(data).map_err(bad)?;
+                Event::StepFailed {
+                    step: d.step,
+                    agent: d.agent,
+                    error: d.error,
+                    attempts: d.attempts,
+                    duration_ms: d.duration_ms,
+                }
+            }
+            "workflow.completed" => Event::Completed,
+            "workflow.failed" => {
+                let d: FailedData = serde_json::from_value(data).map_err(bad)?;
+                Event::Failed { step: d.step, agent: d.agent, error: d.error }
+            }
+            other => return Err(RecordError::UnknownType(other.to_owned())),
+        })
+    }
+}
+
+/// One record of the log: an [`Event`] in its envelope.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub event_id: Uuid,
+    pub workflow_id: WorkflowId,
+    pub user_id: UserId,
+    /// The workflow's event number: 1 for `workflow.created`, then 2, 3, …
+    pub seq: u64,
+    pub timestamp: DateTime<Utc>,
+    /// Free-form context: who asked, which node wrote it, and for
+    /// `workflow.completed` the guide's `task_count`, `duration_seconds` and
+    /// `agents_used`.
+    pub metadata: Map<String, Value>,
+    pub event: Event,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    #[error("record is not valid JSON of the envelope shape: {0}")]
+    Envelope(String),
+    #[error("unknown event_type `{0}`")]
+    UnknownType(String),
+    #[error("unsupported record version {0}")]
+    Version(u32),
+    #[error("bad data for `{0}`: {1}")]
+    Data(String, String),
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Wire {
+    event_id: Uuid,
+    event_type: String,
+    workflow_id: WorkflowId,
+    user_id: UserId,
+    seq: u64,
+    timestamp: DateTime<Utc>,
+    version: u32,
+    #[serde(default)]
+    metadata: Map<String, Value>,
+    #[serde(default)]
+    data: Value,
+}
+
+impl Record {
+    pub fn new(
+        workflow_id: WorkflowId,
+        user_id: UserId,
+        seq: u64,
+        timestamp: DateTime<Utc>,
+        event: Event,
+    ) -> Self {
+        Self {
+            event_id: Uuid::new_v4(),
+            workflow_id,
+            user_id,
+            seq,
+            timestamp,
+            metadata: Map::new(),
+            event,
+        }
+    }
+
+    pub fn with_metadata(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.metadata.insert(key.to_owned(), value.into());
+        self
+    }
+
+    pub fn event_type(&self) -> &'static str {
+        self.event.event_type()
+    }
+
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(Wire {
+            event_id: self.event_id,
+            event_type: self.event_type().to_owned(),
+            workflow_id: self.workflow_id,
+            user_id: self.user_id,
+            seq: self.seq,
+            timestamp: self.timestamp,
+            version: RECORD_VERSION,
+            metadata: self.metadata.clone(),
+            data: self.event.to_data(),
+        })
+        .expect("a record always serialises")
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(&self.to_json()).expect("a record always serialises")
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, RecordError> {
+        let wire: Wire =
+            serde_json::from_slice(bytes).map_err(|e| RecordError::Envelope(e.to_string()))?;
+        if wire.version != RECORD_VERSION {
+            return Err(RecordError::Version(wire.version));
+        }
+        let event = Event::from_data(&wire.event_type, wire.data)?;
+        Ok(Self {
+            event_id: wire.event_id,
+            workflow_id: wire.workflow_id,
+            user_id: wire.user_id,
+            seq: wire.seq,
+            timestamp: wire.timestamp,
+            metadata: wire.metadata,
+            event,
+        })
+    }
+}

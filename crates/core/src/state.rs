@@ -1,0 +1,282 @@
+//! The fold: a workflow's state is `apply` over its records, in log order.
+//!
+//! The lifecycle `pending → running → completed | failed` (and `failed →
+//! running` on resume) lives here and only here. A record that does not fit —
+//! wrong `seq`, wrong workflow, an illegal transition — is rejected and
+//! changes nothing: the first record in log order with a given `seq` wins,
+//! which makes a stale writer after a rebalance harmless.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::definition::TaskDef;
+use crate::ids::{AgentName, UserId, WorkflowId};
+use crate::record::{Event, Record, StepError};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkflowStatus {
+    Pending,
+    Running,
+    Completed,
+    Failed,
+}
+
+impl WorkflowStatus {
+    pub const ALL: [WorkflowStatus; 4] = [
+        WorkflowStatus::Pending,
+        WorkflowStatus::Running,
+        WorkflowStatus::Completed,
+        WorkflowStatus::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkflowStatus::Pending => "pending",
+            WorkflowStatus::Running => "running",
+            WorkflowStatus::Completed => "completed",
+            WorkflowStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, WorkflowStatus::Completed)
+    }
+
+    /// Whether `POST /execute` may start (or resume) it.
+    pub fn can_start(self) -> bool {
+        matches!(self, WorkflowStatus::Pending | WorkflowStatus::Failed)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Pending,
+    Completed,
+    Failed,
+    Skipped,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepState {
+    pub agent: AgentName,
+    pub status: StepStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<StepError>,
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default)]
+    pub duration_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WorkflowState {
+    pub workflow_id: WorkflowId,
+    pub user_id: UserId,
+    pub name: String,
+    pub tasks: Vec<TaskDef>,
+    pub steps: Vec<StepState>,
+    pub status: WorkflowStatus,
+    /// The `seq` of the last record applied.
+    pub seq: u64,
+    /// How many times it was started (1 + resumes).
+    pub runs: u32,
+    pub created_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// Why a record was not applied. The state is unchanged.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejected {
+    #[error("seq {got} is not the next one ({expected})")]
+    OutOfSequence { expected: u64, got: u64 },
+    #[error("record is for another workflow")]
+    OtherWorkflow,
+    #[error("{event} is not allowed while {status:?}")]
+    IllegalTransition {
+        status: Option<WorkflowStatus>,
+        event: &'static str,
+    },
+    #[error("step {got} does not match the step in progress ({expected:?})")]
+    WrongStep { expected: Option<u32>, got: u32 },
+}
+
+impl WorkflowState {
+    /// The 1-based step to run next, if any step is still pending.
+    pub fn next_step(&self) -> Option<u32> {
+        self.steps
+            .iter()
+            .position(|s| s.status == StepStatus::Pending)
+            .map(|i| i as u32 + 1)
+    }
+
+    /// The step that failed, if any.
+    pub fn failed_step(&self) -> Option<u32> {
+        self.steps
+            .iter()
+            .position(|s| s.status == StepStatus::Failed)
+            .map(|i| i as u32 + 1)
+    }
+
+    pub fn step(&self, step: u32) -> Option<&StepState> {
+        self.steps.get((step as usize).checked_sub(1)?)
+    }
+
+    /// The output of the step before `step` (`null` for the first step).
+    pub fn previous_output(&self, step: u32) -> Value {
+        step.checked_sub(1)
+            .and_then(|p| self.step(p))
+            .and_then(|s| s.output.clone())
+            .unwrap_or(Value::Null)
+    }
+
+    /// The distinct agents of the workflow, in task order.
+    pub fn agents_used(&self) -> Vec<AgentName> {
+        let mut seen: Vec<AgentName> = Vec::new();
+        for t in &self.tasks {
+            if !seen.contains(&t.agent) {
+                seen.push(t.agent.clone());
+            }
+        }
+        seen
+    }
+
+    /// The step a (re)start begins at: 1 when pending, the failed step when
+    /// failed; `None` when it cannot start.
+    pub fn start_step(&self) -> Option<u32> {
+        match self.status {
+            WorkflowStatus::Pending => Some(1),
+            WorkflowStatus::Failed => self.failed_step(),
+            _ => None,
+        }
+    }
+
+    fn expect_step(&self, step: u32, agent: &AgentName) -> Result<(), Rejected> {
+        let expected = self.next_step();
+        let agent_matches = self.step(step).is_some_and(|s| &s.agent == agent);
+        if expected != Some(step) || !agent_matches {
+            return Err(Rejected::WrongStep { expected, got: step });
+        }
+        Ok(())
+    }
+}
+
+/// Applies `record` to `state` (`None` before the workflow exists). On
+/// `Err`, `state` is left exactly as it was.
+pub fn apply(state: &mut Option<WorkflowState>, record: &Record) -> Result<(), Rejected> {
+    let expected = state.as_ref().map_or(1, |s| s.seq + 1);
+    if record.seq != expected {
+        return Err(Rejected::OutOfSequence { expected, got: record.seq });
+    }
+    let Some(st) = state.as_mut() else {
+        let Event::Created { name, tasks } = &record.event else {
+            return Err(Rejected::IllegalTransition { status: None, event: record.event_type() });
+        };
+        *state = Some(WorkflowState {
+            workflow_id: record.workflow_id,
+            user_id: record.user_id,
+            name: name.clone(),
+            steps: tasks
+                .iter()
+                .map(|t| StepState {
+                    agent: t.agent.clone(),
+                    status: StepStatus::Pending,
+                    output: None,
+                    error: None,
+                    attempts: 0,
+                    duration_ms: 0,
+                    finished_at: None,
+                })
+                .collect(),
+            tasks: tasks.clone(),
+            status: WorkflowStatus::Pending,
+            seq: record.seq,
+            runs: 0,
+            created_at: record.timestamp,
+            started_at: None,
+            finished_at: None,
+        });
+        return Ok(());
+    };
+    if st.workflow_id != record.workflow_id {
+        // Checked before anything else about the record is trusted.
+        return Err(Rejected::OtherWorkflow);
+    }
+    match (&record.event, st.status) {
+        (Event::Started { from_step }, status) if status.can_start() => {
+            if st.start_step() != Some(*from_step) {
+                return Err(Rejected::WrongStep { expected: st.start_step(), got: *from_step });
+            }
+            for s in st.steps.iter_mut().skip(*from_step as usize - 1) {
+                s.status = StepStatus::Pending;
+                s.error = None;
+                s.finished_at = None;
+            }
+            st.status = WorkflowStatus::Running;
+            st.runs += 1;
+            st.started_at = Some(record.timestamp);
+            st.finished_at = None;
+        }
+        (
+            Event::AgentExecuted { step, agent, output, attempts, duration_ms },
+            WorkflowStatus::Running,
+        ) if st.failed_step().is_none() => {
+            st.expect_step(*step, agent)?;
+            let s = &mut st.steps[*step as usize - 1];
+            s.status = StepStatus::Completed;
+            s.output = Some(output.clone());
+            s.attempts = *attempts;
+            s.duration_ms = *duration_ms;
+            s.finished_at = Some(record.timestamp);
+        }
+        (
+            Event::StepFailed { step, agent, error, attempts, duration_ms },
+            WorkflowStatus::Running,
+        ) if st.failed_step().is_none() => {
+            st.expect_step(*step, agent)?;
+            let s = &mut st.steps[*step as usize - 1];
+            s.status = StepStatus::Failed;
+            s.error = Some(error.clone());
+            s.attempts = *attempts;
+            s.duration_ms = *duration_ms;
+            s.finished_at = Some(record.timestamp);
+        }
+        (Event::Completed, WorkflowStatus::Running)
+            if st.steps.iter().all(|s| s.status == StepStatus::Completed) =>
+        {
+            st.status = WorkflowStatus::Completed;
+            st.finished_at = Some(record.timestamp);
+        }
+        (Event::Failed { step, .. }, WorkflowStatus::Running) => {
+            if st.failed_step() != Some(*step) {
+                return Err(Rejected::WrongStep { expected: st.failed_step(), got: *step });
+            }
+            for s in st.steps.iter_mut().filter(|s| s.status == StepStatus::Pending) {
+                s.status = StepStatus::Skipped;
+            }
+            st.status = WorkflowStatus::Failed;
+            st.finished_at = Some(record.timestamp);
+        }
+        (event, status) => {
+            return Err(Rejected::IllegalTransition {
+                status: Some(status),
+                event: event.event_type(),
+            });
+        }
+    }
+    st.seq = record.seq;
+    Ok(())
+}

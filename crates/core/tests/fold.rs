@@ -1,0 +1,336 @@
+//! The fold and decide, as given/when/then: given these records, when the
+//! workflow is folded, then this state and this next action.
+
+use agentflow_core::*;
+use chrono::{DateTime, TimeZone, Utc};
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+fn t(secs: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_700_000_000 + secs, 0).unwrap()
+}
+
+fn agent(s: &str) -> AgentName {
+    AgentName::parse(s).unwrap()
+}
+
+struct Given {
+    id: WorkflowId,
+    records: Vec<Record>,
+}
+
+impl Given {
+    fn created(agents: &[&str]) -> Self {
+        let id = WorkflowId::new();
+        let tasks = agents
+            .iter()
+            .enumerate()
+            .map(|(i, a)| TaskDef {
+                agent: agent(a),
+                input: if i == 0 {
+                    json!({"topic": "AI"})
+                } else {
+                    json!({"content": "{{previous_output}}"})
+                },
+            })
+            .collect();
+        let mut g = Self { id, records: vec![] };
+        g.push(Event::Created { name: "pipeline".into(), tasks });
+        g
+    }
+
+    fn push(&mut self, event: Event) -> &mut Self {
+        let seq = self.records.len() as u64 + 1;
+        self.records.push(Record::new(self.id, UserId(42), seq, t(seq as i64), event));
+        self
+    }
+
+    fn fold(&self) -> WorkflowState {
+        let mut st = None;
+        for r in &self.records {
+            apply(&mut st, r).unwrap_or_else(|e| panic!("{} rejected: {e}", r.event_type()));
+        }
+        st.unwrap()
+    }
+}
+
+fn executed(step: u32, a: &str, output: Value) -> Event {
+    Event::AgentExecuted { step, agent: agent(a), output, attempts: 1, duration_ms: 5 }
+}
+
+fn step_error() -> StepError {
+    StepError { kind: StepErrorKind::ServerError, message: "HTTP 503".into(), http_status: Some(503) }
+}
+
+#[test]
+fn created_workflow_is_pending_and_waits() {
+    let st = Given::created(&["a", "b"]).fold();
+    assert_eq!(st.status, WorkflowStatus::Pending);
+    assert_eq!(st.seq, 1);
+    assert_eq!(decide(&st, t(9)), None);
+}
+
+#[test]
+fn started_workflow_calls_the_first_agent_with_its_input() {
+    let mut g = Given::created(&["a", "b"]);
+    g.push(Event::Started { from_step: 1 });
+    let st = g.fold();
+    assert_eq!(st.status, WorkflowStatus::Running);
+    assert_eq!(
+        decide(&st, t(9)),
+        Some(Action::CallAgent {
+            step: 1,
+            agent: agent("a"),
+            input: json!({"topic": "AI"}),
+            idempotency_key: format!("{}:1", g.id),
+        })
+    );
+}
+
+#[test]
+fn next_step_gets_the_previous_output() {
+    let mut g = Given::created(&["a", "b"]);
+    g.push(Event::Started { from_step: 1 }).push(executed(1, "a", json!({"draft": "x"})));
+    let Some(Action::CallAgent { step, input, .. }) = decide(&g.fold(), t(9)) else {
+        panic!("expected a call")
+    };
+    assert_eq!(step, 2);
+    assert_eq!(input, json!({"content": {"draft": "x"}}));
+}
+
+#[test]
+fn all_steps_done_completes_with_the_guides_metadata() {
+    let mut g = Given::created(&["a", "b", "a"]);
+    g.push(Event::Started { from_step: 1 })
+        .push(executed(1, "a", json!(1)))
+        .push(executed(2, "b", json!(2)))
+        .push(executed(3, "a", json!(3)));
+    let st = g.fold();
+    let Some(Action::Append { event: Event::Completed, metadata }) = decide(&st, t(12)) else {
+        panic!("expected completion")
+    };
+    assert_eq!(metadata["task_count"], json!(3));
+    assert_eq!(metadata["agents_used"], json!(["a", "b"]));
+    // started at t(2), now t(12)
+    assert_eq!(metadata["duration_seconds"], json!(10.0));
+    g.push(Event::Completed);
+    let st = g.fold();
+    assert_eq!(st.status, WorkflowStatus::Completed);
+    assert_eq!(decide(&st, t(13)), None);
+}
+
+#[test]
+fn a_failed_step_fails_the_workflow_and_skips_the_rest() {
+    let mut g = Given::created(&["a", "b", "c"]);
+    g.push(Event::Started { from_step: 1 })
+        .push(executed(1, "a", json!(1)))
+        .push(Event::StepFailed {
+            step: 2,
+            agent: agent("b"),
+            error: step_error(),
+            attempts: 3,
+            duration_ms: 70,
+        });
+    let st = g.fold();
+    assert_eq!(
+        decide(&st, t(9)),
+        Some(Action::Append {
+            event: Event::Failed { step: 2, agent: agent("b"), error: step_error() },
+            metadata: Default::default(),
+        })
+    );
+    g.push(Event::Failed { step: 2, agent: agent("b"), error: step_error() });
+    let st = g.fold();
+    assert_eq!(st.status, WorkflowStatus::Failed);
+    let statuses: Vec<_> = st.steps.iter().map(|s| s.status).collect();
+    assert_eq!(statuses, [StepStatus::Completed, StepStatus::Failed, StepStatus::Skipped]);
+    assert_eq!(st.step(2).unwrap().error, Some(step_error()));
+}
+
+#[test]
+fn resuming_a_failed_workflow_starts_at_the_failed_step_and_keeps_earlier_results() {
+    let mut g = Given::created(&["a", "b", "c"]);
+    g.push(Event::Started { from_step: 1 })
+        .push(executed(1, "a", json!("one")))
+        .push(Event::StepFailed {
+            step: 2,
+            agent: agent("b"),
+            error: step_error(),
+            attempts: 3,
+            duration_ms: 1,
+        })
+        .push(Event::Failed { step: 2, agent: agent("b"), error: step_error() });
+    let mut st = Some(g.fold());
+    let wrong = Record::new(g.id, UserId(42), 6, t(6), Event::Started { from_step: 1 });
+    assert!(matches!(apply(&mut st, &wrong), Err(Rejected::WrongStep { .. })));
+    g.push(Event::Started { from_step: 2 });
+    let st = g.fold();
+    assert_eq!(st.runs, 2);
+    assert_eq!(st.step(1).unwrap().output, Some(json!("one")));
+    assert!(matches!(
+        decide(&st, t(9)),
+        Some(Action::CallAgent { step: 2, input, .. }) if input == json!({"content": "one"})
+    ));
+}
+
+#[test]
+fn illegal_transitions_are_rejected_and_change_nothing() {
+    let mut g = Given::created(&["a"]);
+    let before = Some(g.fold());
+    let cases = [
+        Event::Completed,
+        executed(1, "a", json!(1)),
+        Event::Created { name: "again".into(), tasks: vec![] },
+        Event::Started { from_step: 2 },
+    ];
+    for ev in cases {
+        let mut st = before.clone();
+        let rec = Record::new(g.id, UserId(42), 2, t(2), ev);
+        assert!(apply(&mut st, &rec).is_err(), "{} accepted", rec.event_type());
+        assert_eq!(st, before);
+    }
+    g.push(Event::Started { from_step: 1 }).push(executed(1, "a", json!(1)));
+    let mut st = Some(g.fold());
+    let again = Record::new(g.id, UserId(42), 4, t(4), Event::Started { from_step: 1 });
+    assert!(matches!(
+        apply(&mut st, &again),
+        Err(Rejected::IllegalTransition { status: Some(WorkflowStatus::Running), .. })
+    ));
+    let wrong_agent = Record::new(g.id, UserId(42), 4, t(4), executed(1, "zzz", json!(1)));
+    assert!(apply(&mut st, &wrong_agent).is_err());
+}
+
+#[test]
+fn first_record_with_a_seq_wins_and_later_duplicates_are_ignored() {
+    let mut g = Given::created(&["a", "b"]);
+    g.push(Event::Started { from_step: 1 });
+    let mut st = Some(g.fold());
+    let winner = Record::new(g.id, UserId(42), 3, t(3), executed(1, "a", json!("first")));
+    let zombie = Record::new(g.id, UserId(42), 3, t(3), executed(1, "a", json!("second")));
+    apply(&mut st, &winner).unwrap();
+    assert_eq!(
+        apply(&mut st, &zombie),
+        Err(Rejected::OutOfSequence { expected: 4, got: 3 })
+    );
+    assert_eq!(st.unwrap().step(1).unwrap().output, Some(json!("first")));
+}
+
+#[test]
+fn records_round_trip_through_their_wire_shape() {
+    let mut g = Given::created(&["a", "b"]);
+    g.push(Event::Started { from_step: 1 })
+        .push(executed(1, "a", json!({"x": [1, 2]})))
+        .push(Event::StepFailed {
+            step: 2,
+            agent: agent("b"),
+            error: step_error(),
+            attempts: 2,
+            duration_ms: 9,
+        })
+        .push(Event::Failed { step: 2, agent: agent("b"), error: step_error() });
+    for r in &g.records {
+        assert_eq!(&Record::from_bytes(&r.to_bytes()).unwrap(), r);
+    }
+    assert!(matches!(Record::from_bytes(b"{}"), Err(RecordError::Envelope(_))));
+    let mut j = g.records[1].to_json();
+    j["event_type"] = json!("workflow.exploded");
+    assert!(matches!(
+        Record::from_bytes(j.to_string().as_bytes()),
+        Err(RecordError::UnknownType(_))
+    ));
+}
+
+// ---------- properties ----------
+
+fn arb_event() -> impl Strategy<Value = Event> {
+    let agent = prop_oneof![Just("a"), Just("b"), Just("c")].prop_map(agent);
+    let step = 0u32..5;
+    prop_oneof![
+        Just(Event::Created {
+            name: "p".into(),
+            tasks: vec![
+                TaskDef { agent: agent_static("a"), input: json!({}) },
+                TaskDef { agent: agent_static("b"), input: json!("{{previous_output}}") },
+            ],
+        }),
+        (1u32..4).prop_map(|from_step| Event::Started { from_step }),
+        (step.clone(), agent.clone()).prop_map(|(step, a)| executed(step, a.as_str(), json!(step))),
+        (step.clone(), agent.clone()).prop_map(|(step, agent)| Event::StepFailed {
+            step,
+            agent,
+            error: step_error(),
+            attempts: 1,
+            duration_ms: 1
+        }),
+        Just(Event::Completed),
+        (step, agent).prop_map(|(step, agent)| Event::Failed { step, agent, error: step_error() }),
+    ]
+}
+
+fn agent_static(s: &str) -> AgentName {
+    agent(s)
+}
+
+proptest! {
+    /// Any sequence of records — duplicates, gaps, out-of-order seq, nonsense
+    /// transitions — folds without panicking, deterministically, and a
+    /// rejected record never changes the state.
+    #[test]
+    fn fold_is_total_deterministic_and_rejections_change_nothing(
+        events in prop::collection::vec((arb_event(), 0u64..8), 0..40)
+    ) {
+        let id = WorkflowId::new();
+        let records: Vec<Record> = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, (ev, seq))| Record::new(id, UserId(1), seq, t(i as i64), ev))
+            .collect();
+        let fold = |rs: &[Record]| {
+            let mut st = None;
+            for r in rs {
+                let before = st.clone();
+                if apply(&mut st, r).is_err() {
+                    assert_eq!(st, before);
+                }
+            }
+            st
+        };
+        let a = fold(&records);
+        prop_assert_eq!(&a, &fold(&records));
+        if let Some(st) = &a {
+            // seq only moves forward, one at a time, and decide never panics.
+            prop_assert!(st.seq >= 1);
+            let _ = decide(st, t(100));
+            // A completed workflow has every step completed.
+            if st.status == WorkflowStatus::Completed {
+                prop_assert!(st.steps.iter().all(|s| s.status == StepStatus::Completed));
+            }
+        }
+    }
+
+    /// Driving a workflow with decide's own actions always finishes it, and
+    /// replaying the resulting log gives the same state.
+    #[test]
+    fn decide_drives_any_workflow_to_an_end(fail_at in prop::option::of(1u32..4), n in 1usize..4) {
+        let names = ["a", "b", "c"];
+        let mut g = Given::created(&names[..n]);
+        g.push(Event::Started { from_step: 1 });
+        for _ in 0..20 {
+            let st = g.fold();
+            match decide(&st, t(50)) {
+                None => break,
+                Some(Action::Append { event, .. }) => { g.push(event); }
+                Some(Action::CallAgent { step, agent, .. }) => {
+                    if Some(step) == fail_at {
+                        g.push(Event::StepFailed { step, agent, error: step_error(), attempts: 1, duration_ms: 1 });
+                    } else {
+                        g.push(executed(step, agent.as_str(), json!(step)));
+                    }
+                }
+            }
+        }
+        let st = g.fold();
+        let want = match fail_at { Some(f) if f as usize <= n => WorkflowStatus::Failed, _ => WorkflowStatus::Completed };
+        prop_assert_eq!(st.status, want);
+    }
+}

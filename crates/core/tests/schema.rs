@@ -1,0 +1,75 @@
+//! Every record type the code can emit validates against `schemas/`.
+
+use agentflow_core::*;
+use chrono::Utc;
+use serde_json::{Value, json};
+
+fn validator() -> jsonschema::Validator {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/record.schema.json");
+    let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    jsonschema::validator_for(&schema).expect("schema compiles")
+}
+
+fn samples() -> Vec<Record> {
+    let id = WorkflowId::new();
+    let a = AgentName::parse("marketing_content_agent_1_101").unwrap();
+    let err = StepError { kind: StepErrorKind::Timeout, message: "timed out after 30s".into(), http_status: None };
+    let tasks = vec![TaskDef { agent: a.clone(), input: json!({"topic": "AI"}) }];
+    let completed = {
+        let mut st = None;
+        let created = Record::new(id, UserId(42), 1, Utc::now(), Event::Created { name: "x".into(), tasks: tasks.clone() });
+        let started = Record::new(id, UserId(42), 2, Utc::now(), Event::Started { from_step: 1 });
+        let done = Record::new(id, UserId(42), 3, Utc::now(), Event::AgentExecuted { step: 1, agent: a.clone(), output: json!({"ok": true}), attempts: 1, duration_ms: 3 });
+        for r in [&created, &started, &done] {
+            apply(&mut st, r).unwrap();
+        }
+        let Some(Action::Append { event, metadata }) = decide(st.as_ref().unwrap(), Utc::now()) else { panic!() };
+        let mut r = Record::new(id, UserId(42), 4, Utc::now(), event);
+        r.metadata = metadata;
+        r
+    };
+    let events = [
+        Event::Created { name: "Content Marketing Pipeline".into(), tasks },
+        Event::Started { from_step: 1 },
+        Event::AgentExecuted { step: 1, agent: a.clone(), output: json!("text"), attempts: 2, duration_ms: 120 },
+        Event::StepFailed { step: 1, agent: a.clone(), error: err.clone(), attempts: 3, duration_ms: 9000 },
+        Event::Failed { step: 1, agent: a, error: err },
+    ];
+    let mut out: Vec<Record> = events
+        .into_iter()
+        .enumerate()
+        .map(|(i, e)| Record::new(id, UserId(42), i as u64 + 1, Utc::now(), e).with_metadata("node_id", "n1"))
+        .collect();
+    out.push(completed);
+    out
+}
+
+#[test]
+fn every_event_type_validates_against_the_schema() {
+    let v = validator();
+    let recs = samples();
+    let mut seen: Vec<&str> = recs.iter().map(|r| r.event_type()).collect();
+    seen.sort();
+    let mut all = Event::TYPES.to_vec();
+    all.sort();
+    assert_eq!(seen, all, "a sample for every event type");
+    for r in &recs {
+        let j = r.to_json();
+        let errors: Vec<String> = v.iter_errors(&j).map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{}: {errors:?}\n{j:#}", r.event_type());
+    }
+}
+
+#[test]
+fn the_schema_rejects_what_the_code_rejects() {
+    let v = validator();
+    let mut j = samples()[2].to_json();
+    j["data"]["agent"] = json!("no/slashes");
+    assert!(!v.is_valid(&j));
+    let mut j = samples()[0].to_json();
+    j["seq"] = json!(2);
+    assert!(!v.is_valid(&j), "created must be seq 1");
+    let mut j = samples()[1].to_json();
+    j["surprise"] = json!(1);
+    assert!(!v.is_valid(&j));
+}
