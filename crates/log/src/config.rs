@@ -1,0 +1,45 @@
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+
+/// How to reach the log. Built by the binary from `config/agentflow.toml`.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// Bootstrap servers, `host:port[,host:port]`.
+    pub brokers: String,
+    pub topic: String,
+    /// Partitions to create the topic with when it does not exist.
+    pub partitions: i32,
+    pub replication_factor: i32,
+    /// Identifies this process to the broker (`client.id`).
+    pub client_id: String,
+    /// Consumer group session timeout: how soon a dead node's partitions move.
+    pub session_timeout: Duration,
+    /// How long a producer batch may wait to fill (`linger.ms`).
+    pub linger: Duration,
+    /// How long the broker may hold a fetch that has no data (`fetch.wait.max.ms`).
+    pub fetch_wait: Duration,
+}
+
+impl LogConfig {
+    pub fn new(brokers: impl Into<String>, topic: impl Into<String>) -> Self {
+        Self {
+            brokers: brokers.into(),
+            topic: topic.into(),
+            partitions: 8,
+            replication_factor: 1,
+            client_id: "agentflow".into(),
+            session_timeout: Duration::from_secs(10),
+            linger: Duration::from_millis(1),
+            fetch_wait: Duration::from_millis(10),
+        }
+    }
+
+    pub(crate) fn client(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.brokers)
+            .set("client.id", &self.client_id)
+            .set("log_level", "4");
+        c
+    }
+}

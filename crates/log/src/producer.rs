@@ -1,0 +1,72 @@
+use std::time::{Duration, Instant};
+
+use agentflow_core::Record;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use crate::{LogConfig, LogError};
+
+/// Where a record landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// Appends records to the log. Cheap to clone; share one per process.
+#[derive(Clone)]
+pub struct Producer {
+    inner: FutureProducer,
+    topic: String,
+}
+
+pub const APPEND_SECONDS: &str = "agentflow_log_append_seconds";
+
+impl Producer {
+    pub fn new(config: &LogConfig) -> Result<Self, LogError> {
+        let inner: FutureProducer = config
+            .client()
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", config.linger.as_millis().to_string())
+            // Same key → same partition as Java clients and Redpanda tooling.
+            .set("partitioner", "murmur2_random")
+            .create()?;
+        Ok(Self { inner, topic: config.topic.clone() })
+    }
+
+    /// Appends one record, keyed by its workflow id, and waits until the
+    /// broker acknowledged it (all in-sync replicas). Gives up after
+    /// `timeout` with [`LogError::Unavailable`]; the record may still land
+    /// later, which the fold's `seq` rule makes harmless.
+    pub async fn append(&self, record: &Record, timeout: Duration) -> Result<Position, LogError> {
+        let started = Instant::now();
+        let key = record.workflow_id.to_string();
+        let payload = record.to_bytes();
+        let headers = OwnedHeaders::new().insert(Header {
+            key: "event_type",
+            value: Some(record.event_type()),
+        });
+        let msg = FutureRecord::to(&self.topic).key(&key).payload(&payload).headers(headers);
+        let result = self.inner.send(msg, timeout).await;
+        metrics::histogram!(APPEND_SECONDS).record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(d) => Ok(Position { partition: d.partition, offset: d.offset }),
+            Err((e, _)) => match e.rdkafka_error_code() {
+                Some(
+                    rdkafka::types::RDKafkaErrorCode::MessageTimedOut
+                    | rdkafka::types::RDKafkaErrorCode::QueueFull
+                    | rdkafka::types::RDKafkaErrorCode::AllBrokersDown
+                    | rdkafka::types::RDKafkaErrorCode::BrokerTransportFailure,
+                ) => Err(LogError::Unavailable(e.to_string())),
+                _ => Err(e.into()),
+            },
+        }
+    }
+
+    /// Waits until every queued record is acknowledged (for shutdown).
+    pub fn flush(&self, timeout: Duration) -> Result<(), LogError> {
+        use rdkafka::producer::Producer as _;
+        self.inner.flush(timeout).map_err(Into::into)
+    }
+}

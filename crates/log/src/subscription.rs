@@ -1,0 +1,244 @@
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use agentflow_core::{Record, RecordError};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaResult;
+use rdkafka::message::Message;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::ClientContext;
+use tokio::sync::mpsc;
+
+use crate::{LogConfig, LogError};
+
+/// Where a newly assigned partition starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    Beginning,
+    /// The next offset to read.
+    Offset(i64),
+}
+
+/// Chooses the start of each newly assigned partition. Called on the
+/// subscription's own thread, during the rebalance: it may block (e.g. to read
+/// stored offsets from Postgres), and the partitions are not read until it
+/// returns.
+pub trait Assigner: Send + Sync + 'static {
+    fn start_positions(&self, partitions: &[i32]) -> Vec<StartAt>;
+}
+
+/// A partition this member now owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Assigned {
+    pub partition: i32,
+    /// The high watermark when it was assigned: records below it existed
+    /// before this member took over (replay); records at or above it are new.
+    pub high_watermark: i64,
+}
+
+#[derive(Debug)]
+pub struct LogRecord {
+    pub partition: i32,
+    pub offset: i64,
+    /// A record this code cannot read (corrupt, or from a newer version) is
+    /// passed on as an error so the owner can log and skip it.
+    pub record: Result<Record, RecordError>,
+}
+
+#[derive(Debug)]
+pub enum ConsumerEvent {
+    /// Always sent before the first record of those partitions.
+    Assigned(Vec<Assigned>),
+    /// Sent before the partitions are given up.
+    Revoked(Vec<i32>),
+    Record(LogRecord),
+}
+
+/// A consumer group member following the topic on a thread of its own.
+/// Dropping it stops the thread (it leaves the group on its way out).
+pub struct Subscription {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+pub const RECORDS_CONSUMED: &str = "agentflow_log_records_consumed_total";
+
+struct Ctx {
+    tx: mpsc::Sender<ConsumerEvent>,
+    assigner: Arc<dyn Assigner>,
+    topic: String,
+    watermarks: BaseConsumer,
+    stop: Arc<AtomicBool>,
+}
+
+impl ClientContext for Ctx {}
+
+impl ConsumerContext for Ctx {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let partitions: Vec<i32> = tpl
+            .elements_for_topic(&self.topic)
+            .iter()
+            .map(|e| e.partition())
+            .collect();
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let starts = self.assigner.start_positions(&partitions);
+                let mut assigned = Vec::with_capacity(partitions.len());
+                for (p, start) in partitions.iter().zip(starts) {
+                    let offset = match start {
+                        StartAt::Beginning => Offset::Beginning,
+                        StartAt::Offset(o) => Offset::Offset(o),
+                    };
+                    if let Err(e) = tpl.set_partition_offset(&self.topic, *p, offset) {
+                        tracing::error!(partition = p, error = %e, "cannot set start offset");
+                    }
+                    assigned.push(Assigned {
+                        partition: *p,
+                        high_watermark: self.high_watermark(*p),
+                    });
+                }
+                tracing::info!(?partitions, "partitions assigned");
+                if self.tx.blocking_send(ConsumerEvent::Assigned(assigned)).is_err() {
+                    self.stop.store(true, Ordering::Relaxed);
+                }
+                if let Err(e) = consumer.assign(tpl) {
+                    tracing::error!(error = %e, "assign failed");
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                tracing::info!(?partitions, "partitions revoked");
+                if self.tx.blocking_send(ConsumerEvent::Revoked(partitions)).is_err() {
+                    self.stop.store(true, Ordering::Relaxed);
+                }
+                if let Err(e) = consumer.unassign() {
+                    tracing::error!(error = %e, "unassign failed");
+                }
+            }
+            other => {
+                tracing::error!(error = ?other, "rebalance error");
+                let _ = consumer.unassign();
+            }
+        }
+    }
+}
+
+impl Ctx {
+    /// Retries until the broker answers: a partition whose end is unknown
+    /// cannot be told apart into replay and live.
+    fn high_watermark(&self, partition: i32) -> i64 {
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match self
+                .watermarks
+                .fetch_watermarks(&self.topic, partition, Duration::from_secs(5))
+            {
+                Ok((_, high)) => return high,
+                Err(e) if !self.stop.load(Ordering::Relaxed) => {
+                    tracing::warn!(partition, error = %e, "cannot read high watermark, retrying");
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+                Err(_) => return 0,
+            }
+        }
+    }
+}
+
+impl Subscription {
+    /// Joins consumer group `group` on the topic and starts delivering
+    /// [`ConsumerEvent`]s. Offsets are never committed to the broker: where a
+    /// partition starts is the [`Assigner`]'s decision.
+    pub fn start(
+        config: &LogConfig,
+        group: &str,
+        assigner: Arc<dyn Assigner>,
+        buffer: usize,
+    ) -> Result<(Self, mpsc::Receiver<ConsumerEvent>), LogError> {
+        let (tx, rx) = mpsc::channel(buffer);
+        let stop = Arc::new(AtomicBool::new(false));
+        let ctx = Ctx {
+            tx: tx.clone(),
+            assigner,
+            topic: config.topic.clone(),
+            watermarks: config.client().create()?,
+            stop: stop.clone(),
+        };
+        let consumer: BaseConsumer<Ctx> = config
+            .client()
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("session.timeout.ms", config.session_timeout.as_millis().to_string())
+            .set(
+                "heartbeat.interval.ms",
+                (config.session_timeout.as_millis() / 5).max(100).to_string(),
+            )
+            .set("fetch.wait.max.ms", config.fetch_wait.as_millis().to_string())
+            .set("partition.assignment.strategy", "range")
+            .create_with_context(ctx)?;
+        consumer.subscribe(&[&config.topic])?;
+        let thread_stop = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("log-{group}"))
+            .spawn(move || run(consumer, tx, thread_stop))
+            .map_err(|e| LogError::Unavailable(e.to_string()))?;
+        Ok((Self { stop, thread: Some(thread) }, rx))
+    }
+
+    /// Stops following the topic and leaves the group, waiting at most
+    /// `timeout` for the consumer to close.
+    pub fn stop(mut self, timeout: Duration) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let deadline = std::time::Instant::now() + timeout;
+            while !t.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn run(consumer: BaseConsumer<Ctx>, tx: mpsc::Sender<ConsumerEvent>, stop: Arc<AtomicBool>) {
+    let counter = metrics::counter!(RECORDS_CONSUMED);
+    while !stop.load(Ordering::Relaxed) {
+        match consumer.poll(Duration::from_millis(100)) {
+            None => {}
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "consumer error");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Some(Ok(m)) => {
+                counter.increment(1);
+                let record = Record::from_bytes(m.payload().unwrap_or_default());
+                let ev = ConsumerEvent::Record(LogRecord {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    record,
+                });
+                if tx.blocking_send(ev).is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    // Leave the group so the partitions move at once rather than after the
+    // session timeout. Closing can hang in librdkafka; this thread is ours
+    // alone, so at worst it lingers.
+    let _: KafkaResult<()> = Ok(consumer.unsubscribe());
+    drop(consumer);
+}

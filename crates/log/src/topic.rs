@@ -1,0 +1,64 @@
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::types::RDKafkaErrorCode;
+
+use crate::{LogConfig, LogError};
+
+/// Creates the topic with `config.partitions` partitions if it is missing.
+/// An existing topic is left as it is (its partition count wins).
+pub async fn ensure_topic(config: &LogConfig) -> Result<(), LogError> {
+    let admin: AdminClient<DefaultClientContext> = config.client().create()?;
+    let topic = NewTopic::new(
+        &config.topic,
+        config.partitions,
+        TopicReplication::Fixed(config.replication_factor),
+    );
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin.create_topics([&topic], &opts).await?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, code)) => {
+                return Err(LogError::Unavailable(format!("cannot create topic {t}: {code}")));
+            }
+        }
+    }
+    // Wait until the broker's metadata shows it, so that consumers that
+    // subscribe right away get its partitions.
+    let probe: BaseConsumer = config.client().create()?;
+    let topic_name = config.topic.clone();
+    tokio::task::spawn_blocking(move || {
+        for _ in 0..100 {
+            if let Ok(md) = probe.fetch_metadata(Some(&topic_name), Duration::from_secs(2))
+                && md.topics().iter().any(|t| t.name() == topic_name && !t.partitions().is_empty())
+            {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(LogError::Unavailable(format!("topic {topic_name} did not appear")))
+    })
+    .await
+    .map_err(|e| LogError::Unavailable(e.to_string()))?
+}
+
+/// The high watermark (next offset to be written) of every partition, in
+/// partition order. Blocks: call it from a blocking thread.
+pub fn partition_high_watermarks(config: &LogConfig, timeout: Duration) -> Result<Vec<i64>, LogError> {
+    let c: BaseConsumer = config.client().create()?;
+    let md = c.fetch_metadata(Some(&config.topic), timeout)?;
+    let Some(t) = md.topics().iter().find(|t| t.name() == config.topic) else {
+        return Ok(vec![]);
+    };
+    let mut out = vec![0; t.partitions().len()];
+    for p in t.partitions() {
+        let (_, high) = c.fetch_watermarks(&config.topic, p.id(), timeout)?;
+        if let Some(slot) = out.get_mut(p.id() as usize) {
+            *slot = high;
+        }
+    }
+    Ok(out)
+}

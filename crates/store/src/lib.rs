@@ -1,0 +1,81 @@
+//! Postgres projections of the event log.
+//!
+//! The projector folds records with the same `agentflow_core::apply` as the
+//! engine and writes the result, together with the offsets it consumed, in
+//! one transaction ([`Store::apply_batch`]); the read API queries the rows
+//! ([`Store::get_workflow`], [`Store::list_workflows`]).
+
+mod projection;
+mod queries;
+mod rows;
+
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+pub use projection::{BatchOutcome, Positioned};
+pub use queries::{Cursor, ListFilter, WorkflowSummary};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored row is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    fn classify(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
+                StoreError::Unavailable(e)
+            }
+            e => StoreError::Database(e),
+        }
+    }
+
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+/// The projections' database. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let opts: PgConnectOptions = url.parse().map_err(StoreError::Database)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(opts)
+            .await
+            .map_err(StoreError::classify)?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Applies the migrations in `migrations/` (embedded at build time).
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("../../migrations").run(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(StoreError::classify)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,278 @@
+//! The projector's write: fold a batch of records into the rows, and move
+//! the partition offsets, in one transaction. A record at an offset already
+//! applied is skipped, so a restart or a duplicate delivery changes nothing.
+
+use std::collections::{BTreeMap, HashMap};
+
+use agentflow_core::{Record, WorkflowId, WorkflowState, apply};
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::{Postgres, Transaction};
+use uuid::Uuid;
+
+use crate::rows::{StepRow, WORKFLOW_COLUMNS, WorkflowRow, results_json, state_from_rows, step_status_str};
+use crate::{Store, StoreError};
+
+/// A record and where it is in the log.
+#[derive(Debug, Clone)]
+pub struct Positioned {
+    pub partition: i32,
+    pub offset: i64,
+    pub record: Record,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct BatchOutcome {
+    pub applied: usize,
+    /// Records the fold rejected (out of sequence, illegal): kept out of the
+    /// projection exactly as the engine keeps them out of its state.
+    pub rejected: usize,
+    /// Records at offsets the projection already holds.
+    pub duplicates: usize,
+    /// The new next offset of each partition touched.
+    pub next_offsets: Vec<(i32, i64)>,
+}
+
+impl Store {
+    /// Makes sure each partition has an offset row (starting at 0), and
+    /// returns the next offset to read for each, in the order given.
+    pub async fn claim_partitions(&self, topic: &str, partitions: &[i32]) -> Result<Vec<i64>, StoreError> {
+        sqlx::query(
+            "INSERT INTO projector_offsets (topic, partition, next_offset)
+             SELECT $1, p, 0 FROM UNNEST($2::int[]) AS p
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(topic)
+        .bind(partitions)
+        .execute(self.pool())
+        .await
+        .map_err(StoreError::classify)?;
+        let rows: Vec<(i32, i64)> = sqlx::query_as(
+            "SELECT partition, next_offset FROM projector_offsets
+             WHERE topic = $1 AND partition = ANY($2)",
+        )
+        .bind(topic)
+        .bind(partitions)
+        .fetch_all(self.pool())
+        .await
+        .map_err(StoreError::classify)?;
+        let by_partition: HashMap<i32, i64> = rows.into_iter().collect();
+        Ok(partitions.iter().map(|p| by_partition.get(p).copied().unwrap_or(0)).collect())
+    }
+
+    /// The projector's position in every partition it has seen.
+    pub async fn projector_offsets(&self, topic: &str) -> Result<Vec<(i32, i64)>, StoreError> {
+        sqlx::query_as("SELECT partition, next_offset FROM projector_offsets WHERE topic = $1")
+            .bind(topic)
+            .fetch_all(self.pool())
+            .await
+            .map_err(StoreError::classify)
+    }
+
+    /// Folds `batch` (in log order) into the projection and advances the
+    /// offsets, all in one transaction.
+    pub async fn apply_batch(&self, topic: &str, batch: &[Positioned]) -> Result<BatchOutcome, StoreError> {
+        let mut out = BatchOutcome::default();
+        if batch.is_empty() {
+            return Ok(out);
+        }
+        let mut tx = self.pool().begin().await.map_err(StoreError::classify)?;
+        let partitions: Vec<i32> = {
+            let mut p: Vec<i32> = batch.iter().map(|r| r.partition).collect();
+            p.sort_unstable();
+            p.dedup();
+            p
+        };
+        // Lock the offset rows: concurrent projectors of one partition
+        // serialise here, and the second sees the first's offsets.
+        let locked: Vec<(i32, i64)> = sqlx::query_as(
+            "SELECT partition, next_offset FROM projector_offsets
+             WHERE topic = $1 AND partition = ANY($2) ORDER BY partition FOR UPDATE",
+        )
+        .bind(topic)
+        .bind(&partitions)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(StoreError::classify)?;
+        let mut next: BTreeMap<i32, i64> = locked.into_iter().collect();
+        for p in &partitions {
+            next.entry(*p).or_insert(0);
+        }
+        let fresh: Vec<&Positioned> = batch
+            .iter()
+            .filter(|r| r.offset >= next[&r.partition])
+            .collect();
+        out.duplicates = batch.len() - fresh.len();
+        if fresh.is_empty() {
+            tx.rollback().await.map_err(StoreError::classify)?;
+            return Ok(out);
+        }
+
+        let ids: Vec<Uuid> = {
+            let mut ids: Vec<Uuid> = fresh.iter().map(|r| r.record.workflow_id.as_uuid()).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids
+        };
+        let mut states = load_states(&mut tx, &ids).await?;
+        let before: HashMap<WorkflowId, u64> = states
+            .iter()
+            .filter_map(|(k, v)| v.as_ref().map(|s| (*k, s.seq)))
+            .collect();
+        for r in &fresh {
+            let slot = states.entry(r.record.workflow_id).or_insert(None);
+            match apply(slot, &r.record) {
+                Ok(()) => out.applied += 1,
+                Err(why) => {
+                    out.rejected += 1;
+                    tracing::debug!(workflow_id = %r.record.workflow_id, seq = r.record.seq,
+                        event_type = r.record.event_type(), %why, "record rejected by the fold");
+                }
+            }
+            let n = next.get_mut(&r.partition).expect("partition present");
+            *n = (*n).max(r.offset + 1);
+        }
+        let now = Utc::now();
+        for (id, st) in &states {
+            let Some(st) = st else { continue };
+            if before.get(id) == Some(&st.seq) {
+                continue;
+            }
+            save_state(&mut tx, st, now).await?;
+        }
+        for (p, o) in &next {
+            sqlx::query(
+                "INSERT INTO projector_offsets (topic, partition, next_offset, updated_at)
+                 VALUES ($1, $2, $3, now())
+                 ON CONFLICT (topic, partition) DO UPDATE
+                 SET next_offset = EXCLUDED.next_offset, updated_at = now()",
+            )
+            .bind(topic)
+            .bind(p)
+            .bind(o)
+            .execute(&mut *tx)
+            .await
+            .map_err(StoreError::classify)?;
+        }
+        tx.commit().await.map_err(StoreError::classify)?;
+        out.next_offsets = next.into_iter().collect();
+        Ok(out)
+    }
+}
+
+async fn load_states(
+    tx: &mut Transaction<'_, Postgres>,
+    ids: &[Uuid],
+) -> Result<HashMap<WorkflowId, Option<WorkflowState>>, StoreError> {
+    let rows: Vec<WorkflowRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id = ANY($1)"
+    )))
+    .bind(ids)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(StoreError::classify)?;
+    let steps: Vec<StepRow> = sqlx::query_as(
+        "SELECT workflow_id, step, agent, status, attempts, duration_ms, error, finished_at
+         FROM workflow_steps WHERE workflow_id = ANY($1) ORDER BY workflow_id, step",
+    )
+    .bind(ids)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(StoreError::classify)?;
+    let mut steps_by: HashMap<Uuid, Vec<StepRow>> = HashMap::new();
+    for s in steps {
+        steps_by.entry(s.workflow_id).or_default().push(s);
+    }
+    let mut out = HashMap::with_capacity(ids.len());
+    for row in rows {
+        let id = row.id;
+        let st = state_from_rows(row, steps_by.remove(&id).unwrap_or_default())?;
+        out.insert(st.workflow_id, Some(st));
+    }
+    Ok(out)
+}
+
+async fn save_state(
+    tx: &mut Transaction<'_, Postgres>,
+    st: &WorkflowState,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let id = st.workflow_id.as_uuid();
+    sqlx::query("INSERT INTO users (id) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(st.user_id.0)
+        .execute(&mut **tx)
+        .await
+        .map_err(StoreError::classify)?;
+    let error: Option<Value> = st
+        .failed_step()
+        .and_then(|s| st.step(s))
+        .and_then(|s| s.error.as_ref())
+        .map(|e| serde_json::to_value(e).expect("serialisable"));
+    sqlx::query(
+        "INSERT INTO workflows
+            (id, name, tasks, status, results, user_id, created_at, started_at, finished_at,
+             updated_at, seq, runs, error)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+         ON CONFLICT (id) DO UPDATE SET
+            status = EXCLUDED.status, results = EXCLUDED.results,
+            started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at,
+            updated_at = EXCLUDED.updated_at, seq = EXCLUDED.seq, runs = EXCLUDED.runs,
+            error = EXCLUDED.error",
+    )
+    .bind(id)
+    .bind(&st.name)
+    .bind(serde_json::to_value(&st.tasks).expect("serialisable"))
+    .bind(st.status.as_str())
+    .bind(results_json(st))
+    .bind(st.user_id.0)
+    .bind(st.created_at)
+    .bind(st.started_at)
+    .bind(st.finished_at)
+    .bind(now)
+    .bind(st.seq as i64)
+    .bind(st.runs as i32)
+    .bind(error)
+    .execute(&mut **tx)
+    .await
+    .map_err(StoreError::classify)?;
+
+    let n = st.steps.len();
+    let mut step = Vec::with_capacity(n);
+    let mut agent = Vec::with_capacity(n);
+    let mut status = Vec::with_capacity(n);
+    let mut attempts = Vec::with_capacity(n);
+    let mut duration = Vec::with_capacity(n);
+    let mut error = Vec::with_capacity(n);
+    let mut finished = Vec::with_capacity(n);
+    for (i, s) in st.steps.iter().enumerate() {
+        step.push(i as i32 + 1);
+        agent.push(s.agent.as_str().to_owned());
+        status.push(step_status_str(s.status));
+        attempts.push(s.attempts as i32);
+        duration.push(s.duration_ms as i64);
+        error.push(s.error.as_ref().map(|e| serde_json::to_value(e).expect("serialisable")));
+        finished.push(s.finished_at);
+    }
+    sqlx::query(
+        "INSERT INTO workflow_steps
+            (workflow_id, step, agent, status, attempts, duration_ms, error, finished_at)
+         SELECT $1, * FROM UNNEST($2::int[], $3::text[], $4::text[], $5::int[], $6::bigint[],
+                                  $7::jsonb[], $8::timestamptz[])
+         ON CONFLICT (workflow_id, step) DO UPDATE SET
+            status = EXCLUDED.status, attempts = EXCLUDED.attempts,
+            duration_ms = EXCLUDED.duration_ms, error = EXCLUDED.error,
+            finished_at = EXCLUDED.finished_at",
+    )
+    .bind(id)
+    .bind(step)
+    .bind(agent)
+    .bind(status)
+    .bind(attempts)
+    .bind(duration)
+    .bind(error)
+    .bind(finished)
+    .execute(&mut **tx)
+    .await
+    .map_err(StoreError::classify)?;
+    Ok(())
+}

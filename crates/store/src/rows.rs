@@ -1,0 +1,124 @@
+//! Between `WorkflowState` (the fold's type) and its rows.
+
+use agentflow_core::{
+    AgentName, StepState, StepStatus, TaskDef, UserId, WorkflowId, WorkflowState, WorkflowStatus,
+};
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::StoreError;
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct WorkflowRow {
+    pub id: Uuid,
+    pub name: String,
+    pub tasks: Value,
+    pub status: String,
+    pub results: Value,
+    pub user_id: i64,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub seq: i64,
+    pub runs: i32,
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct StepRow {
+    pub workflow_id: Uuid,
+    pub step: i32,
+    pub agent: String,
+    pub status: String,
+    pub attempts: i32,
+    pub duration_ms: i64,
+    pub error: Option<Value>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+pub(crate) const WORKFLOW_COLUMNS: &str =
+    "id, name, tasks, status, results, user_id, created_at, started_at, finished_at, seq, runs";
+
+pub(crate) fn step_status_str(s: StepStatus) -> &'static str {
+    match s {
+        StepStatus::Pending => "pending",
+        StepStatus::Completed => "completed",
+        StepStatus::Failed => "failed",
+        StepStatus::Skipped => "skipped",
+    }
+}
+
+fn parse_step_status(s: &str) -> Result<StepStatus, StoreError> {
+    Ok(match s {
+        "pending" => StepStatus::Pending,
+        "completed" => StepStatus::Completed,
+        "failed" => StepStatus::Failed,
+        "skipped" => StepStatus::Skipped,
+        other => return Err(StoreError::Corrupt(format!("step status {other}"))),
+    })
+}
+
+/// `[{step, output}]` for the completed steps, as in the guide.
+pub(crate) fn results_json(st: &WorkflowState) -> Value {
+    Value::Array(
+        st.steps
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.output.as_ref().map(|o| json!({"step": i + 1, "output": o})))
+            .collect(),
+    )
+}
+
+pub(crate) fn state_from_rows(
+    row: WorkflowRow,
+    steps: Vec<StepRow>,
+) -> Result<WorkflowState, StoreError> {
+    let corrupt = |what: &str| StoreError::Corrupt(format!("workflow {}: {what}", row.id));
+    let tasks: Vec<TaskDef> =
+        serde_json::from_value(row.tasks.clone()).map_err(|e| corrupt(&e.to_string()))?;
+    let status = WorkflowStatus::parse(&row.status).ok_or_else(|| corrupt("status"))?;
+    let mut outputs: Vec<Option<Value>> = vec![None; tasks.len()];
+    if let Value::Array(results) = row.results {
+        for r in results {
+            let step = r.get("step").and_then(Value::as_u64).unwrap_or(0) as usize;
+            if let (Some(slot), Some(out)) = (outputs.get_mut(step.wrapping_sub(1)), r.get("output")) {
+                *slot = Some(out.clone());
+            }
+        }
+    }
+    if steps.len() != tasks.len() || steps.iter().enumerate().any(|(i, s)| s.step != i as i32 + 1) {
+        return Err(corrupt("step rows do not match tasks"));
+    }
+    let steps = steps
+        .into_iter()
+        .zip(outputs)
+        .map(|(s, output)| {
+            Ok(StepState {
+                agent: AgentName::parse(&s.agent).map_err(|e| corrupt(&e.to_string()))?,
+                status: parse_step_status(&s.status)?,
+                output,
+                error: s
+                    .error
+                    .map(serde_json::from_value)
+                    .transpose()
+                    .map_err(|e| corrupt(&e.to_string()))?,
+                attempts: s.attempts.max(0) as u32,
+                duration_ms: s.duration_ms.max(0) as u64,
+                finished_at: s.finished_at,
+            })
+        })
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(WorkflowState {
+        workflow_id: WorkflowId::from(row.id),
+        user_id: UserId(row.user_id),
+        name: row.name,
+        tasks,
+        steps,
+        status,
+        seq: row.seq.max(0) as u64,
+        runs: row.runs.max(0) as u32,
+        created_at: row.created_at,
+        started_at: row.started_at,
+        finished_at: row.finished_at,
+    })
+}
