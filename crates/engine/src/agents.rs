@@ -1,0 +1,233 @@
+//! Calling agents: `POST {base}/api/v1/execute` with retries.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agentflow_core::{AgentName, StepError, StepErrorKind, WorkflowId};
+use rand::Rng;
+use serde_json::Value;
+use tokio::sync::Semaphore;
+
+use crate::metrics as m;
+
+/// How to call one agent.
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    pub base_url: String,
+    pub timeout: Duration,
+    pub max_attempts: u32,
+    /// At most this many calls in flight at once (0: unlimited).
+    pub concurrency: usize,
+}
+
+/// Retry and timeout defaults for agents not configured one by one.
+#[derive(Debug, Clone)]
+pub struct AgentDefaults {
+    /// `{agent}` is replaced by the agent's name.
+    pub url_template: String,
+    pub timeout: Duration,
+    pub max_attempts: u32,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+}
+
+/// What came of one step's call, after retries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallOutcome {
+    pub result: Result<Value, StepError>,
+    pub attempts: u32,
+    pub duration: Duration,
+}
+
+struct Registered {
+    settings: AgentSettings,
+    limit: Option<Arc<Semaphore>>,
+}
+
+/// Calls agents. Cheap to clone.
+#[derive(Clone)]
+pub struct AgentClient {
+    http: reqwest::Client,
+    registry: Arc<HashMap<AgentName, Registered>>,
+    defaults: Arc<AgentDefaults>,
+}
+
+impl AgentClient {
+    pub fn new(defaults: AgentDefaults, registry: HashMap<AgentName, AgentSettings>) -> Self {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(256)
+            .tcp_nodelay(true)
+            .build()
+            .expect("HTTP client builds");
+        let registry = registry
+            .into_iter()
+            .map(|(name, settings)| {
+                let limit = (settings.concurrency > 0)
+                    .then(|| Arc::new(Semaphore::new(settings.concurrency)));
+                (name, Registered { settings, limit })
+            })
+            .collect();
+        Self { http, registry: Arc::new(registry), defaults: Arc::new(defaults) }
+    }
+
+    /// The metric label for an agent: its name when it is in the registry,
+    /// else `unregistered` (agent names come from users: unbounded).
+    pub fn label(&self, agent: &AgentName) -> String {
+        if self.registry.contains_key(agent) {
+            agent.as_str().to_owned()
+        } else {
+            "unregistered".to_owned()
+        }
+    }
+
+    fn settings(&self, agent: &AgentName) -> (AgentSettings, Option<Arc<Semaphore>>) {
+        match self.registry.get(agent) {
+            Some(r) => (r.settings.clone(), r.limit.clone()),
+            None => (
+                AgentSettings {
+                    base_url: self.defaults.url_template.replace("{agent}", agent.as_str()),
+                    timeout: self.defaults.timeout,
+                    max_attempts: self.defaults.max_attempts,
+                    concurrency: 0,
+                },
+                None,
+            ),
+        }
+    }
+
+    /// Calls the agent for one step; retries 5xx, timeouts and connection
+    /// errors with exponential backoff and full jitter; a 4xx fails at once.
+    pub async fn call(
+        &self,
+        workflow_id: WorkflowId,
+        agent: &AgentName,
+        idempotency_key: &str,
+        input: &Value,
+    ) -> CallOutcome {
+        let (settings, limit) = self.settings(agent);
+        let url = format!("{}/api/v1/execute", settings.base_url.trim_end_matches('/'));
+        let label = self.label(agent);
+        let started = Instant::now();
+        let max_attempts = settings.max_attempts.max(1);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let _permit = match &limit {
+                Some(s) => Some(s.clone().acquire_owned().await.expect("semaphore never closed")),
+                None => None,
+            };
+            let result = self.attempt(&url, &settings, workflow_id, idempotency_key, input).await;
+            drop(_permit);
+            let outcome = match &result {
+                Ok(_) => "ok",
+                Err((e, _)) => match e.kind {
+                    StepErrorKind::Rejected => "rejected",
+                    StepErrorKind::ServerError => "server_error",
+                    StepErrorKind::Timeout => "timeout",
+                    StepErrorKind::Connection => "connection",
+                    StepErrorKind::InvalidResponse => "invalid_response",
+                },
+            };
+            metrics::counter!(m::AGENT_CALLS, "agent" => label.clone(), "outcome" => outcome).increment(1);
+            match result {
+                Ok(v) => {
+                    return CallOutcome { result: Ok(v), attempts: attempt, duration: started.elapsed() };
+                }
+                Err((e, retriable)) if !retriable || attempt >= max_attempts => {
+                    return CallOutcome { result: Err(e), attempts: attempt, duration: started.elapsed() };
+                }
+                Err((e, _)) => {
+                    let delay = self.backoff(attempt);
+                    tracing::debug!(%workflow_id, agent = %agent, attempt, error = %e.message,
+                        delay_ms = delay.as_millis() as u64, "agent call failed, retrying");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let exp = self
+            .defaults
+            .backoff_base
+            .saturating_mul(1u32 << (attempt - 1).min(16))
+            .min(self.defaults.backoff_max);
+        // Full jitter: spreads retries of many workflows hitting one agent.
+        let ms = rand::rng().random_range(0..=exp.as_millis().max(1) as u64);
+        Duration::from_millis(ms)
+    }
+
+    async fn attempt(
+        &self,
+        url: &str,
+        settings: &AgentSettings,
+        workflow_id: WorkflowId,
+        idempotency_key: &str,
+        input: &Value,
+    ) -> Result<Value, (StepError, bool)> {
+        let err = |kind, message: String, http_status| StepError { kind, message, http_status };
+        let resp = self
+            .http
+            .post(url)
+            .timeout(settings.timeout)
+            .header("Idempotency-Key", idempotency_key)
+            .header("X-Workflow-Id", workflow_id.to_string())
+            .json(input)
+            .send()
+            .await;
+        let resp = match resp {
+            Ok(r) => r,
+            Err(e) if e.is_timeout() => {
+                let msg = format!("no answer within {} ms", settings.timeout.as_millis());
+                return Err((err(StepErrorKind::Timeout, msg, None), true));
+            }
+            Err(e) => {
+                let msg = format!("cannot reach agent: {}", root_cause(&e));
+                return Err((err(StepErrorKind::Connection, msg, None), true));
+            }
+        };
+        let status = resp.status();
+        let body = match resp.bytes().await {
+            Ok(b) => b,
+            Err(e) if e.is_timeout() => {
+                let msg = format!("no answer within {} ms", settings.timeout.as_millis());
+                return Err((err(StepErrorKind::Timeout, msg, None), true));
+            }
+            Err(e) => {
+                let msg = format!("reading the answer failed: {}", root_cause(&e));
+                return Err((err(StepErrorKind::Connection, msg, None), true));
+            }
+        };
+        let code = Some(status.as_u16());
+        if status.is_server_error() {
+            let msg = format!("agent answered {status}: {}", snippet(&body));
+            return Err((err(StepErrorKind::ServerError, msg, code), true));
+        }
+        if !status.is_success() {
+            let msg = format!("agent answered {status}: {}", snippet(&body));
+            return Err((err(StepErrorKind::Rejected, msg, code), false));
+        }
+        serde_json::from_slice(&body).map_err(|e| {
+            let msg = format!("agent answered {status} with a body that is not JSON: {e}");
+            (err(StepErrorKind::InvalidResponse, msg, code), false)
+        })
+    }
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+fn snippet(body: &[u8]) -> String {
+    let s = String::from_utf8_lossy(body);
+    let s = s.trim();
+    match s.char_indices().nth(200) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_owned(),
+    }
+}

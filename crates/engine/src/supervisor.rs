@@ -1,0 +1,238 @@
+//! The supervisor: owns the engine's partitions. It folds every record of
+//! its partitions (replay first, then live), keeps one child actor per
+//! running workflow, forwards each live record to its workflow's actor, and
+//! restarts a child that fails from the fold of the log.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use agentflow_core::{Record, WorkflowId, WorkflowState, WorkflowStatus, apply};
+use agentflow_log::{Assigned, ConsumerEvent};
+use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
+
+use crate::Worker;
+use crate::metrics as m;
+use crate::workflow_actor::{WorkflowActor, WorkflowMsg};
+
+pub struct Supervisor;
+
+#[derive(Default)]
+struct Partition {
+    /// Records below this offset existed when the partition was assigned.
+    replay_until: i64,
+    live: bool,
+    workflows: HashMap<WorkflowId, WorkflowState>,
+}
+
+pub struct SupervisorState {
+    worker: Arc<Worker>,
+    partitions: HashMap<i32, Partition>,
+    children: HashMap<WorkflowId, (i32, ActorRef<WorkflowMsg>)>,
+    by_actor: HashMap<ActorId, WorkflowId>,
+}
+
+pub enum SupervisorMsg {
+    Log(ConsumerEvent),
+    /// Answers with `(partitions owned, partitions live, running actors)`.
+    Status(ractor::RpcReplyPort<(usize, usize, usize)>),
+}
+
+impl Actor for Supervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = Arc<Worker>;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        worker: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        Ok(SupervisorState {
+            worker,
+            partitions: HashMap::new(),
+            children: HashMap::new(),
+            by_actor: HashMap::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SupervisorMsg::Log(ConsumerEvent::Assigned(parts)) => {
+                for Assigned { partition, high_watermark } in parts {
+                    let p = Partition { replay_until: high_watermark, live: high_watermark == 0, ..Default::default() };
+                    state.partitions.insert(partition, p);
+                    tracing::info!(partition, replay_until = high_watermark, "replaying partition");
+                }
+            }
+            SupervisorMsg::Log(ConsumerEvent::Revoked(parts)) => {
+                for partition in parts {
+                    state.partitions.remove(&partition);
+                    let gone: Vec<WorkflowId> = state
+                        .children
+                        .iter()
+                        .filter(|(_, (p, _))| *p == partition)
+                        .map(|(id, _)| *id)
+                        .collect();
+                    for id in gone {
+                        if let Some((_, child)) = state.children.remove(&id) {
+                            state.by_actor.remove(&child.get_id());
+                            // The new owner replays and re-runs an in-flight step.
+                            child.kill();
+                        }
+                    }
+                }
+                metrics::gauge!(m::ACTIVE).set(state.children.len() as f64);
+            }
+            SupervisorMsg::Log(ConsumerEvent::Record(lr)) => {
+                let rec = match lr.record {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!(partition = lr.partition, offset = lr.offset, error = %e,
+                            "unreadable record skipped");
+                        return Ok(());
+                    }
+                };
+                self.on_record(&myself, state, lr.partition, lr.offset, rec).await;
+            }
+            SupervisorMsg::Status(reply) => {
+                let live = state.partitions.values().filter(|p| p.live).count();
+                let _ = reply.send((state.partitions.len(), live, state.children.len()));
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        evt: SupervisionEvent,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        // Never stop because a child did: that is the point of supervising.
+        match evt {
+            SupervisionEvent::ActorTerminated(cell, _, _) => {
+                self.forget(state, &cell);
+            }
+            SupervisionEvent::ActorFailed(cell, err) => {
+                if let Some(id) = self.forget(state, &cell) {
+                    tracing::error!(workflow_id = %id, error = %err, "workflow actor failed; restarting from the log");
+                    self.ensure_child(&myself, state, id).await;
+                }
+            }
+            _ => {}
+        }
+        metrics::gauge!(m::ACTIVE).set(state.children.len() as f64);
+        Ok(())
+    }
+}
+
+impl Supervisor {
+    fn forget(&self, state: &mut SupervisorState, cell: &ActorCell) -> Option<WorkflowId> {
+        let id = state.by_actor.remove(&cell.get_id())?;
+        if state.children.get(&id).is_some_and(|(_, c)| c.get_id() == cell.get_id()) {
+            state.children.remove(&id);
+        }
+        Some(id)
+    }
+
+    async fn on_record(
+        &self,
+        myself: &ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+        partition: i32,
+        offset: i64,
+        rec: Record,
+    ) {
+        let Some(part) = state.partitions.get_mut(&partition) else {
+            return; // not ours (any more)
+        };
+        let id = rec.workflow_id;
+        let mut slot = part.workflows.remove(&id);
+        let was = slot.as_ref().map(|s| s.status);
+        let applied = apply(&mut slot, &rec);
+        let live = part.live;
+        if let Err(why) = &applied {
+            metrics::counter!(m::RECORDS_REJECTED).increment(1);
+            tracing::debug!(workflow_id = %id, seq = rec.seq, event_type = rec.event_type(), %why, "record rejected");
+        }
+        if let Some(st) = slot {
+            if applied.is_ok() && live {
+                record_metrics(was, &st);
+            }
+            // A completed workflow never changes again: forget it.
+            if st.status != WorkflowStatus::Completed {
+                part.workflows.insert(id, st);
+            }
+        }
+        if live {
+            if applied.is_ok() {
+                self.forward(myself, state, id, rec).await;
+            }
+        } else if offset + 1 >= part.replay_until {
+            part.live = true;
+            let running: Vec<WorkflowId> = part
+                .workflows
+                .iter()
+                .filter(|(_, s)| s.status == WorkflowStatus::Running)
+                .map(|(id, _)| *id)
+                .collect();
+            tracing::info!(partition, resuming = running.len(), "partition replayed; now live");
+            for id in running {
+                self.ensure_child(myself, state, id).await;
+            }
+        }
+        metrics::gauge!(m::ACTIVE).set(state.children.len() as f64);
+    }
+
+    /// Sends a live record to its workflow's actor, starting one if the
+    /// workflow is running and has none.
+    async fn forward(&self, myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState, id: WorkflowId, rec: Record) {
+        if let Some((_, child)) = state.children.get(&id) {
+            if child.send_message(WorkflowMsg::Record(Box::new(rec))).is_ok() {
+                return;
+            }
+        }
+        self.ensure_child(myself, state, id).await;
+    }
+
+    async fn ensure_child(&self, myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState, id: WorkflowId) {
+        if state.children.contains_key(&id) {
+            return;
+        }
+        let Some((partition, st)) = state
+            .partitions
+            .iter()
+            .find_map(|(p, part)| part.workflows.get(&id).map(|s| (*p, s.clone())))
+        else {
+            return;
+        };
+        if st.status != WorkflowStatus::Running {
+            return;
+        }
+        match Actor::spawn_linked(None, WorkflowActor, (st, state.worker.clone()), myself.get_cell()).await {
+            Ok((child, _)) => {
+                state.by_actor.insert(child.get_id(), id);
+                state.children.insert(id, (partition, child));
+            }
+            Err(e) => tracing::error!(workflow_id = %id, error = %e, "cannot start workflow actor"),
+        }
+    }
+}
+
+fn record_metrics(was: Option<WorkflowStatus>, st: &WorkflowState) {
+    if was == Some(st.status) {
+        return;
+    }
+    if matches!(st.status, WorkflowStatus::Completed | WorkflowStatus::Failed) {
+        metrics::counter!(m::WORKFLOW_EXECUTIONS, "status" => st.status.as_str()).increment(1);
+        if let (Some(start), Some(end)) = (st.started_at, st.finished_at) {
+            let secs = (end - start).num_milliseconds().max(0) as f64 / 1000.0;
+            metrics::histogram!(m::WORKFLOW_DURATION).record(secs);
+        }
+    }
+}
