@@ -5,6 +5,7 @@
 //! one transaction ([`Store::apply_batch`]); the read API queries the rows
 //! ([`Store::get_workflow`], [`Store::list_workflows`]).
 
+mod progress;
 mod projection;
 mod queries;
 mod rows;
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
+pub use progress::Progress;
 pub use projection::{BatchOutcome, Positioned};
 pub use queries::{Cursor, ListFilter, WorkflowSummary};
 

@@ -1,0 +1,138 @@
+//! A mock of the platform's agents, as a real HTTP server.
+//!
+//! `POST /agents/{agent}/api/v1/execute` answers after the configured
+//! latency with `{"agent", "input", "text", "idempotency_key"}` — the input is
+//! echoed, so chained `{{previous_output}}` can be checked field by field.
+//! An input may steer the mock with a `_mock` object:
+//! - `{"fail_status": 503, "fail_times": 2}`: answer 503 to the first two
+//!   calls with this `Idempotency-Key` (`fail_times` omitted: always);
+//! - `{"delay_ms": 500}`: answer after that long;
+//! - `{"not_json": true}`: answer 200 with a body that is not JSON.
+//!
+//! `GET /calls` returns how many calls each `Idempotency-Key` got.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::{Value, json};
+
+#[derive(Clone, Default)]
+pub struct Calls(Arc<Mutex<HashMap<String, u32>>>);
+
+impl Calls {
+    pub fn get(&self, key: &str) -> u32 {
+        self.0.lock().expect("not poisoned").get(key).copied().unwrap_or(0)
+    }
+
+    pub fn snapshot(&self) -> HashMap<String, u32> {
+        self.0.lock().expect("not poisoned").clone()
+    }
+
+    fn record(&self, key: &str) -> u32 {
+        let mut m = self.0.lock().expect("not poisoned");
+        let n = m.entry(key.to_owned()).or_insert(0);
+        *n += 1;
+        *n
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    latency: Duration,
+    calls: Calls,
+}
+
+pub struct MockAgent {
+    pub addr: SocketAddr,
+    pub calls: Calls,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MockAgent {
+    /// Serves on `listener` until dropped.
+    pub fn serve(listener: tokio::net::TcpListener, latency: Duration) -> std::io::Result<Self> {
+        let addr = listener.local_addr()?;
+        let calls = Calls::default();
+        let app = router(latency, calls.clone());
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self { addr, calls, task })
+    }
+
+    /// The base URL template for `AGENTFLOW_AGENT_URL_TEMPLATE`.
+    pub fn url_template(&self) -> String {
+        format!("http://{}/agents/{{agent}}", self.addr)
+    }
+}
+
+impl Drop for MockAgent {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub fn router(latency: Duration, calls: Calls) -> Router {
+    Router::new()
+        .route("/agents/{agent}/api/v1/execute", post(execute))
+        .route("/calls", get(list_calls))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(AppState { latency, calls })
+}
+
+async fn list_calls(State(s): State<AppState>) -> Response {
+    axum::Json(json!(s.calls.snapshot())).into_response()
+}
+
+async fn execute(
+    State(s): State<AppState>,
+    Path(agent): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let n = s.calls.record(&key);
+    let input: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("body is not JSON: {e}")).into_response(),
+    };
+    let ctl = input.get("_mock").cloned().unwrap_or(Value::Null);
+    let delay = ctl
+        .get("delay_ms")
+        .and_then(Value::as_u64)
+        .map(Duration::from_millis)
+        .unwrap_or(s.latency);
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    if let Some(status) = ctl.get("fail_status").and_then(Value::as_u64) {
+        let times = ctl.get("fail_times").and_then(Value::as_u64).unwrap_or(u64::MAX);
+        if u64::from(n) <= times {
+            let code = StatusCode::from_u16(status as u16).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return (code, axum::Json(json!({"error": format!("mock failure {n}")}))).into_response();
+        }
+    }
+    if ctl.get("not_json").and_then(Value::as_bool) == Some(true) {
+        return (StatusCode::OK, "this is not json").into_response();
+    }
+    let x_workflow = headers.get("x-workflow-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+    axum::Json(json!({
+        "agent": agent,
+        "input": input,
+        "text": format!("{agent} done (call {n})"),
+        "idempotency_key": key,
+        "workflow_id": x_workflow,
+    }))
+    .into_response()
+}

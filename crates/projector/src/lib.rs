@@ -1,0 +1,145 @@
+//! The projector: a member of the `projector` consumer group that folds the
+//! log into Postgres. Each batch of records and the partition offsets after
+//! it are written in one transaction, and a newly assigned partition starts
+//! at the offset stored there — so a restart neither loses nor doubles.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agentflow_log::{Assigner, ConsumerEvent, LogConfig, LogError, StartAt, Subscription};
+use agentflow_store::{Positioned, Progress, Store};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+pub const CONSUMER_GROUP: &str = "projector";
+pub const BATCH_SECONDS: &str = "agentflow_projector_batch_seconds";
+pub const RECORDS_APPLIED: &str = "agentflow_projector_records_total";
+pub const LAG_SECONDS: &str = "agentflow_projector_lag_seconds";
+
+/// Up to this many records go in one transaction.
+const MAX_BATCH: usize = 1000;
+
+struct StoredOffsets {
+    store: Store,
+    topic: String,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Assigner for StoredOffsets {
+    fn start_positions(&self, partitions: &[i32]) -> Vec<StartAt> {
+        // On the subscription's own thread, so blocking here is allowed; the
+        // partitions are not read until Postgres says where they start.
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.runtime.block_on(self.store.claim_partitions(&self.topic, partitions)) {
+                Ok(offsets) => return offsets.into_iter().map(StartAt::Offset).collect(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read projector offsets, retrying");
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
+
+pub struct Projector {
+    subscription: Option<Subscription>,
+    task: JoinHandle<()>,
+}
+
+impl Projector {
+    pub fn start(log: &LogConfig, store: Store, progress: Progress) -> Result<Self, LogError> {
+        metrics::describe_histogram!(BATCH_SECONDS, metrics::Unit::Seconds, "Time to write one projector batch.");
+        metrics::describe_counter!(RECORDS_APPLIED, "Records the projector wrote, by result.");
+        metrics::describe_gauge!(LAG_SECONDS, "Age of the newest record the projector wrote.");
+        let assigner = StoredOffsets {
+            store: store.clone(),
+            topic: log.topic.clone(),
+            runtime: tokio::runtime::Handle::current(),
+        };
+        let (subscription, events) = Subscription::start(log, CONSUMER_GROUP, Arc::new(assigner), 8192)?;
+        let task = tokio::spawn(run(events, store, log.topic.clone(), progress));
+        Ok(Self { subscription: Some(subscription), task })
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.subscription.take() {
+            let _ = tokio::task::spawn_blocking(move || s.stop(Duration::from_secs(5))).await;
+        }
+        self.task.abort();
+    }
+}
+
+async fn run(mut events: mpsc::Receiver<ConsumerEvent>, store: Store, topic: String, progress: Progress) {
+    let mut owned: HashSet<i32> = HashSet::new();
+    let mut batch: Vec<Positioned> = Vec::with_capacity(MAX_BATCH);
+    loop {
+        let Some(first) = events.recv().await else { return };
+        let mut next = Some(first);
+        // Take what is already waiting, up to a batch.
+        while let Some(ev) = next.take() {
+            match ev {
+                ConsumerEvent::Assigned(parts) => owned.extend(parts.iter().map(|a| a.partition)),
+                ConsumerEvent::Revoked(parts) => {
+                    for p in &parts {
+                        owned.remove(p);
+                    }
+                    batch.retain(|r| owned.contains(&r.partition));
+                }
+                ConsumerEvent::Record(lr) => match lr.record {
+                    Ok(record) if owned.contains(&lr.partition) => {
+                        batch.push(Positioned { partition: lr.partition, offset: lr.offset, record });
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::error!(partition = lr.partition, offset = lr.offset, error = %e,
+                            "unreadable record skipped by the projector");
+                    }
+                },
+            }
+            if batch.len() < MAX_BATCH {
+                next = events.try_recv().ok();
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        write(&store, &topic, &progress, &batch).await;
+        batch.clear();
+    }
+}
+
+/// Writes one batch, retrying until Postgres takes it: the log keeps
+/// everything meanwhile, so nothing is lost, and the offsets in the same
+/// transaction make a retry after an unknown outcome harmless.
+async fn write(store: &Store, topic: &str, progress: &Progress, batch: &[Positioned]) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        let started = Instant::now();
+        match store.apply_batch(topic, batch).await {
+            Ok(out) => {
+                metrics::histogram!(BATCH_SECONDS).record(started.elapsed().as_secs_f64());
+                metrics::counter!(RECORDS_APPLIED, "result" => "applied").increment(out.applied as u64);
+                metrics::counter!(RECORDS_APPLIED, "result" => "rejected").increment(out.rejected as u64);
+                metrics::counter!(RECORDS_APPLIED, "result" => "duplicate").increment(out.duplicates as u64);
+                if let Some(last) = batch.last() {
+                    let age = chrono_age(last.record.timestamp);
+                    metrics::gauge!(LAG_SECONDS).set(age);
+                }
+                progress.advance(&out.next_offsets);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, records = batch.len(), "projector write failed, retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+fn chrono_age(ts: chrono::DateTime<chrono::Utc>) -> f64 {
+    (chrono::Utc::now() - ts).num_milliseconds().max(0) as f64 / 1000.0
+}
