@@ -34,7 +34,7 @@ pub const CONSUMER_GROUP: &str = "engine";
 /// A running engine. Dropping it does not stop it; call [`Engine::stop`].
 pub struct Engine {
     supervisor: ActorRef<SupervisorMsg>,
-    subscription: Option<Subscription>,
+    subscription: std::sync::Mutex<Option<Subscription>>,
     forwarder: tokio::task::JoinHandle<()>,
 }
 
@@ -70,7 +70,7 @@ impl Engine {
                 }
             }
         });
-        Ok(Self { supervisor, subscription: Some(subscription), forwarder })
+        Ok(Self { supervisor, subscription: std::sync::Mutex::new(Some(subscription)), forwarder })
     }
 
     pub async fn status(&self) -> Option<EngineStatus> {
@@ -81,8 +81,9 @@ impl Engine {
 
     /// Leaves the group and stops every actor (in-flight steps are re-run by
     /// the next owner).
-    pub async fn stop(mut self) {
-        if let Some(s) = self.subscription.take() {
+    pub async fn stop(&self) {
+        let sub = self.subscription.lock().expect("not poisoned").take();
+        if let Some(s) = sub {
             let _ = tokio::task::spawn_blocking(move || s.stop(Duration::from_secs(5))).await;
         }
         self.forwarder.abort();

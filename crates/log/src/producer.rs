@@ -64,6 +64,18 @@ impl Producer {
         }
     }
 
+    /// Whether the broker answers a metadata request for the topic.
+    pub async fn check(&self, timeout: Duration) -> Result<(), LogError> {
+        use rdkafka::producer::Producer as _;
+        let inner = self.inner.clone();
+        let topic = self.topic.clone();
+        tokio::task::spawn_blocking(move || {
+            inner.client().fetch_metadata(Some(&topic), timeout).map(|_| ()).map_err(LogError::from)
+        })
+        .await
+        .map_err(|e| LogError::Unavailable(e.to_string()))?
+    }
+
     /// Waits until every queued record is acknowledged (for shutdown).
     pub fn flush(&self, timeout: Duration) -> Result<(), LogError> {
         use rdkafka::producer::Producer as _;

@@ -45,7 +45,7 @@ impl Assigner for StoredOffsets {
 }
 
 pub struct Projector {
-    subscription: Option<Subscription>,
+    subscription: std::sync::Mutex<Option<Subscription>>,
     task: JoinHandle<()>,
 }
 
@@ -61,11 +61,12 @@ impl Projector {
         };
         let (subscription, events) = Subscription::start(log, CONSUMER_GROUP, Arc::new(assigner), 8192)?;
         let task = tokio::spawn(run(events, store, log.topic.clone(), progress));
-        Ok(Self { subscription: Some(subscription), task })
+        Ok(Self { subscription: std::sync::Mutex::new(Some(subscription)), task })
     }
 
-    pub async fn stop(mut self) {
-        if let Some(s) = self.subscription.take() {
+    pub async fn stop(&self) {
+        let sub = self.subscription.lock().expect("not poisoned").take();
+        if let Some(s) = sub {
             let _ = tokio::task::spawn_blocking(move || s.stop(Duration::from_secs(5))).await;
         }
         self.task.abort();

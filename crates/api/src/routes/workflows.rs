@@ -1,0 +1,169 @@
+//! The guide's workflow endpoints (§4).
+
+use std::collections::HashMap;
+
+use agentflow_core::{Event, Record, WorkflowDefinition, WorkflowId, WorkflowState, WorkflowStatus};
+use agentflow_log::Position;
+use agentflow_store::{Cursor, ListFilter};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use serde_json::{Value, json};
+
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::{AppState, views};
+
+const DEFAULT_LIMIT: u32 = 20;
+const MAX_LIMIT: u32 = 100;
+
+pub async fn create(
+    State(s): State<AppState>,
+    caller: Caller,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "request body is too large")
+        } else {
+            ApiError::bad_request("bad_body", e.body_text())
+        }
+    })?;
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("malformed_json", format!("body is not valid JSON: {e}")))?;
+    let def = WorkflowDefinition::parse(&value).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let id = WorkflowId::new();
+    let task_count = def.tasks.len();
+    let name = def.name.clone();
+    let record = Record::new(id, caller.user, 1, Utc::now(), Event::Created { name: def.name, tasks: def.tasks })
+        .with_metadata("requested_by", caller.user.0)
+        .with_metadata("node_id", s.node_id.clone());
+    append_and_wait(&s, &record).await?;
+    let body = json!({"workflow_id": id, "name": name, "status": "pending", "task_count": task_count});
+    Ok((StatusCode::CREATED, axum::Json(body)).into_response())
+}
+
+pub async fn execute(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let st = load_visible(&s, &caller, &id).await?;
+    let Some(from_step) = st.start_step() else {
+        return Err(ApiError::conflict(format!(
+            "workflow is {}; only a pending or failed workflow can be executed",
+            st.status.as_str()
+        )));
+    };
+    let seq = st.seq + 1;
+    let record = Record::new(st.workflow_id, st.user_id, seq, Utc::now(), Event::Started { from_step })
+        .with_metadata("requested_by", caller.user.0)
+        .with_metadata("node_id", s.node_id.clone());
+    append_and_wait(&s, &record).await?;
+    // The log decides: if another change took this seq first, ours was
+    // ignored by the fold. Report what the projection now says.
+    if let Some(now) = s.store.get_workflow(st.workflow_id).await?
+        && now.seq >= seq
+        && now.runs <= st.runs
+    {
+        return Err(ApiError::conflict(format!(
+            "workflow changed meanwhile and is now {}",
+            now.status.as_str()
+        )));
+    }
+    let message = if from_step == 1 {
+        "Workflow execution started".to_owned()
+    } else {
+        format!("Workflow execution resumed from step {from_step}")
+    };
+    let body = json!({"workflow_id": st.workflow_id, "status": "running", "message": message});
+    Ok((StatusCode::ACCEPTED, axum::Json(body)).into_response())
+}
+
+pub async fn get(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let st = load_visible(&s, &caller, &id).await?;
+    Ok(axum::Json(views::workflow(&st)).into_response())
+}
+
+pub async fn list(
+    State(s): State<AppState>,
+    caller: Caller,
+    Query(q): Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let status = q
+        .get("status")
+        .map(|v| {
+            WorkflowStatus::parse(v).ok_or_else(|| {
+                ApiError::bad_request(
+                    "invalid_status",
+                    "status must be one of pending, running, completed, failed",
+                )
+            })
+        })
+        .transpose()?;
+    let limit = match q.get("limit") {
+        None => DEFAULT_LIMIT,
+        Some(v) => v
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_LIMIT).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request("invalid_limit", format!("limit must be an integer from 1 to {MAX_LIMIT}"))
+            })?,
+    };
+    let after = q
+        .get("cursor")
+        .filter(|c| !c.is_empty())
+        .map(|c| Cursor::decode(c).ok_or_else(|| ApiError::bad_request("invalid_cursor", "cursor is not one this API gave out")))
+        .transpose()?;
+    let filter = ListFilter {
+        user: (!caller.admin).then_some(caller.user),
+        status,
+        // One more than asked tells whether there is a next page.
+        limit: limit + 1,
+        after,
+    };
+    let mut rows = s.store.list_workflows(&filter).await?;
+    let next_cursor = (rows.len() > limit as usize).then(|| {
+        rows.truncate(limit as usize);
+        rows.last().map(|r| r.cursor().encode())
+    });
+    let items: Vec<Value> = rows.iter().map(views::summary).collect();
+    Ok(axum::Json(json!({
+        "workflows": items,
+        "count": items.len(),
+        "next_cursor": next_cursor.flatten(),
+    }))
+    .into_response())
+}
+
+/// The workflow, if it exists and the caller may see it; 404 otherwise, so
+/// another user's workflow is indistinguishable from a missing one.
+async fn load_visible(s: &AppState, caller: &Caller, id: &str) -> Result<WorkflowState, ApiError> {
+    let id = WorkflowId::parse(id).map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))?;
+    match s.store.get_workflow(id).await? {
+        Some(st) if caller.may_see(st.user_id) => Ok(st),
+        _ => Err(ApiError::not_found()),
+    }
+}
+
+/// Appends and waits (bounded) until the projection shows the record.
+async fn append_and_wait(s: &AppState, record: &Record) -> Result<Position, ApiError> {
+    let pos = s.producer.append(record, s.append_timeout).await?;
+    let seen = s
+        .progress
+        .wait_past(&s.store, &s.topic, pos.partition, pos.offset, s.projection_wait)
+        .await;
+    if !seen {
+        tracing::warn!(workflow_id = %record.workflow_id, partition = pos.partition, offset = pos.offset,
+            "projection did not catch up in time; answering anyway (the log has the record)");
+    }
+    Ok(pos)
+}

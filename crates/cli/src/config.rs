@@ -1,0 +1,206 @@
+//! Configuration in layers: the defaults (`config/agentflow.toml`, built
+//! in) → a `--config` file → `AGENTFLOW_*` environment variables. Unknown keys
+//! are errors; secrets are never printed.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use agentflow_core::AgentName;
+use agentflow_engine::{AgentDefaults, AgentSettings};
+use agentflow_log::LogConfig;
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+const DEFAULTS: &str = include_str!("../../../config/agentflow.toml");
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub http_addr: String,
+    pub max_body_bytes: usize,
+    pub database_url: String,
+    pub database_max_connections: u32,
+    pub kafka_brokers: String,
+    pub topic: String,
+    pub partitions: i32,
+    pub kafka_session_timeout_ms: u64,
+    pub append_timeout_ms: u64,
+    pub projection_wait_ms: u64,
+    pub jwt_secret: String,
+    pub agents_file: PathBuf,
+    pub agent_url_template: String,
+    pub agent_timeout_ms: u64,
+    pub agent_max_attempts: u32,
+    pub agent_backoff_base_ms: u64,
+    pub agent_backoff_max_ms: u64,
+    pub node_id: String,
+    pub log_format: String,
+}
+
+impl Config {
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Self> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    fn load_from(file: Option<&Path>, env: impl Iterator<Item = (String, String)>) -> anyhow::Result<Self> {
+        let mut table: toml::Table = DEFAULTS.parse().context("built-in defaults")?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let over: toml::Table = text.parse().with_context(|| format!("parsing {}", path.display()))?;
+            for (k, v) in over {
+                if !table.contains_key(&k) {
+                    bail!("{}: unknown key `{k}`", path.display());
+                }
+                table.insert(k, v);
+            }
+        }
+        for (name, value) in env {
+            let Some(key) = name.strip_prefix("AGENTFLOW_") else { continue };
+            let key = key.to_ascii_lowercase();
+            let Some(current) = table.get(&key) else { continue };
+            let parsed = match current {
+                toml::Value::String(_) => toml::Value::String(value),
+                _ => format!("v = {value}")
+                    .parse::<toml::Table>()
+                    .ok()
+                    .and_then(|mut t| t.remove("v"))
+                    .with_context(|| format!("{name}={value} is not a valid value"))?,
+            };
+            table.insert(key, parsed);
+        }
+        let mut cfg: Config = table.try_into().context("invalid configuration")?;
+        if cfg.node_id.is_empty() {
+            let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "node".into());
+            cfg.node_id = format!("{}-{}", host.trim(), std::process::id());
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.partitions < 1 {
+            bail!("partitions must be at least 1");
+        }
+        if !self.agent_url_template.contains("{agent}") {
+            bail!("agent_url_template must contain {{agent}}");
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            bail!("log_format must be text or json");
+        }
+        if self.max_body_bytes < 1024 {
+            bail!("max_body_bytes must be at least 1024");
+        }
+        Ok(())
+    }
+
+    /// The configuration as TOML with secrets hidden.
+    pub fn dump(&self) -> String {
+        let mut shown = self.clone();
+        if !shown.jwt_secret.is_empty() {
+            shown.jwt_secret = "<hidden>".into();
+        }
+        if let Some((scheme, rest)) = shown.database_url.split_once("://")
+            && let Some((creds, host)) = rest.split_once('@')
+            && let Some((user, _)) = creds.split_once(':')
+        {
+            shown.database_url = format!("{scheme}://{user}:<hidden>@{host}");
+        }
+        toml::to_string(&shown).expect("config serialises")
+    }
+
+    pub fn log(&self) -> LogConfig {
+        let mut c = LogConfig::new(&self.kafka_brokers, &self.topic);
+        c.partitions = self.partitions;
+        c.client_id = format!("agentflow-{}", self.node_id);
+        c.session_timeout = Duration::from_millis(self.kafka_session_timeout_ms);
+        c
+    }
+
+    pub fn agent_defaults(&self) -> AgentDefaults {
+        AgentDefaults {
+            url_template: self.agent_url_template.clone(),
+            timeout: Duration::from_millis(self.agent_timeout_ms),
+            max_attempts: self.agent_max_attempts,
+            backoff_base: Duration::from_millis(self.agent_backoff_base_ms),
+            backoff_max: Duration::from_millis(self.agent_backoff_max_ms),
+        }
+    }
+
+    /// Reads the agent registry; a missing file is an empty registry.
+    pub fn agent_registry(&self) -> anyhow::Result<HashMap<AgentName, AgentSettings>> {
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct File {
+            #[serde(default)]
+            agents: HashMap<String, Entry>,
+        }
+        #[derive(Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Entry {
+            url: String,
+            timeout_ms: Option<u64>,
+            max_attempts: Option<u32>,
+            #[serde(default)]
+            concurrency: usize,
+        }
+        let text = match std::fs::read_to_string(&self.agents_file) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::info!(file = %self.agents_file.display(), "no agent registry file; every agent uses agent_url_template");
+                return Ok(HashMap::new());
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading {}", self.agents_file.display())),
+        };
+        let file: File = toml::from_str(&text).with_context(|| format!("parsing {}", self.agents_file.display()))?;
+        file.agents
+            .into_iter()
+            .map(|(name, e)| {
+                let agent = AgentName::parse(&name).with_context(|| format!("agent `{name}` in {}", self.agents_file.display()))?;
+                Ok((
+                    agent,
+                    AgentSettings {
+                        base_url: e.url,
+                        timeout: Duration::from_millis(e.timeout_ms.unwrap_or(self.agent_timeout_ms)),
+                        max_attempts: e.max_attempts.unwrap_or(self.agent_max_attempts),
+                        concurrency: e.concurrency,
+                    },
+                ))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Iterator<Item = (String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>().into_iter()
+    }
+
+    #[test]
+    fn env_overrides_defaults_with_typed_values() {
+        let c = Config::load_from(
+            None,
+            env(&[("AGENTFLOW_HTTP_ADDR", "0.0.0.0:1"), ("AGENTFLOW_PARTITIONS", "3"), ("AGENTFLOW_TOPIC", "t")]),
+        )
+        .unwrap();
+        assert_eq!(c.http_addr, "0.0.0.0:1");
+        assert_eq!(c.partitions, 3);
+        assert_eq!(c.topic, "t");
+        assert!(Config::load_from(None, env(&[("AGENTFLOW_PARTITIONS", "many")])).is_err());
+        assert!(Config::load_from(None, env(&[("AGENTFLOW_PARTITIONS", "0")])).is_err());
+    }
+
+    #[test]
+    fn dump_hides_secrets() {
+        let c = Config::load_from(
+            None,
+            env(&[("AGENTFLOW_JWT_SECRET", "s3cret"), ("AGENTFLOW_DATABASE_URL", "postgres://u:pw@h/db")]),
+        )
+        .unwrap();
+        let d = c.dump();
+        assert!(!d.contains("s3cret") && !d.contains("pw@"), "{d}");
+    }
+}

@@ -1,0 +1,74 @@
+//! `agentflow`: the one binary. Parse args → load config → init telemetry →
+//! run the subcommand.
+
+mod config;
+mod serve;
+mod telemetry;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::Config;
+
+#[derive(Parser)]
+#[command(name = "agentflow", version, about = "Event-sourced workflow engine for AI agents")]
+struct Cli {
+    /// A TOML file layered over the built-in defaults (config/agentflow.toml).
+    #[arg(long, global = true, env = "AGENTFLOW_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the API, the engine and the projector (each can be turned off).
+    Serve(serve::ServeArgs),
+    /// Apply the database migrations and create the topic, then exit.
+    Migrate,
+    /// Mint a development JWT.
+    Token {
+        /// The user id.
+        #[arg(long)]
+        sub: i64,
+        /// Grant the admin role (sees every user's workflows).
+        #[arg(long)]
+        admin: bool,
+        /// Lifetime: e.g. 3600, 90s, 30m, 1h, 7d.
+        #[arg(long, default_value = "1h", value_parser = parse_ttl)]
+        ttl: Duration,
+    },
+}
+
+fn parse_ttl(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a duration like 90s, 30m, 1h, 7d"))?;
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("unknown unit `{unit}` (use s, m, h, d)")),
+    };
+    Ok(Duration::from_secs(n.saturating_mul(mult)))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = Config::load(cli.config.as_deref())?;
+    telemetry::init_logs(&config.log_format);
+    match cli.command {
+        Command::Serve(args) => serve::run(config, args).await,
+        Command::Migrate => serve::migrate(&config).await,
+        Command::Token { sub, admin, ttl } => {
+            if config.jwt_secret.is_empty() {
+                anyhow::bail!("set AGENTFLOW_JWT_SECRET to mint a token");
+            }
+            println!("{}", agentflow_api::Jwt::new(config.jwt_secret.as_bytes()).mint(sub, admin, ttl));
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! `agentflow serve`: wires the log, the store, the projector, the engine
+//! and the API, and runs them until SIGINT/SIGTERM.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentflow_api::{ApiConfig, AppState, Jwt, ReadyCheck};
+use agentflow_engine::{AgentClient, Engine, Worker};
+use agentflow_log::{Producer, ensure_topic};
+use agentflow_projector::Projector;
+use agentflow_store::{Progress, Store};
+use anyhow::Context;
+
+use crate::config::Config;
+use crate::telemetry;
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// Do not serve the HTTP API.
+    #[arg(long)]
+    no_api: bool,
+    /// Do not run workflows (no engine consumer group membership).
+    #[arg(long)]
+    no_engine: bool,
+    /// Do not keep the Postgres projections.
+    #[arg(long)]
+    no_projector: bool,
+    /// Print the effective configuration (secrets hidden) and exit.
+    #[arg(long)]
+    dump_config: bool,
+}
+
+pub async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let store = Store::connect(&config.database_url, 2).await.context("connecting to Postgres")?;
+    store.migrate().await?;
+    ensure_topic(&config.log()).await.context("creating the topic")?;
+    tracing::info!("migrations applied and topic ready");
+    Ok(())
+}
+
+pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
+    if args.dump_config {
+        print!("{}", config.dump());
+        return Ok(());
+    }
+    if config.jwt_secret.is_empty() {
+        anyhow::bail!("AGENTFLOW_JWT_SECRET must be set to serve");
+    }
+    let render = telemetry::init_metrics()?;
+    let log = config.log();
+    let store = Store::connect(&config.database_url, config.database_max_connections)
+        .await
+        .context("connecting to Postgres")?;
+    store.migrate().await.context("migrating")?;
+    ensure_topic(&log).await.context("creating the topic")?;
+    let producer = Producer::new(&log)?;
+    let progress = Progress::default();
+
+    let projector = if args.no_projector {
+        None
+    } else {
+        Some(Projector::start(&log, store.clone(), progress.clone())?)
+    };
+    let engine = if args.no_engine {
+        None
+    } else {
+        let agents = AgentClient::new(config.agent_defaults(), config.agent_registry()?);
+        let worker = Worker {
+            producer: producer.clone(),
+            agents,
+            node_id: config.node_id.clone(),
+            append_timeout: Duration::from_millis(config.append_timeout_ms),
+        };
+        Some(Arc::new(Engine::start(&log, worker).await?))
+    };
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let http = if args.no_api {
+        None
+    } else {
+        let mut ready_checks: Vec<(&'static str, ReadyCheck)> = Vec::new();
+        let s = store.clone();
+        ready_checks.push(("database", Arc::new(move || {
+            let s = s.clone();
+            Box::pin(async move { s.ping().await.map_err(|e| e.to_string()) })
+        })));
+        let p = producer.clone();
+        ready_checks.push(("event_log", Arc::new(move || {
+            let p = p.clone();
+            Box::pin(async move { p.check(Duration::from_secs(2)).await.map_err(|e| e.to_string()) })
+        })));
+        if let Some(engine) = &engine {
+            let e = engine.clone();
+            ready_checks.push(("engine", Arc::new(move || {
+                let e = e.clone();
+                Box::pin(async move {
+                    match e.status().await {
+                        Some(s) if s.live_partitions == s.partitions => Ok(()),
+                        Some(s) => Err(format!("replaying: {} of {} partitions live", s.live_partitions, s.partitions)),
+                        None => Err("engine not answering".into()),
+                    }
+                })
+            })));
+        }
+        let state = AppState {
+            store: store.clone(),
+            producer: producer.clone(),
+            progress: progress.clone(),
+            topic: config.topic.clone(),
+            jwt: Arc::new(Jwt::new(config.jwt_secret.as_bytes())),
+            node_id: config.node_id.clone(),
+            append_timeout: Duration::from_millis(config.append_timeout_ms),
+            projection_wait: Duration::from_millis(config.projection_wait_ms),
+            ready_checks,
+            metrics: render,
+        };
+        let app = agentflow_api::router(state, &ApiConfig { max_body_bytes: config.max_body_bytes });
+        let listener = tokio::net::TcpListener::bind(&config.http_addr)
+            .await
+            .with_context(|| format!("binding {}", config.http_addr))?;
+        let addr = listener.local_addr()?;
+        // Tests and scripts read this line to learn the port.
+        println!("agentflow listening on http://{addr}");
+        tracing::info!(%addr, node_id = %config.node_id, "serving");
+        let mut rx = stop_rx.clone();
+        Some(tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.wait_for(|s| *s).await;
+                })
+                .await
+        }))
+    };
+
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    let second = tokio::spawn(async {
+        shutdown_signal().await;
+        tracing::warn!("second signal: exiting at once");
+        std::process::exit(130);
+    });
+    if let Some(h) = http {
+        let _ = tokio::time::timeout(Duration::from_secs(10), h).await;
+    }
+    if let Some(e) = engine {
+        e.stop().await;
+    }
+    let _ = producer.flush(Duration::from_secs(10));
+    if let Some(p) = projector {
+        p.stop().await;
+    }
+    second.abort();
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}
