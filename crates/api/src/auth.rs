@@ -26,11 +26,15 @@ impl Caller {
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Claims {
-    #[serde(deserialize_with = "sub_as_id")]
+    #[serde(deserialize_with = "sub_as_id", serialize_with = "sub_as_string")]
     pub sub: i64,
     pub exp: u64,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub roles: Vec<String>,
+}
+
+fn sub_as_string<S: serde::Serializer>(sub: &i64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&sub.to_string())
 }
 
 fn sub_as_id<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
@@ -59,7 +63,8 @@ impl Jwt {
     pub fn new(secret: &[u8]) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 5;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        // `sub` is checked by `Claims` itself (a number is accepted too).
+        validation.set_required_spec_claims(&["exp"]);
         Self {
             decoding: DecodingKey::from_secret(secret),
             encoding: EncodingKey::from_secret(secret),
@@ -74,7 +79,8 @@ impl Jwt {
                 ErrorKind::ExpiredSignature => "token expired",
                 ErrorKind::InvalidSignature => "token signature is invalid",
                 ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => "token must be signed with HS256",
-                ErrorKind::MissingRequiredClaim(_) => "token lacks a required claim (sub, exp)",
+                ErrorKind::MissingRequiredClaim(_) => "token lacks a required claim (exp)",
+                ErrorKind::Json(_) => "token claims are invalid: `sub` must be an integer user id",
                 _ => "token is malformed",
             };
             ApiError::unauthorized(why)

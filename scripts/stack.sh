@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# The real parts agentflow needs, on this machine, with no Docker:
+# a Postgres cluster and a Kafka-API broker (Tansu, SQLite storage), each on a
+# free loopback port under one directory.
+#
+#   scripts/stack.sh install          install Postgres and Tansu if missing
+#   scripts/stack.sh start DIR [PG_PORT KAFKA_PORT]
+#                                     start both under DIR; writes DIR/env
+#   scripts/stack.sh stop DIR         stop both
+#
+# DIR/env holds AGENTFLOW_DATABASE_URL, AGENTFLOW_KAFKA_BROKERS and
+# AGENTFLOW_TEST_ADMIN_URL (a superuser URL tests use to make databases).
+set -euo pipefail
+
+TANSU_VERSION=0.6.0
+
+log() { printf '[stack] %s\n' "$*" >&2; }
+
+pg_bindir() {
+  local d
+  d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+  [ -n "$d" ] && [ -x "$d/initdb" ] && echo "$d"
+}
+
+install() {
+  if [ -z "$(pg_bindir)" ]; then
+    log "installing PostgreSQL from Debian packages"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq postgresql >/dev/null
+  fi
+  if ! command -v tansu >/dev/null 2>&1; then
+    log "building the Tansu broker (once, several minutes)"
+    cargo install --locked tansu --version "$TANSU_VERSION" --features dynostore,libsql,postgres
+  fi
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+wait_port() {
+  local port=$1 what=$2
+  for _ in $(seq 1 200); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    sleep 0.05
+  done
+  log "$what did not start on port $port"; return 1
+}
+
+as_pg() {
+  # postgres refuses to run as root.
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+start() {
+  local dir=$1 pg_port=${2:-$(free_port)} kafka_port=${3:-$(free_port)}
+  local bin; bin=$(pg_bindir) || { log "Postgres missing: run scripts/stack.sh install"; exit 1; }
+  command -v tansu >/dev/null || { log "tansu missing: run scripts/stack.sh install"; exit 1; }
+  mkdir -p "$dir/tansu"
+  dir=$(cd "$dir" && pwd)
+  chmod 755 "$dir"
+  if [ ! -f "$dir/pg/PG_VERSION" ]; then
+    mkdir -p "$dir/pg"
+    [ "$(id -u)" = 0 ] && chown postgres "$dir/pg"
+    as_pg "$bin/initdb" -D "$dir/pg" -A trust -U postgres --no-sync >/dev/null
+  fi
+  # fsync off: these clusters are for development and tests, rebuilt from the log at will.
+  as_pg "$bin/pg_ctl" -D "$dir/pg" -l "$dir/pg/server.log" -w -o \
+    "-p $pg_port -k $dir/pg -c listen_addresses=127.0.0.1 -c max_connections=400 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+    start >/dev/null
+  local admin="postgres://postgres@127.0.0.1:$pg_port/postgres"
+  psql -q "$admin" -tc "SELECT 1 FROM pg_roles WHERE rolname='agentflow'" | grep -q 1 \
+    || psql -q "$admin" -c "CREATE ROLE agentflow LOGIN CREATEDB" >/dev/null
+  psql -q "$admin" -tc "SELECT 1 FROM pg_database WHERE datname='agentflow'" | grep -q 1 \
+    || psql -q "$admin" -c "CREATE DATABASE agentflow OWNER agentflow" >/dev/null
+
+  (cd "$dir/tansu" && nohup tansu broker \
+      --listener-url "tcp://127.0.0.1:$kafka_port" \
+      --advertised-listener-url "tcp://127.0.0.1:$kafka_port" \
+      --storage-engine "sqlite://tansu.db" >"$dir/tansu/broker.log" 2>&1 &
+    echo $! >"$dir/tansu/broker.pid")
+  wait_port "$kafka_port" tansu
+
+  cat >"$dir/env" <<ENV
+export AGENTFLOW_DATABASE_URL=postgres://agentflow@127.0.0.1:$pg_port/agentflow
+export AGENTFLOW_KAFKA_BROKERS=127.0.0.1:$kafka_port
+export AGENTFLOW_TEST_ADMIN_URL=$admin
+ENV
+  log "Postgres on 127.0.0.1:$pg_port, Tansu on 127.0.0.1:$kafka_port (env in $dir/env)"
+}
+
+stop() {
+  local dir=$1 bin
+  if [ -f "$dir/tansu/broker.pid" ]; then
+    kill "$(cat "$dir/tansu/broker.pid")" 2>/dev/null || true
+    rm -f "$dir/tansu/broker.pid"
+  fi
+  bin=$(pg_bindir) || return 0
+  if [ -f "$dir/pg/postmaster.pid" ]; then
+    as_pg "$bin/pg_ctl" -D "$dir/pg" -m fast -w stop >/dev/null || true
+  fi
+}
+
+case "${1:-}" in
+  install) install ;;
+  start) shift; start "$@" ;;
+  stop) shift; stop "$@" ;;
+  *) echo "usage: $0 install | start DIR [PG_PORT KAFKA_PORT] | stop DIR" >&2; exit 2 ;;
+esac
