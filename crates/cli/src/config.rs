@@ -24,6 +24,7 @@ pub struct Config {
     pub kafka_brokers: String,
     pub topic: String,
     pub partitions: i32,
+    pub group_prefix: String,
     pub kafka_session_timeout_ms: u64,
     pub append_timeout_ms: u64,
     pub projection_wait_ms: u64,
@@ -112,6 +113,7 @@ impl Config {
     pub fn log(&self) -> LogConfig {
         let mut c = LogConfig::new(&self.kafka_brokers, &self.topic);
         c.partitions = self.partitions;
+        c.group_prefix = self.group_prefix.clone();
         c.client_id = format!("agentflow-{}", self.node_id);
         c.session_timeout = Duration::from_millis(self.kafka_session_timeout_ms);
         c

@@ -10,6 +10,8 @@ pub struct LogConfig {
     pub topic: String,
     /// Partitions to create the topic with when it does not exist.
     pub partitions: i32,
+    /// Prepended to consumer group names.
+    pub group_prefix: String,
     pub replication_factor: i32,
     /// Identifies this process to the broker (`client.id`).
     pub client_id: String,
@@ -27,6 +29,7 @@ impl LogConfig {
             brokers: brokers.into(),
             topic: topic.into(),
             partitions: 8,
+            group_prefix: String::new(),
             replication_factor: 1,
             client_id: "agentflow".into(),
             session_timeout: Duration::from_secs(10),

@@ -173,7 +173,7 @@ impl Subscription {
         };
         let consumer: BaseConsumer<Ctx> = config
             .client()
-            .set("group.id", group)
+            .set("group.id", format!("{}{group}", config.group_prefix))
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")

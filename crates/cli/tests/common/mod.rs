@@ -1,0 +1,206 @@
+//! A real stack per test: its own database and topic on the shared Postgres
+//! and broker (started by scripts/test.sh), the mock agent as a real HTTP
+//! server, and `agentflow serve` as a real process.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use agentflow_mock_agent::MockAgent;
+use serde_json::{Value, json};
+
+pub const SECRET: &str = "test-secret-please-ignore";
+
+fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the tests with scripts/test.sh, which starts Postgres and the broker")
+    })
+}
+
+pub struct Stack {
+    pub db_url: String,
+    pub brokers: String,
+    pub topic: String,
+    pub agent: MockAgent,
+    pub agents_file: std::path::PathBuf,
+    pub extra_env: Vec<(String, String)>,
+    pub server: Option<Child>,
+    pub base: String,
+    pub http: reqwest::Client,
+    _dir: TempDir,
+}
+
+struct TempDir(std::path::PathBuf);
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Stack {
+    /// A fresh database, topic and mock agent (with `latency`), and a
+    /// running server.
+    pub async fn start() -> Self {
+        Self::start_with(Duration::ZERO, "", &[]).await
+    }
+
+    pub async fn start_with(latency: Duration, agents_toml: &str, extra_env: &[(&str, &str)]) -> Self {
+        let admin = env("AGENTFLOW_TEST_ADMIN_URL");
+        let brokers = env("AGENTFLOW_KAFKA_BROKERS");
+        let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await.expect("admin connection");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name} OWNER agentflow")))
+            .execute(&mut conn)
+            .await
+            .expect("create database");
+        let db_url = admin.replace("postgres@", "agentflow@").rsplit_once('/').unwrap().0.to_owned() + "/" + &name;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let agent = MockAgent::serve(listener, latency).unwrap();
+        let dir = std::env::temp_dir().join(format!("agentflow-{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let agents_file = dir.join("agents.toml");
+        std::fs::write(&agents_file, agents_toml.replace("{mock}", &format!("http://{}", agent.addr))).unwrap();
+        let mut s = Self {
+            db_url,
+            brokers,
+            topic: format!("t-{}", uuid::Uuid::new_v4().simple()),
+            agent,
+            agents_file,
+            extra_env: extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            server: None,
+            base: String::new(),
+            http: reqwest::Client::new(),
+            _dir: TempDir(dir),
+        };
+        s.spawn_server().await;
+        s
+    }
+
+    /// Starts `agentflow serve` and waits until it is ready.
+    pub async fn spawn_server(&mut self) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_agentflow"));
+        cmd.arg("serve")
+            .env("AGENTFLOW_DATABASE_URL", &self.db_url)
+            .env("AGENTFLOW_KAFKA_BROKERS", &self.brokers)
+            .env("AGENTFLOW_TOPIC", &self.topic)
+            .env("AGENTFLOW_PARTITIONS", "4")
+            .env("AGENTFLOW_GROUP_PREFIX", format!("{}.", self.topic))
+            .env("AGENTFLOW_HTTP_ADDR", "127.0.0.1:0")
+            .env("AGENTFLOW_JWT_SECRET", SECRET)
+            .env("AGENTFLOW_AGENTS_FILE", &self.agents_file)
+            .env("AGENTFLOW_AGENT_URL_TEMPLATE", self.agent.url_template())
+            .env("AGENTFLOW_AGENT_TIMEOUT_MS", "5000")
+            .env("AGENTFLOW_AGENT_BACKOFF_BASE_MS", "10")
+            .env("AGENTFLOW_AGENT_BACKOFF_MAX_MS", "50")
+            .env("AGENTFLOW_KAFKA_SESSION_TIMEOUT_MS", "6000")
+            .env("AGENTFLOW_DATABASE_MAX_CONNECTIONS", "8")
+            .env("AGENTFLOW_LOG", "warn,agentflow=info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn agentflow serve");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("agentflow listening on ") {
+                    let _ = tx.send(addr.to_owned());
+                }
+            }
+        });
+        self.base = rx.recv_timeout(Duration::from_secs(60)).expect("server printed its address");
+        self.server = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let r = self.http.get(format!("{}/readyz", self.base)).send().await;
+            if r.is_ok_and(|r| r.status() == 200) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "server not ready in 60 s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL: no shutdown, no flush, no goodbye to the group.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.server.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    pub fn token(&self, sub: i64) -> String {
+        agentflow_api::Jwt::new(SECRET.as_bytes()).mint(sub, false, Duration::from_secs(3600))
+    }
+
+    pub fn admin_token(&self, sub: i64) -> String {
+        agentflow_api::Jwt::new(SECRET.as_bytes()).mint(sub, true, Duration::from_secs(3600))
+    }
+
+    pub async fn req(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+        let mut r = self.http.request(method.parse().unwrap(), format!("{}{}", self.base, path));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            r = r.header("content-type", "application/json").body(b.to_string());
+        }
+        let resp = r.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub async fn create(&self, token: &str, body: Value) -> String {
+        let (st, b) = self.req("POST", "/workflows/create", Some(token), Some(body)).await;
+        assert_eq!(st, 201, "{b}");
+        b["workflow_id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn execute(&self, token: &str, id: &str) -> (u16, Value) {
+        self.req("POST", &format!("/workflows/{id}/execute"), Some(token), None).await
+    }
+
+    pub async fn get(&self, token: &str, id: &str) -> Value {
+        let (st, b) = self.req("GET", &format!("/workflows/{id}"), Some(token), None).await;
+        assert_eq!(st, 200, "{b}");
+        b
+    }
+
+    /// Polls until the workflow is completed or failed.
+    pub async fn wait_done(&self, token: &str, id: &str, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let w = self.get(token, id).await;
+            if matches!(w["status"].as_str(), Some("completed" | "failed")) {
+                return w;
+            }
+            assert!(Instant::now() < deadline, "workflow {id} not done in {timeout:?}: {w}");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn pipeline(name: &str, agents: &[&str]) -> Value {
+    let tasks: Vec<Value> = agents
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            if i == 0 {
+                json!({"agent": a, "input": {"topic": "AI in healthcare", "format": "blog_post"}})
+            } else {
+                json!({"agent": a, "input": {"content": "{{previous_output}}", "step": i + 1}})
+            }
+        })
+        .collect();
+    json!({"name": name, "tasks": tasks})
+}
