@@ -73,18 +73,23 @@ impl Jwt {
     }
 
     pub fn verify(&self, token: &str) -> Result<Caller, ApiError> {
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation).map_err(|e| {
-            use jsonwebtoken::errors::ErrorKind;
-            let why = match e.kind() {
-                ErrorKind::ExpiredSignature => "token expired",
-                ErrorKind::InvalidSignature => "token signature is invalid",
-                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => "token must be signed with HS256",
-                ErrorKind::MissingRequiredClaim(_) => "token lacks a required claim (exp)",
-                ErrorKind::Json(_) => "token claims are invalid: `sub` must be an integer user id",
-                _ => "token is malformed",
-            };
-            ApiError::unauthorized(why)
-        })?;
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind;
+                let why = match e.kind() {
+                    ErrorKind::ExpiredSignature => "token expired",
+                    ErrorKind::InvalidSignature => "token signature is invalid",
+                    ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                        "token must be signed with HS256"
+                    }
+                    ErrorKind::MissingRequiredClaim(_) => "token lacks a required claim (exp)",
+                    ErrorKind::Json(_) => {
+                        "token claims are invalid: `sub` must be an integer user id"
+                    }
+                    _ => "token is malformed",
+                };
+                ApiError::unauthorized(why)
+            })?;
         Ok(Caller {
             user: UserId(data.claims.sub),
             admin: data.claims.roles.iter().any(|r| r == "admin"),
@@ -107,7 +112,10 @@ impl Jwt {
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let value = parts
             .headers
             .get(header::AUTHORIZATION)

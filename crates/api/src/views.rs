@@ -38,7 +38,11 @@ pub fn workflow(st: &WorkflowState) -> Value {
         .steps
         .iter()
         .enumerate()
-        .filter_map(|(i, s)| s.output.as_ref().map(|o| json!({"step": i + 1, "output": o})))
+        .filter_map(|(i, s)| {
+            s.output
+                .as_ref()
+                .map(|o| json!({"step": i + 1, "output": o}))
+        })
         .collect();
     let error = st
         .failed_step()

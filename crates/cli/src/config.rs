@@ -44,11 +44,17 @@ impl Config {
         Self::load_from(file, std::env::vars())
     }
 
-    fn load_from(file: Option<&Path>, env: impl Iterator<Item = (String, String)>) -> anyhow::Result<Self> {
+    fn load_from(
+        file: Option<&Path>,
+        env: impl Iterator<Item = (String, String)>,
+    ) -> anyhow::Result<Self> {
         let mut table: toml::Table = DEFAULTS.parse().context("built-in defaults")?;
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-            let over: toml::Table = text.parse().with_context(|| format!("parsing {}", path.display()))?;
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let over: toml::Table = text
+                .parse()
+                .with_context(|| format!("parsing {}", path.display()))?;
             for (k, v) in over {
                 if !table.contains_key(&k) {
                     bail!("{}: unknown key `{k}`", path.display());
@@ -57,9 +63,13 @@ impl Config {
             }
         }
         for (name, value) in env {
-            let Some(key) = name.strip_prefix("AGENTFLOW_") else { continue };
+            let Some(key) = name.strip_prefix("AGENTFLOW_") else {
+                continue;
+            };
             let key = key.to_ascii_lowercase();
-            let Some(current) = table.get(&key) else { continue };
+            let Some(current) = table.get(&key) else {
+                continue;
+            };
             let parsed = match current {
                 toml::Value::String(_) => toml::Value::String(value),
                 _ => format!("v = {value}")
@@ -152,18 +162,24 @@ impl Config {
                 tracing::info!(file = %self.agents_file.display(), "no agent registry file; every agent uses agent_url_template");
                 return Ok(HashMap::new());
             }
-            Err(e) => return Err(e).with_context(|| format!("reading {}", self.agents_file.display())),
+            Err(e) => {
+                return Err(e).with_context(|| format!("reading {}", self.agents_file.display()));
+            }
         };
-        let file: File = toml::from_str(&text).with_context(|| format!("parsing {}", self.agents_file.display()))?;
+        let file: File = toml::from_str(&text)
+            .with_context(|| format!("parsing {}", self.agents_file.display()))?;
         file.agents
             .into_iter()
             .map(|(name, e)| {
-                let agent = AgentName::parse(&name).with_context(|| format!("agent `{name}` in {}", self.agents_file.display()))?;
+                let agent = AgentName::parse(&name)
+                    .with_context(|| format!("agent `{name}` in {}", self.agents_file.display()))?;
                 Ok((
                     agent,
                     AgentSettings {
                         base_url: e.url,
-                        timeout: Duration::from_millis(e.timeout_ms.unwrap_or(self.agent_timeout_ms)),
+                        timeout: Duration::from_millis(
+                            e.timeout_ms.unwrap_or(self.agent_timeout_ms),
+                        ),
                         max_attempts: e.max_attempts.unwrap_or(self.agent_max_attempts),
                         concurrency: e.concurrency,
                     },
@@ -178,14 +194,22 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> impl Iterator<Item = (String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<Vec<_>>().into_iter()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect::<Vec<_>>()
+            .into_iter()
     }
 
     #[test]
     fn env_overrides_defaults_with_typed_values() {
         let c = Config::load_from(
             None,
-            env(&[("AGENTFLOW_HTTP_ADDR", "0.0.0.0:1"), ("AGENTFLOW_PARTITIONS", "3"), ("AGENTFLOW_TOPIC", "t")]),
+            env(&[
+                ("AGENTFLOW_HTTP_ADDR", "0.0.0.0:1"),
+                ("AGENTFLOW_PARTITIONS", "3"),
+                ("AGENTFLOW_TOPIC", "t"),
+            ]),
         )
         .unwrap();
         assert_eq!(c.http_addr, "0.0.0.0:1");
@@ -199,7 +223,10 @@ mod tests {
     fn dump_hides_secrets() {
         let c = Config::load_from(
             None,
-            env(&[("AGENTFLOW_JWT_SECRET", "s3cret"), ("AGENTFLOW_DATABASE_URL", "postgres://u:pw@h/db")]),
+            env(&[
+                ("AGENTFLOW_JWT_SECRET", "s3cret"),
+                ("AGENTFLOW_DATABASE_URL", "postgres://u:pw@h/db"),
+            ]),
         )
         .unwrap();
         let d = c.dump();

@@ -13,7 +13,11 @@ use clap::{Parser, Subcommand};
 use crate::config::Config;
 
 #[derive(Parser)]
-#[command(name = "agentflow", version, about = "Event-sourced workflow engine for AI agents")]
+#[command(
+    name = "agentflow",
+    version,
+    about = "Event-sourced workflow engine for AI agents"
+)]
 struct Cli {
     /// A TOML file layered over the built-in defaults (config/agentflow.toml).
     #[arg(long, global = true, env = "AGENTFLOW_CONFIG")]
@@ -44,7 +48,9 @@ enum Command {
 
 fn parse_ttl(s: &str) -> Result<Duration, String> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a duration like 90s, 30m, 1h, 7d"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 90s, 30m, 1h, 7d"))?;
     let mult = match unit {
         "" | "s" => 1,
         "m" => 60,
@@ -67,7 +73,10 @@ async fn main() -> anyhow::Result<()> {
             if config.jwt_secret.is_empty() {
                 anyhow::bail!("set AGENTFLOW_JWT_SECRET to mint a token");
             }
-            println!("{}", agentflow_api::Jwt::new(config.jwt_secret.as_bytes()).mint(sub, admin, ttl));
+            println!(
+                "{}",
+                agentflow_api::Jwt::new(config.jwt_secret.as_bytes()).mint(sub, admin, ttl)
+            );
             Ok(())
         }
     }

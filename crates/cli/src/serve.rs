@@ -31,9 +31,13 @@ pub struct ServeArgs {
 }
 
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {
-    let store = Store::connect(&config.database_url, 2).await.context("connecting to Postgres")?;
+    let store = Store::connect(&config.database_url, 2)
+        .await
+        .context("connecting to Postgres")?;
     store.migrate().await?;
-    ensure_topic(&config.log()).await.context("creating the topic")?;
+    ensure_topic(&config.log())
+        .await
+        .context("creating the topic")?;
     tracing::info!("migrations applied and topic ready");
     Ok(())
 }
@@ -80,27 +84,43 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     } else {
         let mut ready_checks: Vec<(&'static str, ReadyCheck)> = Vec::new();
         let s = store.clone();
-        ready_checks.push(("database", Arc::new(move || {
-            let s = s.clone();
-            Box::pin(async move { s.ping().await.map_err(|e| e.to_string()) })
-        })));
+        ready_checks.push((
+            "database",
+            Arc::new(move || {
+                let s = s.clone();
+                Box::pin(async move { s.ping().await.map_err(|e| e.to_string()) })
+            }),
+        ));
         let p = producer.clone();
-        ready_checks.push(("event_log", Arc::new(move || {
-            let p = p.clone();
-            Box::pin(async move { p.check(Duration::from_secs(2)).await.map_err(|e| e.to_string()) })
-        })));
+        ready_checks.push((
+            "event_log",
+            Arc::new(move || {
+                let p = p.clone();
+                Box::pin(async move {
+                    p.check(Duration::from_secs(2))
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+            }),
+        ));
         if let Some(engine) = &engine {
             let e = engine.clone();
-            ready_checks.push(("engine", Arc::new(move || {
-                let e = e.clone();
-                Box::pin(async move {
-                    match e.status().await {
-                        Some(s) if s.live_partitions == s.partitions => Ok(()),
-                        Some(s) => Err(format!("replaying: {} of {} partitions live", s.live_partitions, s.partitions)),
-                        None => Err("engine not answering".into()),
-                    }
-                })
-            })));
+            ready_checks.push((
+                "engine",
+                Arc::new(move || {
+                    let e = e.clone();
+                    Box::pin(async move {
+                        match e.status().await {
+                            Some(s) if s.live_partitions == s.partitions => Ok(()),
+                            Some(s) => Err(format!(
+                                "replaying: {} of {} partitions live",
+                                s.live_partitions, s.partitions
+                            )),
+                            None => Err("engine not answering".into()),
+                        }
+                    })
+                }),
+            ));
         }
         let state = AppState {
             store: store.clone(),
@@ -114,7 +134,12 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
             ready_checks,
             metrics: render,
         };
-        let app = agentflow_api::router(state, &ApiConfig { max_body_bytes: config.max_body_bytes });
+        let app = agentflow_api::router(
+            state,
+            &ApiConfig {
+                max_body_bytes: config.max_body_bytes,
+            },
+        );
         let listener = tokio::net::TcpListener::bind(&config.http_addr)
             .await
             .with_context(|| format!("binding {}", config.http_addr))?;
@@ -156,7 +181,8 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
 
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("signal handler");
     tokio::select! {
         _ = ctrl_c => {}
         _ = term.recv() => {}

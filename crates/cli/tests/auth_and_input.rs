@@ -13,7 +13,10 @@ fn b64(v: &Value) -> String {
     let bytes = v.to_string().into_bytes();
     let mut out = String::new();
     for chunk in bytes.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
         for i in 0..=chunk.len() {
             out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
         }
@@ -24,26 +27,51 @@ fn b64(v: &Value) -> String {
 fn assert_error(status: u16, body: &Value, want_status: u16, want_code: &str) {
     assert_eq!(status, want_status, "{body}");
     assert_eq!(body["error"]["code"], want_code, "{body}");
-    assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
 }
 
 #[tokio::test]
 async fn bad_tokens_get_401() {
     let s = Stack::start().await;
     let exp = chrono::Utc::now().timestamp() + 3600;
-    let none_alg = format!("{}.{}.", b64(&json!({"alg": "none", "typ": "JWT"})), b64(&json!({"sub": "42", "exp": exp})));
-    let wrong_key = agentflow_api::Jwt::new(b"another secret").mint(42, false, Duration::from_secs(600));
+    let none_alg = format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "typ": "JWT"})),
+        b64(&json!({"sub": "42", "exp": exp}))
+    );
+    let wrong_key =
+        agentflow_api::Jwt::new(b"another secret").mint(42, false, Duration::from_secs(600));
     let expired = {
         use jsonwebtoken::{EncodingKey, Header, encode};
-        encode(&Header::default(), &json!({"sub": "42", "exp": chrono::Utc::now().timestamp() - 600}), &EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
+        encode(
+            &Header::default(),
+            &json!({"sub": "42", "exp": chrono::Utc::now().timestamp() - 600}),
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
     };
     let no_exp = {
         use jsonwebtoken::{EncodingKey, Header, encode};
-        encode(&Header::default(), &json!({"sub": "42"}), &EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
+        encode(
+            &Header::default(),
+            &json!({"sub": "42"}),
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
     };
     let bad_sub = {
         use jsonwebtoken::{EncodingKey, Header, encode};
-        encode(&Header::default(), &json!({"sub": "alice", "exp": exp}), &EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
+        encode(
+            &Header::default(),
+            &json!({"sub": "alice", "exp": exp}),
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
     };
     for (what, token) in [
         ("missing", None),
@@ -55,7 +83,14 @@ async fn bad_tokens_get_401() {
         ("non-integer sub", Some(bad_sub)),
     ] {
         for (method, path) in [("GET", "/workflows/list"), ("POST", "/workflows/create")] {
-            let (st, body) = s.req(method, path, token.as_deref(), Some(json!({"name": "x", "tasks": [{"agent": "a"}]}))).await;
+            let (st, body) = s
+                .req(
+                    method,
+                    path,
+                    token.as_deref(),
+                    Some(json!({"name": "x", "tasks": [{"agent": "a"}]})),
+                )
+                .await;
             assert_error(st, &body, 401, "unauthorized");
             let _ = what;
         }
@@ -63,9 +98,19 @@ async fn bad_tokens_get_401() {
     // A numeric sub is accepted too.
     let numeric = {
         use jsonwebtoken::{EncodingKey, Header, encode};
-        encode(&Header::default(), &json!({"sub": 42, "exp": exp}), &EncodingKey::from_secret(SECRET.as_bytes())).unwrap()
+        encode(
+            &Header::default(),
+            &json!({"sub": 42, "exp": exp}),
+            &EncodingKey::from_secret(SECRET.as_bytes()),
+        )
+        .unwrap()
     };
-    assert_eq!(s.req("GET", "/workflows/list", Some(&numeric), None).await.0, 200);
+    assert_eq!(
+        s.req("GET", "/workflows/list", Some(&numeric), None)
+            .await
+            .0,
+        200
+    );
     let (_, list) = s.req("GET", "/workflows/list", None, None).await;
     assert!(list["error"].is_object());
 }
@@ -74,19 +119,32 @@ async fn bad_tokens_get_401() {
 async fn another_users_workflow_is_not_found_and_admins_see_all() {
     let s = Stack::start().await;
     let (alice, bob) = (s.token(1), s.token(2));
-    let id = s.create(&alice, json!({"name": "alice's", "tasks": [{"agent": "a"}]})).await;
-    let (st, body) = s.req("GET", &format!("/workflows/{id}"), Some(&bob), None).await;
+    let id = s
+        .create(
+            &alice,
+            json!({"name": "alice's", "tasks": [{"agent": "a"}]}),
+        )
+        .await;
+    let (st, body) = s
+        .req("GET", &format!("/workflows/{id}"), Some(&bob), None)
+        .await;
     assert_error(st, &body, 404, "not_found");
     let (st, body) = s.execute(&bob, &id).await;
     assert_error(st, &body, 404, "not_found");
-    assert_eq!(s.get(&alice, &id).await["status"], "pending", "bob's execute changed nothing");
+    assert_eq!(
+        s.get(&alice, &id).await["status"],
+        "pending",
+        "bob's execute changed nothing"
+    );
     let (_, bobs) = s.req("GET", "/workflows/list", Some(&bob), None).await;
     assert_eq!(bobs["count"], 0);
     let admin = s.admin_token(99);
     assert_eq!(s.get(&admin, &id).await["user_id"], 1);
     assert_eq!(s.execute(&admin, &id).await.0, 202);
     let unknown = uuid::Uuid::new_v4();
-    let (st, body) = s.req("GET", &format!("/workflows/{unknown}"), Some(&alice), None).await;
+    let (st, body) = s
+        .req("GET", &format!("/workflows/{unknown}"), Some(&alice), None)
+        .await;
     assert_error(st, &body, 404, "not_found");
 }
 
@@ -98,7 +156,15 @@ async fn bad_input_gets_a_clear_4xx_and_writes_nothing() {
         let s = &s;
         let t = t.clone();
         async move {
-            let r = s.http.post(format!("{}/workflows/create", s.base)).bearer_auth(t).header("content-type", "application/json").body(body).send().await.unwrap();
+            let r = s
+                .http
+                .post(format!("{}/workflows/create", s.base))
+                .bearer_auth(t)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
             let st = r.status().as_u16();
             (st, r.json::<Value>().await.unwrap())
         }
@@ -123,25 +189,44 @@ async fn bad_input_gets_a_clear_4xx_and_writes_nothing() {
         json!({"name": "x".repeat(300), "tasks": [{"agent": "a"}]}),
     ];
     for body in cases {
-        let (st, b) = s.req("POST", "/workflows/create", Some(&t), Some(body.clone())).await;
+        let (st, b) = s
+            .req("POST", "/workflows/create", Some(&t), Some(body.clone()))
+            .await;
         assert_error(st, &b, 422, "invalid_workflow");
     }
-    let big = json!({"name": "big", "tasks": [{"agent": "a", "input": {"blob": "x".repeat(4096)}}]});
-    let (st, b) = s.req("POST", "/workflows/create", Some(&t), Some(big)).await;
+    let big =
+        json!({"name": "big", "tasks": [{"agent": "a", "input": {"blob": "x".repeat(4096)}}]});
+    let (st, b) = s
+        .req("POST", "/workflows/create", Some(&t), Some(big))
+        .await;
     assert_error(st, &b, 413, "body_too_large");
     for bad in ["not-a-uuid", "1234", "%20"] {
-        let (st, b) = s.req("GET", &format!("/workflows/{bad}"), Some(&t), None).await;
+        let (st, b) = s
+            .req("GET", &format!("/workflows/{bad}"), Some(&t), None)
+            .await;
         assert_error(st, &b, 400, "invalid_id");
-        let (st, b) = s.req("POST", &format!("/workflows/{bad}/execute"), Some(&t), None).await;
+        let (st, b) = s
+            .req("POST", &format!("/workflows/{bad}/execute"), Some(&t), None)
+            .await;
         assert_error(st, &b, 400, "invalid_id");
     }
-    for q in ["status=done", "limit=0", "limit=1000", "limit=x", "cursor=zzz"] {
-        let (st, b) = s.req("GET", &format!("/workflows/list?{q}"), Some(&t), None).await;
+    for q in [
+        "status=done",
+        "limit=0",
+        "limit=1000",
+        "limit=x",
+        "cursor=zzz",
+    ] {
+        let (st, b) = s
+            .req("GET", &format!("/workflows/list?{q}"), Some(&t), None)
+            .await;
         assert_eq!(st, 400, "{q}: {b}");
     }
     let (st, b) = s.req("GET", "/nope", Some(&t), None).await;
     assert_error(st, &b, 404, "not_found");
     // Nothing was written by any of it.
-    let (_, list) = s.req("GET", "/workflows/list", Some(&s.admin_token(1)), None).await;
+    let (_, list) = s
+        .req("GET", "/workflows/list", Some(&s.admin_token(1)), None)
+        .await;
     assert_eq!(list["count"], 0, "{list}");
 }

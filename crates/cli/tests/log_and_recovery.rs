@@ -15,14 +15,23 @@ use serde_json::Value;
 
 /// Every record of the topic, as (key, event_type header, JSON body).
 fn read_topic(s: &Stack) -> Vec<(String, String, Value)> {
-    let c: BaseConsumer = ClientConfig::new().set("bootstrap.servers", &s.brokers).set("group.id", "test-reader").create().unwrap();
-    let md = c.fetch_metadata(Some(&s.topic), Duration::from_secs(5)).unwrap();
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &s.brokers)
+        .set("group.id", "test-reader")
+        .create()
+        .unwrap();
+    let md = c
+        .fetch_metadata(Some(&s.topic), Duration::from_secs(5))
+        .unwrap();
     let mut tpl = TopicPartitionList::new();
     let mut remaining = 0;
     for p in md.topics()[0].partitions() {
-        let (_, high) = c.fetch_watermarks(&s.topic, p.id(), Duration::from_secs(5)).unwrap();
+        let (_, high) = c
+            .fetch_watermarks(&s.topic, p.id(), Duration::from_secs(5))
+            .unwrap();
         remaining += high;
-        tpl.add_partition_offset(&s.topic, p.id(), Offset::Beginning).unwrap();
+        tpl.add_partition_offset(&s.topic, p.id(), Offset::Beginning)
+            .unwrap();
     }
     c.assign(&tpl).unwrap();
     let mut out = vec![];
@@ -30,8 +39,17 @@ fn read_topic(s: &Stack) -> Vec<(String, String, Value)> {
     while (out.len() as i64) < remaining && Instant::now() < deadline {
         if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
             let key = String::from_utf8(m.key().unwrap().to_vec()).unwrap();
-            let header = m.headers().and_then(|h| h.iter().find(|h| h.key == "event_type")).and_then(|h| h.value).map(|v| String::from_utf8(v.to_vec()).unwrap()).unwrap_or_default();
-            out.push((key, header, serde_json::from_slice(m.payload().unwrap()).unwrap()));
+            let header = m
+                .headers()
+                .and_then(|h| h.iter().find(|h| h.key == "event_type"))
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8(v.to_vec()).unwrap())
+                .unwrap_or_default();
+            out.push((
+                key,
+                header,
+                serde_json::from_slice(m.payload().unwrap()).unwrap(),
+            ));
         }
     }
     out
@@ -41,17 +59,46 @@ fn read_topic(s: &Stack) -> Vec<(String, String, Value)> {
 async fn one_workflows_events_read_back_from_the_topic() {
     let s = Stack::start().await;
     let t = s.token(42);
-    let agents = ["marketing_content_agent_1_101", "marketing_seo_agent_1_102", "marketing_social_media_agent_1_103"];
-    let id = s.create(&t, pipeline("Content Marketing Pipeline", &agents)).await;
+    let agents = [
+        "marketing_content_agent_1_101",
+        "marketing_seo_agent_1_102",
+        "marketing_social_media_agent_1_103",
+    ];
+    let id = s
+        .create(&t, pipeline("Content Marketing Pipeline", &agents))
+        .await;
     s.execute(&t, &id).await;
-    assert_eq!(s.wait_done(&t, &id, Duration::from_secs(30)).await["status"], "completed");
+    assert_eq!(
+        s.wait_done(&t, &id, Duration::from_secs(30)).await["status"],
+        "completed"
+    );
 
-    let records: Vec<_> = read_topic(&s).into_iter().filter(|(k, _, _)| *k == id).collect();
-    let types: Vec<&str> = records.iter().map(|(_, _, v)| v["event_type"].as_str().unwrap()).collect();
-    assert_eq!(types, ["workflow.created", "workflow.started", "agent.executed", "agent.executed", "agent.executed", "workflow.completed"]);
+    let records: Vec<_> = read_topic(&s)
+        .into_iter()
+        .filter(|(k, _, _)| *k == id)
+        .collect();
+    let types: Vec<&str> = records
+        .iter()
+        .map(|(_, _, v)| v["event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "workflow.created",
+            "workflow.started",
+            "agent.executed",
+            "agent.executed",
+            "agent.executed",
+            "workflow.completed"
+        ]
+    );
     for (i, (_, header, v)) in records.iter().enumerate() {
         assert_eq!(v["seq"], i as u64 + 1, "seq is 1, 2, 3, …");
-        assert_eq!(header, v["event_type"].as_str().unwrap(), "event_type header");
+        assert_eq!(
+            header,
+            v["event_type"].as_str().unwrap(),
+            "event_type header"
+        );
         assert_eq!(v["workflow_id"], id.as_str());
         assert_eq!(v["user_id"], 42);
         assert_eq!(v["version"], 1);
@@ -77,7 +124,9 @@ async fn kill_9_mid_run_then_restart_finishes_every_workflow_repeating_only_in_f
     let t = s.token(9);
     let mut ids = vec![];
     for i in 0..12 {
-        let id = s.create(&t, pipeline(&format!("wf{i}"), &["a1", "a2", "a3"])).await;
+        let id = s
+            .create(&t, pipeline(&format!("wf{i}"), &["a1", "a2", "a3"]))
+            .await;
         assert_eq!(s.execute(&t, &id).await.0, 202);
         ids.push(id);
     }
@@ -97,7 +146,10 @@ async fn kill_9_mid_run_then_restart_finishes_every_workflow_repeating_only_in_f
         assert_eq!(w["status"], "completed", "{w}");
         let results = w["results"].as_array().unwrap();
         assert_eq!(results.len(), 3);
-        assert_eq!(results[1]["output"]["input"]["content"], results[0]["output"], "chain intact after recovery");
+        assert_eq!(
+            results[1]["output"]["input"]["content"], results[0]["output"],
+            "chain intact after recovery"
+        );
     }
     // Every step ran; a step ran twice only if it was under way at the kill.
     let after = s.agent.calls.snapshot();
@@ -109,15 +161,26 @@ async fn kill_9_mid_run_then_restart_finishes_every_workflow_repeating_only_in_f
             assert!(n >= 1, "{key} never called");
             if n > 1 {
                 assert_eq!(n, 2, "{key} called {n} times");
-                assert!(before_restart.contains_key(&key), "{key} repeated but was not in flight at the kill");
+                assert!(
+                    before_restart.contains_key(&key),
+                    "{key} repeated but was not in flight at the kill"
+                );
                 repeated += 1;
             }
         }
     }
     // At most one step per workflow can have been in flight.
     assert!(repeated <= ids.len(), "{repeated} repeated steps");
-    let per_workflow: HashMap<&str, usize> = ids.iter().map(|id| {
-        (id.as_str(), (1..=3).filter(|st| after.get(&format!("{id}:{st}")).copied().unwrap_or(0) > 1).count())
-    }).collect();
+    let per_workflow: HashMap<&str, usize> = ids
+        .iter()
+        .map(|id| {
+            (
+                id.as_str(),
+                (1..=3)
+                    .filter(|st| after.get(&format!("{id}:{st}")).copied().unwrap_or(0) > 1)
+                    .count(),
+            )
+        })
+        .collect();
     assert!(per_workflow.values().all(|n| *n <= 1), "{per_workflow:?}");
 }

@@ -26,7 +26,9 @@ async fn content_pipeline_chains_each_output_into_the_next_input() {
             {"agent": CONTENT[2], "input": {"content": "{{previous_output}}", "platforms": ["twitter", "linkedin"]}}
         ]
     });
-    let (st, created) = s.req("POST", "/workflows/create", Some(&t), Some(body)).await;
+    let (st, created) = s
+        .req("POST", "/workflows/create", Some(&t), Some(body))
+        .await;
     assert_eq!(st, 201);
     assert_eq!(created["name"], "Content Marketing Pipeline");
     assert_eq!(created["status"], "pending");
@@ -36,11 +38,17 @@ async fn content_pipeline_chains_each_output_into_the_next_input() {
     // Read-your-writes: visible at once, pending.
     let w = s.get(&t, &id).await;
     assert_eq!(w["status"], "pending");
-    assert_eq!(w["tasks"][0], json!({"step": 1, "agent": CONTENT[0], "status": "pending", "attempts": 0, "duration_ms": 0}));
+    assert_eq!(
+        w["tasks"][0],
+        json!({"step": 1, "agent": CONTENT[0], "status": "pending", "attempts": 0, "duration_ms": 0})
+    );
 
     let (st, ex) = s.execute(&t, &id).await;
     assert_eq!(st, 202, "{ex}");
-    assert_eq!(ex, json!({"workflow_id": id, "status": "running", "message": "Workflow execution started"}));
+    assert_eq!(
+        ex,
+        json!({"workflow_id": id, "status": "running", "message": "Workflow execution started"})
+    );
     let w = s.get(&t, &id).await;
     assert_ne!(w["status"], "pending", "execute is visible at once");
 
@@ -56,12 +64,27 @@ async fn content_pipeline_chains_each_output_into_the_next_input() {
         assert_eq!(w["tasks"][i]["status"], "completed");
         assert_eq!(w["tasks"][i]["attempts"], 1);
     }
-    assert_eq!(results[0]["output"]["input"], json!({"topic": "AI in healthcare", "format": "blog_post"}));
+    assert_eq!(
+        results[0]["output"]["input"],
+        json!({"topic": "AI in healthcare", "format": "blog_post"})
+    );
     // Step 2 received step 1's whole output as `content`, and its own fields.
-    assert_eq!(results[1]["output"]["input"]["content"], results[0]["output"]);
-    assert_eq!(results[1]["output"]["input"]["target_keywords"], json!(["AI healthcare"]));
-    assert_eq!(results[2]["output"]["input"]["content"], results[1]["output"]);
-    assert_eq!(results[2]["output"]["input"]["platforms"], json!(["twitter", "linkedin"]));
+    assert_eq!(
+        results[1]["output"]["input"]["content"],
+        results[0]["output"]
+    );
+    assert_eq!(
+        results[1]["output"]["input"]["target_keywords"],
+        json!(["AI healthcare"])
+    );
+    assert_eq!(
+        results[2]["output"]["input"]["content"],
+        results[1]["output"]
+    );
+    assert_eq!(
+        results[2]["output"]["input"]["platforms"],
+        json!(["twitter", "linkedin"])
+    );
     assert!(w["started_at"].is_string() && w["finished_at"].is_string());
     // Exactly one call per step.
     for step in 1..=3 {
@@ -74,9 +97,33 @@ async fn the_guides_three_example_workflows_complete() {
     let s = Stack::start().await;
     let t = s.token(7);
     let examples = [
-        ("Sales Lead Processing", ["sales_lead_scoring_agent_1_201", "sales_crm_agent_1_202", "sales_proposal_agent_1_203", "marketing_email_agent_1_104"]),
-        ("IT Incident Response", ["it_support_triage_agent_1_301", "it_monitoring_agent_1_302", "it_diagnosis_agent_1_303", "it_remediation_agent_1_304"]),
-        ("Legal Contract Review", ["legal_contract_extraction_agent_1_401", "legal_risk_assessment_agent_1_402", "legal_compliance_agent_1_403", "legal_summary_agent_1_404"]),
+        (
+            "Sales Lead Processing",
+            [
+                "sales_lead_scoring_agent_1_201",
+                "sales_crm_agent_1_202",
+                "sales_proposal_agent_1_203",
+                "marketing_email_agent_1_104",
+            ],
+        ),
+        (
+            "IT Incident Response",
+            [
+                "it_support_triage_agent_1_301",
+                "it_monitoring_agent_1_302",
+                "it_diagnosis_agent_1_303",
+                "it_remediation_agent_1_304",
+            ],
+        ),
+        (
+            "Legal Contract Review",
+            [
+                "legal_contract_extraction_agent_1_401",
+                "legal_risk_assessment_agent_1_402",
+                "legal_compliance_agent_1_403",
+                "legal_summary_agent_1_404",
+            ],
+        ),
     ];
     let mut ids = vec![];
     for (name, agents) in &examples {
@@ -88,7 +135,12 @@ async fn the_guides_three_example_workflows_complete() {
         let w = s.wait_done(&t, id, Duration::from_secs(30)).await;
         assert_eq!(w["status"], "completed", "{name}: {w}");
         assert_eq!(w["name"], *name);
-        let got: Vec<&str> = w["results"].as_array().unwrap().iter().map(|r| r["output"]["agent"].as_str().unwrap()).collect();
+        let got: Vec<&str> = w["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["output"]["agent"].as_str().unwrap())
+            .collect();
         assert_eq!(got, agents.to_vec());
     }
 }
@@ -98,16 +150,23 @@ async fn retries_server_errors_then_succeeds() {
     let s = Stack::start().await;
     let t = s.token(1);
     let id = s
-        .create(&t, json!({"name": "flaky", "tasks": [
-            {"agent": "flaky_agent", "input": {"_mock": {"fail_status": 503, "fail_times": 2}}},
-            {"agent": "next_agent", "input": {"x": "{{previous_output}}"}}
-        ]}))
+        .create(
+            &t,
+            json!({"name": "flaky", "tasks": [
+                {"agent": "flaky_agent", "input": {"_mock": {"fail_status": 503, "fail_times": 2}}},
+                {"agent": "next_agent", "input": {"x": "{{previous_output}}"}}
+            ]}),
+        )
         .await;
     s.execute(&t, &id).await;
     let w = s.wait_done(&t, &id, Duration::from_secs(30)).await;
     assert_eq!(w["status"], "completed", "{w}");
     assert_eq!(w["tasks"][0]["attempts"], 3);
-    assert_eq!(s.agent.calls.get(&format!("{id}:1")), 3, "same Idempotency-Key on every retry");
+    assert_eq!(
+        s.agent.calls.get(&format!("{id}:1")),
+        3,
+        "same Idempotency-Key on every retry"
+    );
 }
 
 #[tokio::test]
@@ -115,11 +174,14 @@ async fn a_4xx_fails_the_step_at_once_and_skips_the_rest() {
     let s = Stack::start().await;
     let t = s.token(1);
     let id = s
-        .create(&t, json!({"name": "bad input", "tasks": [
-            {"agent": "ok_agent", "input": {}},
-            {"agent": "strict_agent", "input": {"_mock": {"fail_status": 422}}},
-            {"agent": "never_agent", "input": {}}
-        ]}))
+        .create(
+            &t,
+            json!({"name": "bad input", "tasks": [
+                {"agent": "ok_agent", "input": {}},
+                {"agent": "strict_agent", "input": {"_mock": {"fail_status": 422}}},
+                {"agent": "never_agent", "input": {}}
+            ]}),
+        )
         .await;
     s.execute(&t, &id).await;
     let w = s.wait_done(&t, &id, Duration::from_secs(30)).await;
@@ -131,8 +193,16 @@ async fn a_4xx_fails_the_step_at_once_and_skips_the_rest() {
     assert_eq!(w["tasks"][1]["error"]["http_status"], 422);
     assert_eq!(w["tasks"][2]["status"], "skipped");
     assert_eq!(w["error"]["step"], 2);
-    assert_eq!(w["results"].as_array().unwrap().len(), 1, "the completed step's result is kept");
-    assert_eq!(s.agent.calls.get(&format!("{id}:2")), 1, "4xx is not retried");
+    assert_eq!(
+        w["results"].as_array().unwrap().len(),
+        1,
+        "the completed step's result is kept"
+    );
+    assert_eq!(
+        s.agent.calls.get(&format!("{id}:2")),
+        1,
+        "4xx is not retried"
+    );
     assert_eq!(s.agent.calls.get(&format!("{id}:3")), 0);
 }
 
@@ -155,9 +225,16 @@ async fn timeouts_use_the_per_agent_settings_and_fail_after_the_attempts() {
 #[tokio::test]
 async fn connection_errors_fail_the_step_after_retries() {
     // Nothing listens on port 9 here: every attempt is refused.
-    let s = Stack::start_with(Duration::ZERO, "[agents.gone]\nurl = \"http://127.0.0.1:9/x\"\nmax_attempts = 2\n", &[]).await;
+    let s = Stack::start_with(
+        Duration::ZERO,
+        "[agents.gone]\nurl = \"http://127.0.0.1:9/x\"\nmax_attempts = 2\n",
+        &[],
+    )
+    .await;
     let t = s.token(1);
-    let id = s.create(&t, json!({"name": "gone", "tasks": [{"agent": "gone"}]})).await;
+    let id = s
+        .create(&t, json!({"name": "gone", "tasks": [{"agent": "gone"}]}))
+        .await;
     s.execute(&t, &id).await;
     let w = s.wait_done(&t, &id, Duration::from_secs(30)).await;
     assert_eq!(w["status"], "failed");
@@ -190,7 +267,11 @@ async fn execute_is_only_for_pending_or_failed_and_resumes_a_failed_workflow() {
     assert_eq!(w["status"], "completed", "{w}");
     assert_eq!(w["runs"], 2);
     assert_eq!(w["results"][0], first_output, "earlier results are kept");
-    assert_eq!(s.agent.calls.get(&format!("{id}:1")), 1, "step 1 is not run again");
+    assert_eq!(
+        s.agent.calls.get(&format!("{id}:1")),
+        1,
+        "step 1 is not run again"
+    );
     assert_eq!(s.agent.calls.get(&format!("{id}:2")), 4);
 
     let (st, body) = s.execute(&t, &id).await;
@@ -204,33 +285,75 @@ async fn list_is_newest_first_with_status_filter_and_cursor_pagination() {
     let t = s.token(11);
     let mut ids = vec![];
     for i in 0..5 {
-        ids.push(s.create(&t, json!({"name": format!("wf{i}"), "tasks": [{"agent": "a"}]})).await);
+        ids.push(
+            s.create(
+                &t,
+                json!({"name": format!("wf{i}"), "tasks": [{"agent": "a"}]}),
+            )
+            .await,
+        );
     }
     s.execute(&t, &ids[1]).await;
     s.wait_done(&t, &ids[1], Duration::from_secs(30)).await;
     // Someone else's workflow never shows.
-    s.create(&s.token(12), json!({"name": "other", "tasks": [{"agent": "a"}]})).await;
+    s.create(
+        &s.token(12),
+        json!({"name": "other", "tasks": [{"agent": "a"}]}),
+    )
+    .await;
 
-    let (st, page1) = s.req("GET", "/workflows/list?limit=2", Some(&t), None).await;
+    let (st, page1) = s
+        .req("GET", "/workflows/list?limit=2", Some(&t), None)
+        .await;
     assert_eq!(st, 200);
     let names = |p: &serde_json::Value| -> Vec<String> {
-        p["workflows"].as_array().unwrap().iter().map(|w| w["name"].as_str().unwrap().to_owned()).collect()
+        p["workflows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["name"].as_str().unwrap().to_owned())
+            .collect()
     };
     assert_eq!(names(&page1), ["wf4", "wf3"]);
     let c1 = page1["next_cursor"].as_str().unwrap();
-    let (_, page2) = s.req("GET", &format!("/workflows/list?limit=2&cursor={c1}"), Some(&t), None).await;
+    let (_, page2) = s
+        .req(
+            "GET",
+            &format!("/workflows/list?limit=2&cursor={c1}"),
+            Some(&t),
+            None,
+        )
+        .await;
     assert_eq!(names(&page2), ["wf2", "wf1"]);
     let c2 = page2["next_cursor"].as_str().unwrap();
-    let (_, page3) = s.req("GET", &format!("/workflows/list?limit=2&cursor={c2}"), Some(&t), None).await;
+    let (_, page3) = s
+        .req(
+            "GET",
+            &format!("/workflows/list?limit=2&cursor={c2}"),
+            Some(&t),
+            None,
+        )
+        .await;
     assert_eq!(names(&page3), ["wf0"]);
     assert!(page3["next_cursor"].is_null());
 
-    let (_, done) = s.req("GET", "/workflows/list?status=completed", Some(&t), None).await;
+    let (_, done) = s
+        .req("GET", "/workflows/list?status=completed", Some(&t), None)
+        .await;
     assert_eq!(names(&done), ["wf1"]);
-    let (_, pending) = s.req("GET", "/workflows/list?status=pending", Some(&t), None).await;
+    let (_, pending) = s
+        .req("GET", "/workflows/list?status=pending", Some(&t), None)
+        .await;
     assert_eq!(pending["count"], 4);
 
-    let (_, all) = s.req("GET", "/workflows/list?limit=100", Some(&s.admin_token(1)), None).await;
+    let (_, all) = s
+        .req(
+            "GET",
+            "/workflows/list?limit=100",
+            Some(&s.admin_token(1)),
+            None,
+        )
+        .await;
     assert_eq!(all["count"], 6, "admins see everyone's");
 }
 
@@ -251,8 +374,14 @@ async fn metrics_expose_the_guides_four_metrics() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(text.contains("workflow_executions_total{status=\"completed\"} 1"), "{text}");
+    assert!(
+        text.contains("workflow_executions_total{status=\"completed\"} 1"),
+        "{text}"
+    );
     assert!(text.contains("workflow_duration_seconds_bucket"), "{text}");
-    assert!(text.contains("workflow_step_duration_seconds_bucket{agent=\"unregistered\""), "{text}");
+    assert!(
+        text.contains("workflow_step_duration_seconds_bucket{agent=\"unregistered\""),
+        "{text}"
+    );
     assert!(text.contains("workflow_active_count 0"), "{text}");
 }

@@ -64,5 +64,8 @@ pub fn decide(state: &WorkflowState, now: DateTime<Utc>) -> Option<Action> {
     let Value::Object(metadata) = metadata else {
         unreachable!("json! object literal")
     };
-    Some(Action::Append { event: Event::Completed, metadata })
+    Some(Action::Append {
+        event: Event::Completed,
+        metadata,
+    })
 }

@@ -45,11 +45,10 @@ pub enum DefinitionError {
     #[error("tasks[{index}].agent: {message}")]
     BadAgent { index: usize, message: String },
     #[error("tasks[{index}].input: {source}")]
-    BadTemplate {
-        index: usize,
-        source: TemplateError,
-    },
-    #[error("tasks[0].input uses `{{{{previous_output}}}}` but the first step has no previous output")]
+    BadTemplate { index: usize, source: TemplateError },
+    #[error(
+        "tasks[0].input uses `{{{{previous_output}}}}` but the first step has no previous output"
+    )]
     PreviousOutputInFirstStep,
 }
 
@@ -110,7 +109,10 @@ fn parse_task(index: usize, t: &Value) -> Result<TaskDef, DefinitionError> {
         field: format!("tasks[{index}]"),
         expected: "an object with `agent` and `input`",
     })?;
-    if let Some(k) = obj.keys().find(|k| !matches!(k.as_str(), "agent" | "input")) {
+    if let Some(k) = obj
+        .keys()
+        .find(|k| !matches!(k.as_str(), "agent" | "input"))
+    {
         return Err(DefinitionError::UnknownField(format!("tasks[{index}].{k}")));
     }
     let agent = match obj.get("agent") {
@@ -131,7 +133,10 @@ fn parse_task(index: usize, t: &Value) -> Result<TaskDef, DefinitionError> {
             });
         }
     };
-    let input = obj.get("input").cloned().unwrap_or(Value::Object(Default::default()));
+    let input = obj
+        .get("input")
+        .cloned()
+        .unwrap_or(Value::Object(Default::default()));
     let uses_previous = template::validate(&input)
         .map_err(|source| DefinitionError::BadTemplate { index, source })?;
     if index == 0 && uses_previous {
@@ -165,12 +170,18 @@ mod tests {
         let cases = [
             (json!([]), DefinitionError::NotAnObject),
             (json!({"tasks": []}), DefinitionError::Missing("name")),
-            (json!({"name": "  ", "tasks": []}), DefinitionError::EmptyName),
+            (
+                json!({"name": "  ", "tasks": []}),
+                DefinitionError::EmptyName,
+            ),
             (json!({"name": "x"}), DefinitionError::Missing("tasks")),
             (json!({"name": "x", "tasks": []}), DefinitionError::NoTasks),
             (
                 json!({"name": "x", "tasks": [{"input": {}}]}),
-                DefinitionError::BadAgent { index: 0, message: "is required".into() },
+                DefinitionError::BadAgent {
+                    index: 0,
+                    message: "is required".into(),
+                },
             ),
             (
                 json!({"name": "x", "tasks": [{"agent": "a"}], "extra": 1}),

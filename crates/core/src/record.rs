@@ -68,7 +68,11 @@ pub enum Event {
     /// `workflow.completed`: every step succeeded.
     Completed,
     /// `workflow.failed`: a step failed; the remaining steps are skipped.
-    Failed { step: u32, agent: AgentName, error: StepError },
+    Failed {
+        step: u32,
+        agent: AgentName,
+        error: StepError,
+    },
 }
 
 impl Event {
@@ -93,7 +97,7 @@ impl Event {
     }
 
     fn to_data(&self) -> Value {
-        let v = match self {
+        match self {
             Event::Created { name, tasks } => serde_json::json!({"name": name, "tasks": tasks}),
             Event::Started { from_step } => serde_json::json!({"from_step": from_step}),
             Event::AgentExecuted {
@@ -120,8 +124,7 @@ impl Event {
             Event::Failed { step, agent, error } => {
                 serde_json::json!({"step": step, "agent": agent, "error": error})
             }
-        };
-        v
+        }
     }
 
     fn from_data(event_type: &str, data: Value) -> Result<Self, RecordError> {
@@ -165,11 +168,16 @@ impl Event {
         Ok(match event_type {
             "workflow.created" => {
                 let d: CreatedData = serde_json::from_value(data).map_err(bad)?;
-                Event::Created { name: d.name, tasks: d.tasks }
+                Event::Created {
+                    name: d.name,
+                    tasks: d.tasks,
+                }
             }
             "workflow.started" => {
                 let d: StartedData = serde_json::from_value(data).map_err(bad)?;
-                Event::Started { from_step: d.from_step }
+                Event::Started {
+                    from_step: d.from_step,
+                }
             }
             "agent.executed" => {
                 let d: ExecutedData = serde_json::from_value(data).map_err(bad)?;
@@ -194,7 +202,11 @@ impl Event {
             "workflow.completed" => Event::Completed,
             "workflow.failed" => {
                 let d: FailedData = serde_json::from_value(data).map_err(bad)?;
-                Event::Failed { step: d.step, agent: d.agent, error: d.error }
+                Event::Failed {
+                    step: d.step,
+                    agent: d.agent,
+                    error: d.error,
+                }
             }
             other => return Err(RecordError::UnknownType(other.to_owned())),
         })

@@ -168,7 +168,10 @@ impl WorkflowState {
         let expected = self.next_step();
         let agent_matches = self.step(step).is_some_and(|s| &s.agent == agent);
         if expected != Some(step) || !agent_matches {
-            return Err(Rejected::WrongStep { expected, got: step });
+            return Err(Rejected::WrongStep {
+                expected,
+                got: step,
+            });
         }
         Ok(())
     }
@@ -179,11 +182,17 @@ impl WorkflowState {
 pub fn apply(state: &mut Option<WorkflowState>, record: &Record) -> Result<(), Rejected> {
     let expected = state.as_ref().map_or(1, |s| s.seq + 1);
     if record.seq != expected {
-        return Err(Rejected::OutOfSequence { expected, got: record.seq });
+        return Err(Rejected::OutOfSequence {
+            expected,
+            got: record.seq,
+        });
     }
     let Some(st) = state.as_mut() else {
         let Event::Created { name, tasks } = &record.event else {
-            return Err(Rejected::IllegalTransition { status: None, event: record.event_type() });
+            return Err(Rejected::IllegalTransition {
+                status: None,
+                event: record.event_type(),
+            });
         };
         *state = Some(WorkflowState {
             workflow_id: record.workflow_id,
@@ -218,7 +227,10 @@ pub fn apply(state: &mut Option<WorkflowState>, record: &Record) -> Result<(), R
     match (&record.event, st.status) {
         (Event::Started { from_step }, status) if status.can_start() => {
             if st.start_step() != Some(*from_step) {
-                return Err(Rejected::WrongStep { expected: st.start_step(), got: *from_step });
+                return Err(Rejected::WrongStep {
+                    expected: st.start_step(),
+                    got: *from_step,
+                });
             }
             for s in st.steps.iter_mut().skip(*from_step as usize - 1) {
                 s.status = StepStatus::Pending;
@@ -231,7 +243,13 @@ pub fn apply(state: &mut Option<WorkflowState>, record: &Record) -> Result<(), R
             st.finished_at = None;
         }
         (
-            Event::AgentExecuted { step, agent, output, attempts, duration_ms },
+            Event::AgentExecuted {
+                step,
+                agent,
+                output,
+                attempts,
+                duration_ms,
+            },
             WorkflowStatus::Running,
         ) if st.failed_step().is_none() => {
             st.expect_step(*step, agent)?;
@@ -243,7 +261,13 @@ pub fn apply(state: &mut Option<WorkflowState>, record: &Record) -> Result<(), R
             s.finished_at = Some(record.timestamp);
         }
         (
-            Event::StepFailed { step, agent, error, attempts, duration_ms },
+            Event::StepFailed {
+                step,
+                agent,
+                error,
+                attempts,
+                duration_ms,
+            },
             WorkflowStatus::Running,
         ) if st.failed_step().is_none() => {
             st.expect_step(*step, agent)?;
@@ -262,9 +286,16 @@ pub fn apply(state: &mut Option<WorkflowState>, record: &Record) -> Result<(), R
         }
         (Event::Failed { step, .. }, WorkflowStatus::Running) => {
             if st.failed_step() != Some(*step) {
-                return Err(Rejected::WrongStep { expected: st.failed_step(), got: *step });
+                return Err(Rejected::WrongStep {
+                    expected: st.failed_step(),
+                    got: *step,
+                });
             }
-            for s in st.steps.iter_mut().filter(|s| s.status == StepStatus::Pending) {
+            for s in st
+                .steps
+                .iter_mut()
+                .filter(|s| s.status == StepStatus::Pending)
+            {
                 s.status = StepStatus::Skipped;
             }
             st.status = WorkflowStatus::Failed;

@@ -34,14 +34,21 @@ impl Given {
                 },
             })
             .collect();
-        let mut g = Self { id, records: vec![] };
-        g.push(Event::Created { name: "pipeline".into(), tasks });
+        let mut g = Self {
+            id,
+            records: vec![],
+        };
+        g.push(Event::Created {
+            name: "pipeline".into(),
+            tasks,
+        });
         g
     }
 
     fn push(&mut self, event: Event) -> &mut Self {
         let seq = self.records.len() as u64 + 1;
-        self.records.push(Record::new(self.id, UserId(42), seq, t(seq as i64), event));
+        self.records
+            .push(Record::new(self.id, UserId(42), seq, t(seq as i64), event));
         self
     }
 
@@ -55,11 +62,21 @@ impl Given {
 }
 
 fn executed(step: u32, a: &str, output: Value) -> Event {
-    Event::AgentExecuted { step, agent: agent(a), output, attempts: 1, duration_ms: 5 }
+    Event::AgentExecuted {
+        step,
+        agent: agent(a),
+        output,
+        attempts: 1,
+        duration_ms: 5,
+    }
 }
 
 fn step_error() -> StepError {
-    StepError { kind: StepErrorKind::ServerError, message: "HTTP 503".into(), http_status: Some(503) }
+    StepError {
+        kind: StepErrorKind::ServerError,
+        message: "HTTP 503".into(),
+        http_status: Some(503),
+    }
 }
 
 #[test]
@@ -90,7 +107,8 @@ fn started_workflow_calls_the_first_agent_with_its_input() {
 #[test]
 fn next_step_gets_the_previous_output() {
     let mut g = Given::created(&["a", "b"]);
-    g.push(Event::Started { from_step: 1 }).push(executed(1, "a", json!({"draft": "x"})));
+    g.push(Event::Started { from_step: 1 })
+        .push(executed(1, "a", json!({"draft": "x"})));
     let Some(Action::CallAgent { step, input, .. }) = decide(&g.fold(), t(9)) else {
         panic!("expected a call")
     };
@@ -106,7 +124,11 @@ fn all_steps_done_completes_with_the_guides_metadata() {
         .push(executed(2, "b", json!(2)))
         .push(executed(3, "a", json!(3)));
     let st = g.fold();
-    let Some(Action::Append { event: Event::Completed, metadata }) = decide(&st, t(12)) else {
+    let Some(Action::Append {
+        event: Event::Completed,
+        metadata,
+    }) = decide(&st, t(12))
+    else {
         panic!("expected completion")
     };
     assert_eq!(metadata["task_count"], json!(3));
@@ -135,15 +157,30 @@ fn a_failed_step_fails_the_workflow_and_skips_the_rest() {
     assert_eq!(
         decide(&st, t(9)),
         Some(Action::Append {
-            event: Event::Failed { step: 2, agent: agent("b"), error: step_error() },
+            event: Event::Failed {
+                step: 2,
+                agent: agent("b"),
+                error: step_error()
+            },
             metadata: Default::default(),
         })
     );
-    g.push(Event::Failed { step: 2, agent: agent("b"), error: step_error() });
+    g.push(Event::Failed {
+        step: 2,
+        agent: agent("b"),
+        error: step_error(),
+    });
     let st = g.fold();
     assert_eq!(st.status, WorkflowStatus::Failed);
     let statuses: Vec<_> = st.steps.iter().map(|s| s.status).collect();
-    assert_eq!(statuses, [StepStatus::Completed, StepStatus::Failed, StepStatus::Skipped]);
+    assert_eq!(
+        statuses,
+        [
+            StepStatus::Completed,
+            StepStatus::Failed,
+            StepStatus::Skipped
+        ]
+    );
     assert_eq!(st.step(2).unwrap().error, Some(step_error()));
 }
 
@@ -159,10 +196,17 @@ fn resuming_a_failed_workflow_starts_at_the_failed_step_and_keeps_earlier_result
             attempts: 3,
             duration_ms: 1,
         })
-        .push(Event::Failed { step: 2, agent: agent("b"), error: step_error() });
+        .push(Event::Failed {
+            step: 2,
+            agent: agent("b"),
+            error: step_error(),
+        });
     let mut st = Some(g.fold());
     let wrong = Record::new(g.id, UserId(42), 6, t(6), Event::Started { from_step: 1 });
-    assert!(matches!(apply(&mut st, &wrong), Err(Rejected::WrongStep { .. })));
+    assert!(matches!(
+        apply(&mut st, &wrong),
+        Err(Rejected::WrongStep { .. })
+    ));
     g.push(Event::Started { from_step: 2 });
     let st = g.fold();
     assert_eq!(st.runs, 2);
@@ -180,21 +224,32 @@ fn illegal_transitions_are_rejected_and_change_nothing() {
     let cases = [
         Event::Completed,
         executed(1, "a", json!(1)),
-        Event::Created { name: "again".into(), tasks: vec![] },
+        Event::Created {
+            name: "again".into(),
+            tasks: vec![],
+        },
         Event::Started { from_step: 2 },
     ];
     for ev in cases {
         let mut st = before.clone();
         let rec = Record::new(g.id, UserId(42), 2, t(2), ev);
-        assert!(apply(&mut st, &rec).is_err(), "{} accepted", rec.event_type());
+        assert!(
+            apply(&mut st, &rec).is_err(),
+            "{} accepted",
+            rec.event_type()
+        );
         assert_eq!(st, before);
     }
-    g.push(Event::Started { from_step: 1 }).push(executed(1, "a", json!(1)));
+    g.push(Event::Started { from_step: 1 })
+        .push(executed(1, "a", json!(1)));
     let mut st = Some(g.fold());
     let again = Record::new(g.id, UserId(42), 4, t(4), Event::Started { from_step: 1 });
     assert!(matches!(
         apply(&mut st, &again),
-        Err(Rejected::IllegalTransition { status: Some(WorkflowStatus::Running), .. })
+        Err(Rejected::IllegalTransition {
+            status: Some(WorkflowStatus::Running),
+            ..
+        })
     ));
     let wrong_agent = Record::new(g.id, UserId(42), 4, t(4), executed(1, "zzz", json!(1)));
     assert!(apply(&mut st, &wrong_agent).is_err());
@@ -210,7 +265,10 @@ fn first_record_with_a_seq_wins_and_later_duplicates_are_ignored() {
     apply(&mut st, &winner).unwrap();
     assert_eq!(
         apply(&mut st, &zombie),
-        Err(Rejected::OutOfSequence { expected: 4, got: 3 })
+        Err(Rejected::OutOfSequence {
+            expected: 4,
+            got: 3
+        })
     );
     assert_eq!(st.unwrap().step(1).unwrap().output, Some(json!("first")));
 }
@@ -227,11 +285,18 @@ fn records_round_trip_through_their_wire_shape() {
             attempts: 2,
             duration_ms: 9,
         })
-        .push(Event::Failed { step: 2, agent: agent("b"), error: step_error() });
+        .push(Event::Failed {
+            step: 2,
+            agent: agent("b"),
+            error: step_error(),
+        });
     for r in &g.records {
         assert_eq!(&Record::from_bytes(&r.to_bytes()).unwrap(), r);
     }
-    assert!(matches!(Record::from_bytes(b"{}"), Err(RecordError::Envelope(_))));
+    assert!(matches!(
+        Record::from_bytes(b"{}"),
+        Err(RecordError::Envelope(_))
+    ));
     let mut j = g.records[1].to_json();
     j["event_type"] = json!("workflow.exploded");
     assert!(matches!(
@@ -249,8 +314,14 @@ fn arb_event() -> impl Strategy<Value = Event> {
         Just(Event::Created {
             name: "p".into(),
             tasks: vec![
-                TaskDef { agent: agent_static("a"), input: json!({}) },
-                TaskDef { agent: agent_static("b"), input: json!("{{previous_output}}") },
+                TaskDef {
+                    agent: agent_static("a"),
+                    input: json!({})
+                },
+                TaskDef {
+                    agent: agent_static("b"),
+                    input: json!("{{previous_output}}")
+                },
             ],
         }),
         (1u32..4).prop_map(|from_step| Event::Started { from_step }),
@@ -263,7 +334,11 @@ fn arb_event() -> impl Strategy<Value = Event> {
             duration_ms: 1
         }),
         Just(Event::Completed),
-        (step, agent).prop_map(|(step, agent)| Event::Failed { step, agent, error: step_error() }),
+        (step, agent).prop_map(|(step, agent)| Event::Failed {
+            step,
+            agent,
+            error: step_error()
+        }),
     ]
 }
 

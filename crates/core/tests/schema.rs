@@ -5,7 +5,10 @@ use chrono::Utc;
 use serde_json::{Value, json};
 
 fn validator() -> jsonschema::Validator {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../schemas/record.schema.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../schemas/record.schema.json"
+    );
     let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     jsonschema::validator_for(&schema).expect("schema compiles")
 }
@@ -13,32 +16,90 @@ fn validator() -> jsonschema::Validator {
 fn samples() -> Vec<Record> {
     let id = WorkflowId::new();
     let a = AgentName::parse("marketing_content_agent_1_101").unwrap();
-    let err = StepError { kind: StepErrorKind::Timeout, message: "timed out after 30s".into(), http_status: None };
-    let tasks = vec![TaskDef { agent: a.clone(), input: json!({"topic": "AI"}) }];
+    let err = StepError {
+        kind: StepErrorKind::Timeout,
+        message: "timed out after 30s".into(),
+        http_status: None,
+    };
+    let tasks = vec![TaskDef {
+        agent: a.clone(),
+        input: json!({"topic": "AI"}),
+    }];
     let completed = {
         let mut st = None;
-        let created = Record::new(id, UserId(42), 1, Utc::now(), Event::Created { name: "x".into(), tasks: tasks.clone() });
-        let started = Record::new(id, UserId(42), 2, Utc::now(), Event::Started { from_step: 1 });
-        let done = Record::new(id, UserId(42), 3, Utc::now(), Event::AgentExecuted { step: 1, agent: a.clone(), output: json!({"ok": true}), attempts: 1, duration_ms: 3 });
+        let created = Record::new(
+            id,
+            UserId(42),
+            1,
+            Utc::now(),
+            Event::Created {
+                name: "x".into(),
+                tasks: tasks.clone(),
+            },
+        );
+        let started = Record::new(
+            id,
+            UserId(42),
+            2,
+            Utc::now(),
+            Event::Started { from_step: 1 },
+        );
+        let done = Record::new(
+            id,
+            UserId(42),
+            3,
+            Utc::now(),
+            Event::AgentExecuted {
+                step: 1,
+                agent: a.clone(),
+                output: json!({"ok": true}),
+                attempts: 1,
+                duration_ms: 3,
+            },
+        );
         for r in [&created, &started, &done] {
             apply(&mut st, r).unwrap();
         }
-        let Some(Action::Append { event, metadata }) = decide(st.as_ref().unwrap(), Utc::now()) else { panic!() };
+        let Some(Action::Append { event, metadata }) = decide(st.as_ref().unwrap(), Utc::now())
+        else {
+            panic!()
+        };
         let mut r = Record::new(id, UserId(42), 4, Utc::now(), event);
         r.metadata = metadata;
         r
     };
     let events = [
-        Event::Created { name: "Content Marketing Pipeline".into(), tasks },
+        Event::Created {
+            name: "Content Marketing Pipeline".into(),
+            tasks,
+        },
         Event::Started { from_step: 1 },
-        Event::AgentExecuted { step: 1, agent: a.clone(), output: json!("text"), attempts: 2, duration_ms: 120 },
-        Event::StepFailed { step: 1, agent: a.clone(), error: err.clone(), attempts: 3, duration_ms: 9000 },
-        Event::Failed { step: 1, agent: a, error: err },
+        Event::AgentExecuted {
+            step: 1,
+            agent: a.clone(),
+            output: json!("text"),
+            attempts: 2,
+            duration_ms: 120,
+        },
+        Event::StepFailed {
+            step: 1,
+            agent: a.clone(),
+            error: err.clone(),
+            attempts: 3,
+            duration_ms: 9000,
+        },
+        Event::Failed {
+            step: 1,
+            agent: a,
+            error: err,
+        },
     ];
     let mut out: Vec<Record> = events
         .into_iter()
         .enumerate()
-        .map(|(i, e)| Record::new(id, UserId(42), i as u64 + 1, Utc::now(), e).with_metadata("node_id", "n1"))
+        .map(|(i, e)| {
+            Record::new(id, UserId(42), i as u64 + 1, Utc::now(), e).with_metadata("node_id", "n1")
+        })
         .collect();
     out.push(completed);
     out

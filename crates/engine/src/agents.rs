@@ -68,7 +68,11 @@ impl AgentClient {
                 (name, Registered { settings, limit })
             })
             .collect();
-        Self { http, registry: Arc::new(registry), defaults: Arc::new(defaults) }
+        Self {
+            http,
+            registry: Arc::new(registry),
+            defaults: Arc::new(defaults),
+        }
     }
 
     /// The metric label for an agent: its name when it is in the registry,
@@ -86,7 +90,10 @@ impl AgentClient {
             Some(r) => (r.settings.clone(), r.limit.clone()),
             None => (
                 AgentSettings {
-                    base_url: self.defaults.url_template.replace("{agent}", agent.as_str()),
+                    base_url: self
+                        .defaults
+                        .url_template
+                        .replace("{agent}", agent.as_str()),
                     timeout: self.defaults.timeout,
                     max_attempts: self.defaults.max_attempts,
                     concurrency: 0,
@@ -114,10 +121,17 @@ impl AgentClient {
         loop {
             attempt += 1;
             let _permit = match &limit {
-                Some(s) => Some(s.clone().acquire_owned().await.expect("semaphore never closed")),
+                Some(s) => Some(
+                    s.clone()
+                        .acquire_owned()
+                        .await
+                        .expect("semaphore never closed"),
+                ),
                 None => None,
             };
-            let result = self.attempt(&url, &settings, workflow_id, idempotency_key, input).await;
+            let result = self
+                .attempt(&url, &settings, workflow_id, idempotency_key, input)
+                .await;
             drop(_permit);
             let outcome = match &result {
                 Ok(_) => "ok",
@@ -129,13 +143,22 @@ impl AgentClient {
                     StepErrorKind::InvalidResponse => "invalid_response",
                 },
             };
-            metrics::counter!(m::AGENT_CALLS, "agent" => label.clone(), "outcome" => outcome).increment(1);
+            metrics::counter!(m::AGENT_CALLS, "agent" => label.clone(), "outcome" => outcome)
+                .increment(1);
             match result {
                 Ok(v) => {
-                    return CallOutcome { result: Ok(v), attempts: attempt, duration: started.elapsed() };
+                    return CallOutcome {
+                        result: Ok(v),
+                        attempts: attempt,
+                        duration: started.elapsed(),
+                    };
                 }
                 Err((e, retriable)) if !retriable || attempt >= max_attempts => {
-                    return CallOutcome { result: Err(e), attempts: attempt, duration: started.elapsed() };
+                    return CallOutcome {
+                        result: Err(e),
+                        attempts: attempt,
+                        duration: started.elapsed(),
+                    };
                 }
                 Err((e, _)) => {
                     let delay = self.backoff(attempt);
@@ -166,7 +189,11 @@ impl AgentClient {
         idempotency_key: &str,
         input: &Value,
     ) -> Result<Value, (StepError, bool)> {
-        let err = |kind, message: String, http_status| StepError { kind, message, http_status };
+        let err = |kind, message: String, http_status| StepError {
+            kind,
+            message,
+            http_status,
+        };
         let resp = self
             .http
             .post(url)

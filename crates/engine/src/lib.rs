@@ -70,13 +70,21 @@ impl Engine {
                 }
             }
         });
-        Ok(Self { supervisor, subscription: std::sync::Mutex::new(Some(subscription)), forwarder })
+        Ok(Self {
+            supervisor,
+            subscription: std::sync::Mutex::new(Some(subscription)),
+            forwarder,
+        })
     }
 
     pub async fn status(&self) -> Option<EngineStatus> {
         let (partitions, live_partitions, running_workflows) =
             ractor::call_t!(self.supervisor, SupervisorMsg::Status, 2000).ok()?;
-        Some(EngineStatus { partitions, live_partitions, running_workflows })
+        Some(EngineStatus {
+            partitions,
+            live_partitions,
+            running_workflows,
+        })
     }
 
     /// Leaves the group and stops every actor (in-flight steps are re-run by

@@ -9,10 +9,24 @@ pub const AGENT_CALLS: &str = "agentflow_agent_calls_total";
 pub const RECORDS_REJECTED: &str = "agentflow_engine_records_rejected_total";
 
 pub fn describe() {
-    metrics::describe_counter!(WORKFLOW_EXECUTIONS, "Workflow runs that ended, by status (completed, failed).");
-    metrics::describe_histogram!(WORKFLOW_DURATION, metrics::Unit::Seconds, "Workflow run time, start to end.");
-    metrics::describe_histogram!(STEP_DURATION, metrics::Unit::Seconds, "Time of one step's agent call, retries included.");
+    metrics::describe_counter!(
+        WORKFLOW_EXECUTIONS,
+        "Workflow runs that ended, by status (completed, failed)."
+    );
+    metrics::describe_histogram!(
+        WORKFLOW_DURATION,
+        metrics::Unit::Seconds,
+        "Workflow run time, start to end."
+    );
+    metrics::describe_histogram!(
+        STEP_DURATION,
+        metrics::Unit::Seconds,
+        "Time of one step's agent call, retries included."
+    );
     metrics::describe_gauge!(ACTIVE, "Workflows running on this node (live actors).");
     metrics::describe_counter!(AGENT_CALLS, "Agent call attempts by agent and outcome.");
-    metrics::describe_counter!(RECORDS_REJECTED, "Records the fold rejected (out of sequence or illegal).");
+    metrics::describe_counter!(
+        RECORDS_REJECTED,
+        "Records the fold rejected (out of sequence or illegal)."
+    );
 }

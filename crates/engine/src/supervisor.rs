@@ -63,10 +63,22 @@ impl Actor for Supervisor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             SupervisorMsg::Log(ConsumerEvent::Assigned(parts)) => {
-                for Assigned { partition, high_watermark } in parts {
-                    let p = Partition { replay_until: high_watermark, live: high_watermark == 0, ..Default::default() };
+                for Assigned {
+                    partition,
+                    high_watermark,
+                } in parts
+                {
+                    let p = Partition {
+                        replay_until: high_watermark,
+                        live: high_watermark == 0,
+                        ..Default::default()
+                    };
                     state.partitions.insert(partition, p);
-                    tracing::info!(partition, replay_until = high_watermark, "replaying partition");
+                    tracing::info!(
+                        partition,
+                        replay_until = high_watermark,
+                        "replaying partition"
+                    );
                 }
             }
             SupervisorMsg::Log(ConsumerEvent::Revoked(parts)) => {
@@ -97,7 +109,8 @@ impl Actor for Supervisor {
                         return Ok(());
                     }
                 };
-                self.on_record(&myself, state, lr.partition, lr.offset, rec).await;
+                self.on_record(&myself, state, lr.partition, lr.offset, rec)
+                    .await;
             }
             SupervisorMsg::Status(reply) => {
                 let live = state.partitions.values().filter(|p| p.live).count();
@@ -116,7 +129,11 @@ impl Actor for Supervisor {
         // Never stop because a child did: that is the point of supervising.
         match evt {
             SupervisionEvent::ActorTerminated(cell, _, _) => {
-                self.forget(state, &cell);
+                // An actor stops when its workflow is no longer running; if
+                // a record it never saw started it again, start a new one.
+                if let Some(id) = self.forget(state, &cell) {
+                    self.ensure_child(&myself, state, id).await;
+                }
             }
             SupervisionEvent::ActorFailed(cell, err) => {
                 if let Some(id) = self.forget(state, &cell) {
@@ -134,7 +151,11 @@ impl Actor for Supervisor {
 impl Supervisor {
     fn forget(&self, state: &mut SupervisorState, cell: &ActorCell) -> Option<WorkflowId> {
         let id = state.by_actor.remove(&cell.get_id())?;
-        if state.children.get(&id).is_some_and(|(_, c)| c.get_id() == cell.get_id()) {
+        if state
+            .children
+            .get(&id)
+            .is_some_and(|(_, c)| c.get_id() == cell.get_id())
+        {
             state.children.remove(&id);
         }
         Some(id)
@@ -181,7 +202,11 @@ impl Supervisor {
                 .filter(|(_, s)| s.status == WorkflowStatus::Running)
                 .map(|(id, _)| *id)
                 .collect();
-            tracing::info!(partition, resuming = running.len(), "partition replayed; now live");
+            tracing::info!(
+                partition,
+                resuming = running.len(),
+                "partition replayed; now live"
+            );
             for id in running {
                 self.ensure_child(myself, state, id).await;
             }
@@ -191,16 +216,35 @@ impl Supervisor {
 
     /// Sends a live record to its workflow's actor, starting one if the
     /// workflow is running and has none.
-    async fn forward(&self, myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState, id: WorkflowId, rec: Record) {
+    async fn forward(
+        &self,
+        myself: &ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+        id: WorkflowId,
+        rec: Record,
+    ) {
         if let Some((_, child)) = state.children.get(&id) {
-            if child.send_message(WorkflowMsg::Record(Box::new(rec))).is_ok() {
+            if child
+                .send_message(WorkflowMsg::Record(Box::new(rec)))
+                .is_ok()
+            {
                 return;
+            }
+            // The actor has stopped: a new one starts from the fold, which
+            // already holds this record.
+            if let Some((_, stale)) = state.children.remove(&id) {
+                state.by_actor.remove(&stale.get_id());
             }
         }
         self.ensure_child(myself, state, id).await;
     }
 
-    async fn ensure_child(&self, myself: &ActorRef<SupervisorMsg>, state: &mut SupervisorState, id: WorkflowId) {
+    async fn ensure_child(
+        &self,
+        myself: &ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+        id: WorkflowId,
+    ) {
         if state.children.contains_key(&id) {
             return;
         }
@@ -214,7 +258,14 @@ impl Supervisor {
         if st.status != WorkflowStatus::Running {
             return;
         }
-        match Actor::spawn_linked(None, WorkflowActor, (st, state.worker.clone()), myself.get_cell()).await {
+        match Actor::spawn_linked(
+            None,
+            WorkflowActor,
+            (st, state.worker.clone()),
+            myself.get_cell(),
+        )
+        .await
+        {
             Ok((child, _)) => {
                 state.by_actor.insert(child.get_id(), id);
                 state.children.insert(id, (partition, child));
@@ -228,7 +279,10 @@ fn record_metrics(was: Option<WorkflowStatus>, st: &WorkflowState) {
     if was == Some(st.status) {
         return;
     }
-    if matches!(st.status, WorkflowStatus::Completed | WorkflowStatus::Failed) {
+    if matches!(
+        st.status,
+        WorkflowStatus::Completed | WorkflowStatus::Failed
+    ) {
         metrics::counter!(m::WORKFLOW_EXECUTIONS, "status" => st.status.as_str()).increment(1);
         if let (Some(start), Some(end)) = (st.started_at, st.finished_at) {
             let secs = (end - start).num_milliseconds().max(0) as f64 / 1000.0;

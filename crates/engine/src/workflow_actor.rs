@@ -41,7 +41,11 @@ impl Actor for WorkflowActor {
         (st, worker): Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         myself.send_message(WorkflowMsg::Drive)?;
-        Ok(WorkflowActorState { st: Some(st), awaiting: None, worker })
+        Ok(WorkflowActorState {
+            st: Some(st),
+            awaiting: None,
+            worker,
+        })
     }
 
     async fn handle(
@@ -88,7 +92,12 @@ impl WorkflowActor {
         };
         let w = &state.worker;
         let (event, metadata) = match action {
-            Action::CallAgent { step, agent, input, idempotency_key } => {
+            Action::CallAgent {
+                step,
+                agent,
+                input,
+                idempotency_key,
+            } => {
                 let span = tracing::info_span!("step", workflow_id = %st.workflow_id, step, agent = %agent);
                 let outcome = w
                     .agents
@@ -100,10 +109,22 @@ impl WorkflowActor {
                 let attempts = outcome.attempts;
                 let duration_ms = outcome.duration.as_millis() as u64;
                 let event = match outcome.result {
-                    Ok(output) => Event::AgentExecuted { step, agent, output, attempts, duration_ms },
+                    Ok(output) => Event::AgentExecuted {
+                        step,
+                        agent,
+                        output,
+                        attempts,
+                        duration_ms,
+                    },
                     Err(error) => {
                         tracing::info!(error = %error.message, attempts, "step failed");
-                        Event::StepFailed { step, agent, error, attempts, duration_ms }
+                        Event::StepFailed {
+                            step,
+                            agent,
+                            error,
+                            attempts,
+                            duration_ms,
+                        }
                     }
                 };
                 (event, Default::default())
@@ -113,7 +134,9 @@ impl WorkflowActor {
         let seq = st.seq + 1;
         let mut record = Record::new(st.workflow_id, st.user_id, seq, Utc::now(), event);
         record.metadata = metadata;
-        record.metadata.insert("node_id".into(), w.node_id.clone().into());
+        record
+            .metadata
+            .insert("node_id".into(), w.node_id.clone().into());
         w.append_until_acked(&record).await;
         state.awaiting = Some(seq);
         Ok(())

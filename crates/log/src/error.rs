@@ -15,9 +15,9 @@ impl LogError {
     pub fn is_retriable(&self) -> bool {
         match self {
             LogError::Unavailable(_) => true,
-            LogError::Kafka(e) => e
-                .rdkafka_error_code()
-                .is_some_and(|c| !matches!(c, rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge)),
+            LogError::Kafka(e) => e.rdkafka_error_code().is_some_and(|c| {
+                !matches!(c, rdkafka::types::RDKafkaErrorCode::MessageSizeTooLarge)
+            }),
         }
     }
 }

@@ -32,7 +32,10 @@ impl Producer {
             // Same key → same partition as Java clients and Redpanda tooling.
             .set("partitioner", "murmur2_random")
             .create()?;
-        Ok(Self { inner, topic: config.topic.clone() })
+        Ok(Self {
+            inner,
+            topic: config.topic.clone(),
+        })
     }
 
     /// Appends one record, keyed by its workflow id, and waits until the
@@ -47,11 +50,17 @@ impl Producer {
             key: "event_type",
             value: Some(record.event_type()),
         });
-        let msg = FutureRecord::to(&self.topic).key(&key).payload(&payload).headers(headers);
+        let msg = FutureRecord::to(&self.topic)
+            .key(&key)
+            .payload(&payload)
+            .headers(headers);
         let result = self.inner.send(msg, timeout).await;
         metrics::histogram!(APPEND_SECONDS).record(started.elapsed().as_secs_f64());
         match result {
-            Ok(d) => Ok(Position { partition: d.partition, offset: d.offset }),
+            Ok(d) => Ok(Position {
+                partition: d.partition,
+                offset: d.offset,
+            }),
             Err((e, _)) => match e.rdkafka_error_code() {
                 Some(
                     rdkafka::types::RDKafkaErrorCode::MessageTimedOut
@@ -70,7 +79,11 @@ impl Producer {
         let inner = self.inner.clone();
         let topic = self.topic.clone();
         tokio::task::spawn_blocking(move || {
-            inner.client().fetch_metadata(Some(&topic), timeout).map(|_| ()).map_err(LogError::from)
+            inner
+                .client()
+                .fetch_metadata(Some(&topic), timeout)
+                .map(|_| ())
+                .map_err(LogError::from)
         })
         .await
         .map_err(|e| LogError::Unavailable(e.to_string()))?

@@ -4,12 +4,11 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use agentflow_core::{Record, RecordError};
+use rdkafka::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::error::KafkaResult;
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
-use rdkafka::ClientContext;
 use tokio::sync::mpsc;
 
 use crate::{LogConfig, LogError};
@@ -106,7 +105,11 @@ impl ConsumerContext for Ctx {
                     });
                 }
                 tracing::info!(?partitions, "partitions assigned");
-                if self.tx.blocking_send(ConsumerEvent::Assigned(assigned)).is_err() {
+                if self
+                    .tx
+                    .blocking_send(ConsumerEvent::Assigned(assigned))
+                    .is_err()
+                {
                     self.stop.store(true, Ordering::Relaxed);
                 }
                 if let Err(e) = consumer.assign(tpl) {
@@ -115,7 +118,11 @@ impl ConsumerContext for Ctx {
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 tracing::info!(?partitions, "partitions revoked");
-                if self.tx.blocking_send(ConsumerEvent::Revoked(partitions)).is_err() {
+                if self
+                    .tx
+                    .blocking_send(ConsumerEvent::Revoked(partitions))
+                    .is_err()
+                {
                     self.stop.store(true, Ordering::Relaxed);
                 }
                 if let Err(e) = consumer.unassign() {
@@ -177,12 +184,20 @@ impl Subscription {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", config.session_timeout.as_millis().to_string())
+            .set(
+                "session.timeout.ms",
+                config.session_timeout.as_millis().to_string(),
+            )
             .set(
                 "heartbeat.interval.ms",
-                (config.session_timeout.as_millis() / 5).max(100).to_string(),
+                (config.session_timeout.as_millis() / 5)
+                    .max(100)
+                    .to_string(),
             )
-            .set("fetch.wait.max.ms", config.fetch_wait.as_millis().to_string())
+            .set(
+                "fetch.wait.max.ms",
+                config.fetch_wait.as_millis().to_string(),
+            )
             .set("partition.assignment.strategy", "range")
             .create_with_context(ctx)?;
         consumer.subscribe(&[&config.topic])?;
@@ -191,7 +206,13 @@ impl Subscription {
             .name(format!("log-{group}"))
             .spawn(move || run(consumer, tx, thread_stop))
             .map_err(|e| LogError::Unavailable(e.to_string()))?;
-        Ok((Self { stop, thread: Some(thread) }, rx))
+        Ok((
+            Self {
+                stop,
+                thread: Some(thread),
+            },
+            rx,
+        ))
     }
 
     /// Stops following the topic and leaves the group, waiting at most
@@ -239,6 +260,6 @@ fn run(consumer: BaseConsumer<Ctx>, tx: mpsc::Sender<ConsumerEvent>, stop: Arc<A
     // Leave the group so the partitions move at once rather than after the
     // session timeout. Closing can hang in librdkafka; this thread is ours
     // alone, so at worst it lingers.
-    let _: KafkaResult<()> = Ok(consumer.unsubscribe());
+    consumer.unsubscribe();
     drop(consumer);
 }

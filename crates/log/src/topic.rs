@@ -22,7 +22,9 @@ pub async fn ensure_topic(config: &LogConfig) -> Result<(), LogError> {
         match r {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((t, code)) => {
-                return Err(LogError::Unavailable(format!("cannot create topic {t}: {code}")));
+                return Err(LogError::Unavailable(format!(
+                    "cannot create topic {t}: {code}"
+                )));
             }
         }
     }
@@ -33,13 +35,18 @@ pub async fn ensure_topic(config: &LogConfig) -> Result<(), LogError> {
     tokio::task::spawn_blocking(move || {
         for _ in 0..100 {
             if let Ok(md) = probe.fetch_metadata(Some(&topic_name), Duration::from_secs(2))
-                && md.topics().iter().any(|t| t.name() == topic_name && !t.partitions().is_empty())
+                && md
+                    .topics()
+                    .iter()
+                    .any(|t| t.name() == topic_name && !t.partitions().is_empty())
             {
                 return Ok(());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Err(LogError::Unavailable(format!("topic {topic_name} did not appear")))
+        Err(LogError::Unavailable(format!(
+            "topic {topic_name} did not appear"
+        )))
     })
     .await
     .map_err(|e| LogError::Unavailable(e.to_string()))?
@@ -47,7 +54,10 @@ pub async fn ensure_topic(config: &LogConfig) -> Result<(), LogError> {
 
 /// The high watermark (next offset to be written) of every partition, in
 /// partition order. Blocks: call it from a blocking thread.
-pub fn partition_high_watermarks(config: &LogConfig, timeout: Duration) -> Result<Vec<i64>, LogError> {
+pub fn partition_high_watermarks(
+    config: &LogConfig,
+    timeout: Duration,
+) -> Result<Vec<i64>, LogError> {
     let c: BaseConsumer = config.client().create()?;
     let md = c.fetch_metadata(Some(&config.topic), timeout)?;
     let Some(t) = md.topics().iter().find(|t| t.name() == config.topic) else {

@@ -28,7 +28,12 @@ pub struct Calls(Arc<Mutex<HashMap<String, u32>>>);
 
 impl Calls {
     pub fn get(&self, key: &str) -> u32 {
-        self.0.lock().expect("not poisoned").get(key).copied().unwrap_or(0)
+        self.0
+            .lock()
+            .expect("not poisoned")
+            .get(key)
+            .copied()
+            .unwrap_or(0)
     }
 
     pub fn snapshot(&self) -> HashMap<String, u32> {
@@ -105,7 +110,9 @@ async fn execute(
     let n = s.calls.record(&key);
     let input: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
-        Err(e) => return (StatusCode::BAD_REQUEST, format!("body is not JSON: {e}")).into_response(),
+        Err(e) => {
+            return (StatusCode::BAD_REQUEST, format!("body is not JSON: {e}")).into_response();
+        }
     };
     let ctl = input.get("_mock").cloned().unwrap_or(Value::Null);
     let delay = ctl
@@ -117,16 +124,27 @@ async fn execute(
         tokio::time::sleep(delay).await;
     }
     if let Some(status) = ctl.get("fail_status").and_then(Value::as_u64) {
-        let times = ctl.get("fail_times").and_then(Value::as_u64).unwrap_or(u64::MAX);
+        let times = ctl
+            .get("fail_times")
+            .and_then(Value::as_u64)
+            .unwrap_or(u64::MAX);
         if u64::from(n) <= times {
-            let code = StatusCode::from_u16(status as u16).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            return (code, axum::Json(json!({"error": format!("mock failure {n}")}))).into_response();
+            let code =
+                StatusCode::from_u16(status as u16).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            return (
+                code,
+                axum::Json(json!({"error": format!("mock failure {n}")})),
+            )
+                .into_response();
         }
     }
     if ctl.get("not_json").and_then(Value::as_bool) == Some(true) {
         return (StatusCode::OK, "this is not json").into_response();
     }
-    let x_workflow = headers.get("x-workflow-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let x_workflow = headers
+        .get("x-workflow-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     axum::Json(json!({
         "agent": agent,
         "input": input,

@@ -16,7 +16,8 @@ struct Args {
 async fn main() -> std::io::Result<()> {
     let args = Args::parse();
     let listener = tokio::net::TcpListener::bind(&args.addr).await?;
-    let agent = agentflow_mock_agent::MockAgent::serve(listener, Duration::from_millis(args.latency_ms))?;
+    let agent =
+        agentflow_mock_agent::MockAgent::serve(listener, Duration::from_millis(args.latency_ms))?;
     println!("mock agents on {}", agent.url_template());
     tokio::signal::ctrl_c().await?;
     Ok(())

@@ -32,7 +32,10 @@ impl Assigner for StoredOffsets {
         // partitions are not read until Postgres says where they start.
         let mut delay = Duration::from_millis(100);
         loop {
-            match self.runtime.block_on(self.store.claim_partitions(&self.topic, partitions)) {
+            match self
+                .runtime
+                .block_on(self.store.claim_partitions(&self.topic, partitions))
+            {
                 Ok(offsets) => return offsets.into_iter().map(StartAt::Offset).collect(),
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read projector offsets, retrying");
@@ -51,7 +54,11 @@ pub struct Projector {
 
 impl Projector {
     pub fn start(log: &LogConfig, store: Store, progress: Progress) -> Result<Self, LogError> {
-        metrics::describe_histogram!(BATCH_SECONDS, metrics::Unit::Seconds, "Time to write one projector batch.");
+        metrics::describe_histogram!(
+            BATCH_SECONDS,
+            metrics::Unit::Seconds,
+            "Time to write one projector batch."
+        );
         metrics::describe_counter!(RECORDS_APPLIED, "Records the projector wrote, by result.");
         metrics::describe_gauge!(LAG_SECONDS, "Age of the newest record the projector wrote.");
         let assigner = StoredOffsets {
@@ -59,9 +66,13 @@ impl Projector {
             topic: log.topic.clone(),
             runtime: tokio::runtime::Handle::current(),
         };
-        let (subscription, events) = Subscription::start(log, CONSUMER_GROUP, Arc::new(assigner), 8192)?;
+        let (subscription, events) =
+            Subscription::start(log, CONSUMER_GROUP, Arc::new(assigner), 8192)?;
         let task = tokio::spawn(run(events, store, log.topic.clone(), progress));
-        Ok(Self { subscription: std::sync::Mutex::new(Some(subscription)), task })
+        Ok(Self {
+            subscription: std::sync::Mutex::new(Some(subscription)),
+            task,
+        })
     }
 
     pub async fn stop(&self) {
@@ -73,11 +84,18 @@ impl Projector {
     }
 }
 
-async fn run(mut events: mpsc::Receiver<ConsumerEvent>, store: Store, topic: String, progress: Progress) {
+async fn run(
+    mut events: mpsc::Receiver<ConsumerEvent>,
+    store: Store,
+    topic: String,
+    progress: Progress,
+) {
     let mut owned: HashSet<i32> = HashSet::new();
     let mut batch: Vec<Positioned> = Vec::with_capacity(MAX_BATCH);
     loop {
-        let Some(first) = events.recv().await else { return };
+        let Some(first) = events.recv().await else {
+            return;
+        };
         let mut next = Some(first);
         // Take what is already waiting, up to a batch.
         while let Some(ev) = next.take() {
@@ -91,7 +109,11 @@ async fn run(mut events: mpsc::Receiver<ConsumerEvent>, store: Store, topic: Str
                 }
                 ConsumerEvent::Record(lr) => match lr.record {
                     Ok(record) if owned.contains(&lr.partition) => {
-                        batch.push(Positioned { partition: lr.partition, offset: lr.offset, record });
+                        batch.push(Positioned {
+                            partition: lr.partition,
+                            offset: lr.offset,
+                            record,
+                        });
                     }
                     Ok(_) => {}
                     Err(e) => {
@@ -122,9 +144,12 @@ async fn write(store: &Store, topic: &str, progress: &Progress, batch: &[Positio
         match store.apply_batch(topic, batch).await {
             Ok(out) => {
                 metrics::histogram!(BATCH_SECONDS).record(started.elapsed().as_secs_f64());
-                metrics::counter!(RECORDS_APPLIED, "result" => "applied").increment(out.applied as u64);
-                metrics::counter!(RECORDS_APPLIED, "result" => "rejected").increment(out.rejected as u64);
-                metrics::counter!(RECORDS_APPLIED, "result" => "duplicate").increment(out.duplicates as u64);
+                metrics::counter!(RECORDS_APPLIED, "result" => "applied")
+                    .increment(out.applied as u64);
+                metrics::counter!(RECORDS_APPLIED, "result" => "rejected")
+                    .increment(out.rejected as u64);
+                metrics::counter!(RECORDS_APPLIED, "result" => "duplicate")
+                    .increment(out.duplicates as u64);
                 if let Some(last) = batch.last() {
                     let age = chrono_age(last.record.timestamp);
                     metrics::gauge!(LAG_SECONDS).set(age);

@@ -20,7 +20,9 @@ pub struct Progress {
 
 impl Default for Progress {
     fn default() -> Self {
-        Self { tx: Arc::new(watch::channel(HashMap::new()).0) }
+        Self {
+            tx: Arc::new(watch::channel(HashMap::new()).0),
+        }
     }
 }
 
@@ -41,12 +43,22 @@ impl Progress {
     }
 
     fn passed(&self, partition: i32, offset: i64) -> bool {
-        self.tx.borrow().get(&partition).is_some_and(|n| *n > offset)
+        self.tx
+            .borrow()
+            .get(&partition)
+            .is_some_and(|n| *n > offset)
     }
 
     /// Waits until the record at `offset` in `partition` is projected.
     /// Returns `false` if `timeout` ran out first.
-    pub async fn wait_past(&self, store: &Store, topic: &str, partition: i32, offset: i64, timeout: Duration) -> bool {
+    pub async fn wait_past(
+        &self,
+        store: &Store,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        timeout: Duration,
+    ) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut rx = self.tx.subscribe();
         let mut poll_every = Duration::from_millis(20);

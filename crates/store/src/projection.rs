@@ -10,7 +10,9 @@ use serde_json::Value;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::rows::{StepRow, WORKFLOW_COLUMNS, WorkflowRow, results_json, state_from_rows, step_status_str};
+use crate::rows::{
+    StepRow, WORKFLOW_COLUMNS, WorkflowRow, results_json, state_from_rows, step_status_str,
+};
 use crate::{Store, StoreError};
 
 /// A record and where it is in the log.
@@ -36,7 +38,11 @@ pub struct BatchOutcome {
 impl Store {
     /// Makes sure each partition has an offset row (starting at 0), and
     /// returns the next offset to read for each, in the order given.
-    pub async fn claim_partitions(&self, topic: &str, partitions: &[i32]) -> Result<Vec<i64>, StoreError> {
+    pub async fn claim_partitions(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+    ) -> Result<Vec<i64>, StoreError> {
         sqlx::query(
             "INSERT INTO projector_offsets (topic, partition, next_offset)
              SELECT $1, p, 0 FROM UNNEST($2::int[]) AS p
@@ -57,7 +63,10 @@ impl Store {
         .await
         .map_err(StoreError::classify)?;
         let by_partition: HashMap<i32, i64> = rows.into_iter().collect();
-        Ok(partitions.iter().map(|p| by_partition.get(p).copied().unwrap_or(0)).collect())
+        Ok(partitions
+            .iter()
+            .map(|p| by_partition.get(p).copied().unwrap_or(0))
+            .collect())
     }
 
     /// The projector's position in every partition it has seen.
@@ -71,7 +80,11 @@ impl Store {
 
     /// Folds `batch` (in log order) into the projection and advances the
     /// offsets, all in one transaction.
-    pub async fn apply_batch(&self, topic: &str, batch: &[Positioned]) -> Result<BatchOutcome, StoreError> {
+    pub async fn apply_batch(
+        &self,
+        topic: &str,
+        batch: &[Positioned],
+    ) -> Result<BatchOutcome, StoreError> {
         let mut out = BatchOutcome::default();
         if batch.is_empty() {
             return Ok(out);
@@ -109,7 +122,10 @@ impl Store {
         }
 
         let ids: Vec<Uuid> = {
-            let mut ids: Vec<Uuid> = fresh.iter().map(|r| r.record.workflow_id.as_uuid()).collect();
+            let mut ids: Vec<Uuid> = fresh
+                .iter()
+                .map(|r| r.record.workflow_id.as_uuid())
+                .collect();
             ids.sort_unstable();
             ids.dedup();
             ids
@@ -250,7 +266,11 @@ async fn save_state(
         status.push(step_status_str(s.status));
         attempts.push(s.attempts as i32);
         duration.push(s.duration_ms as i64);
-        error.push(s.error.as_ref().map(|e| serde_json::to_value(e).expect("serialisable")));
+        error.push(
+            s.error
+                .as_ref()
+                .map(|e| serde_json::to_value(e).expect("serialisable")),
+        );
         finished.push(s.finished_at);
     }
     sqlx::query(

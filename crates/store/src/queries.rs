@@ -17,7 +17,11 @@ pub struct Cursor {
 impl Cursor {
     /// An opaque token: `{micros}.{uuid}`.
     pub fn encode(&self) -> String {
-        format!("{}.{}", self.created_at.timestamp_micros(), self.id.simple())
+        format!(
+            "{}.{}",
+            self.created_at.timestamp_micros(),
+            self.id.simple()
+        )
     }
 
     pub fn decode(s: &str) -> Option<Self> {
@@ -52,7 +56,10 @@ pub struct WorkflowSummary {
 
 impl WorkflowSummary {
     pub fn cursor(&self) -> Cursor {
-        Cursor { created_at: self.created_at, id: self.id }
+        Cursor {
+            created_at: self.created_at,
+            id: self.id,
+        }
     }
 }
 
@@ -79,7 +86,10 @@ impl Store {
     }
 
     /// Newest first; at most `filter.limit` items after `filter.after`.
-    pub async fn list_workflows(&self, filter: &ListFilter) -> Result<Vec<WorkflowSummary>, StoreError> {
+    pub async fn list_workflows(
+        &self,
+        filter: &ListFilter,
+    ) -> Result<Vec<WorkflowSummary>, StoreError> {
         sqlx::query_as(
             "SELECT id, name, status, user_id, jsonb_array_length(tasks) AS task_count,
                     created_at, started_at, finished_at
@@ -115,9 +125,19 @@ mod tests {
 
     #[test]
     fn cursor_round_trips_and_rejects_garbage() {
-        let c = Cursor { created_at: DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap(), id: Uuid::now_v7() };
+        let c = Cursor {
+            created_at: DateTime::from_timestamp_micros(1_700_000_000_123_456).unwrap(),
+            id: Uuid::now_v7(),
+        };
         assert_eq!(Cursor::decode(&c.encode()), Some(c));
-        for bad in ["", "x", "1.", ".abc", "12.not-a-uuid", "99999999999999999999.00000000000000000000000000000000"] {
+        for bad in [
+            "",
+            "x",
+            "1.",
+            ".abc",
+            "12.not-a-uuid",
+            "99999999999999999999.00000000000000000000000000000000",
+        ] {
             assert_eq!(Cursor::decode(bad), None, "{bad}");
         }
     }

@@ -64,7 +64,11 @@ pub(crate) fn results_json(st: &WorkflowState) -> Value {
         st.steps
             .iter()
             .enumerate()
-            .filter_map(|(i, s)| s.output.as_ref().map(|o| json!({"step": i + 1, "output": o})))
+            .filter_map(|(i, s)| {
+                s.output
+                    .as_ref()
+                    .map(|o| json!({"step": i + 1, "output": o}))
+            })
             .collect(),
     )
 }
@@ -81,12 +85,19 @@ pub(crate) fn state_from_rows(
     if let Value::Array(results) = row.results {
         for r in results {
             let step = r.get("step").and_then(Value::as_u64).unwrap_or(0) as usize;
-            if let (Some(slot), Some(out)) = (outputs.get_mut(step.wrapping_sub(1)), r.get("output")) {
+            if let (Some(slot), Some(out)) =
+                (outputs.get_mut(step.wrapping_sub(1)), r.get("output"))
+            {
                 *slot = Some(out.clone());
             }
         }
     }
-    if steps.len() != tasks.len() || steps.iter().enumerate().any(|(i, s)| s.step != i as i32 + 1) {
+    if steps.len() != tasks.len()
+        || steps
+            .iter()
+            .enumerate()
+            .any(|(i, s)| s.step != i as i32 + 1)
+    {
         return Err(corrupt("step rows do not match tasks"));
     }
     let steps = steps

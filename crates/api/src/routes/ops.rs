@@ -31,14 +31,21 @@ pub async fn readyz(State(s): State<AppState>) -> Response {
         };
         checks.insert((*name).to_owned(), v);
     }
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let body = json!({"status": if ready { "ready" } else { "not_ready" }, "checks": checks});
     (status, axum::Json(body)).into_response()
 }
 
 pub async fn metrics(State(s): State<AppState>) -> Response {
     (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
         (s.metrics)(),
     )
         .into_response()

@@ -2,7 +2,9 @@
 
 use std::collections::HashMap;
 
-use agentflow_core::{Event, Record, WorkflowDefinition, WorkflowId, WorkflowState, WorkflowStatus};
+use agentflow_core::{
+    Event, Record, WorkflowDefinition, WorkflowId, WorkflowState, WorkflowStatus,
+};
 use agentflow_log::Position;
 use agentflow_store::{Cursor, ListFilter};
 use axum::body::Bytes;
@@ -27,22 +29,37 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "request body is too large")
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "request body is too large",
+            )
         } else {
             ApiError::bad_request("bad_body", e.body_text())
         }
     })?;
-    let value: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_request("malformed_json", format!("body is not valid JSON: {e}")))?;
+    let value: Value = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request("malformed_json", format!("body is not valid JSON: {e}"))
+    })?;
     let def = WorkflowDefinition::parse(&value).map_err(|e| ApiError::invalid(e.to_string()))?;
     let id = WorkflowId::new();
     let task_count = def.tasks.len();
     let name = def.name.clone();
-    let record = Record::new(id, caller.user, 1, Utc::now(), Event::Created { name: def.name, tasks: def.tasks })
-        .with_metadata("requested_by", caller.user.0)
-        .with_metadata("node_id", s.node_id.clone());
+    let record = Record::new(
+        id,
+        caller.user,
+        1,
+        Utc::now(),
+        Event::Created {
+            name: def.name,
+            tasks: def.tasks,
+        },
+    )
+    .with_metadata("requested_by", caller.user.0)
+    .with_metadata("node_id", s.node_id.clone());
     append_and_wait(&s, &record).await?;
-    let body = json!({"workflow_id": id, "name": name, "status": "pending", "task_count": task_count});
+    let body =
+        json!({"workflow_id": id, "name": name, "status": "pending", "task_count": task_count});
     Ok((StatusCode::CREATED, axum::Json(body)).into_response())
 }
 
@@ -59,9 +76,15 @@ pub async fn execute(
         )));
     };
     let seq = st.seq + 1;
-    let record = Record::new(st.workflow_id, st.user_id, seq, Utc::now(), Event::Started { from_step })
-        .with_metadata("requested_by", caller.user.0)
-        .with_metadata("node_id", s.node_id.clone());
+    let record = Record::new(
+        st.workflow_id,
+        st.user_id,
+        seq,
+        Utc::now(),
+        Event::Started { from_step },
+    )
+    .with_metadata("requested_by", caller.user.0)
+    .with_metadata("node_id", s.node_id.clone());
     append_and_wait(&s, &record).await?;
     // The log decides: if another change took this seq first, ours was
     // ignored by the fold. Report what the projection now says.
@@ -115,13 +138,20 @@ pub async fn list(
             .ok()
             .filter(|n| (1..=MAX_LIMIT).contains(n))
             .ok_or_else(|| {
-                ApiError::bad_request("invalid_limit", format!("limit must be an integer from 1 to {MAX_LIMIT}"))
+                ApiError::bad_request(
+                    "invalid_limit",
+                    format!("limit must be an integer from 1 to {MAX_LIMIT}"),
+                )
             })?,
     };
     let after = q
         .get("cursor")
         .filter(|c| !c.is_empty())
-        .map(|c| Cursor::decode(c).ok_or_else(|| ApiError::bad_request("invalid_cursor", "cursor is not one this API gave out")))
+        .map(|c| {
+            Cursor::decode(c).ok_or_else(|| {
+                ApiError::bad_request("invalid_cursor", "cursor is not one this API gave out")
+            })
+        })
         .transpose()?;
     let filter = ListFilter {
         user: (!caller.admin).then_some(caller.user),
@@ -147,7 +177,8 @@ pub async fn list(
 /// The workflow, if it exists and the caller may see it; 404 otherwise, so
 /// another user's workflow is indistinguishable from a missing one.
 async fn load_visible(s: &AppState, caller: &Caller, id: &str) -> Result<WorkflowState, ApiError> {
-    let id = WorkflowId::parse(id).map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))?;
+    let id =
+        WorkflowId::parse(id).map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))?;
     match s.store.get_workflow(id).await? {
         Some(st) if caller.may_see(st.user_id) => Ok(st),
         _ => Err(ApiError::not_found()),
@@ -159,7 +190,13 @@ async fn append_and_wait(s: &AppState, record: &Record) -> Result<Position, ApiE
     let pos = s.producer.append(record, s.append_timeout).await?;
     let seen = s
         .progress
-        .wait_past(&s.store, &s.topic, pos.partition, pos.offset, s.projection_wait)
+        .wait_past(
+            &s.store,
+            &s.topic,
+            pos.partition,
+            pos.offset,
+            s.projection_wait,
+        )
         .await;
     if !seen {
         tracing::warn!(workflow_id = %record.workflow_id, partition = pos.partition, offset = pos.offset,

@@ -45,29 +45,51 @@ impl Stack {
         Self::start_with(Duration::ZERO, "", &[]).await
     }
 
-    pub async fn start_with(latency: Duration, agents_toml: &str, extra_env: &[(&str, &str)]) -> Self {
+    pub async fn start_with(
+        latency: Duration,
+        agents_toml: &str,
+        extra_env: &[(&str, &str)],
+    ) -> Self {
         let admin = env("AGENTFLOW_TEST_ADMIN_URL");
         let brokers = env("AGENTFLOW_KAFKA_BROKERS");
         let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin).await.expect("admin connection");
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name} OWNER agentflow")))
-            .execute(&mut conn)
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
             .await
-            .expect("create database");
-        let db_url = admin.replace("postgres@", "agentflow@").rsplit_once('/').unwrap().0.to_owned() + "/" + &name;
+            .expect("admin connection");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE {name} OWNER agentflow"
+        )))
+        .execute(&mut conn)
+        .await
+        .expect("create database");
+        let db_url = admin
+            .replace("postgres@", "agentflow@")
+            .rsplit_once('/')
+            .unwrap()
+            .0
+            .to_owned()
+            + "/"
+            + &name;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let agent = MockAgent::serve(listener, latency).unwrap();
         let dir = std::env::temp_dir().join(format!("agentflow-{name}"));
         std::fs::create_dir_all(&dir).unwrap();
         let agents_file = dir.join("agents.toml");
-        std::fs::write(&agents_file, agents_toml.replace("{mock}", &format!("http://{}", agent.addr))).unwrap();
+        std::fs::write(
+            &agents_file,
+            agents_toml.replace("{mock}", &format!("http://{}", agent.addr)),
+        )
+        .unwrap();
         let mut s = Self {
             db_url,
             brokers,
             topic: format!("t-{}", uuid::Uuid::new_v4().simple()),
             agent,
             agents_file,
-            extra_env: extra_env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            extra_env: extra_env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             server: None,
             base: String::new(),
             http: reqwest::Client::new(),
@@ -111,7 +133,9 @@ impl Stack {
                 }
             }
         });
-        self.base = rx.recv_timeout(Duration::from_secs(60)).expect("server printed its address");
+        self.base = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("server printed its address");
         self.server = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -140,32 +164,55 @@ impl Stack {
         agentflow_api::Jwt::new(SECRET.as_bytes()).mint(sub, true, Duration::from_secs(3600))
     }
 
-    pub async fn req(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
-        let mut r = self.http.request(method.parse().unwrap(), format!("{}{}", self.base, path));
+    pub async fn req(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut r = self
+            .http
+            .request(method.parse().unwrap(), format!("{}{}", self.base, path));
         if let Some(t) = token {
             r = r.bearer_auth(t);
         }
         if let Some(b) = body {
-            r = r.header("content-type", "application/json").body(b.to_string());
+            r = r
+                .header("content-type", "application/json")
+                .body(b.to_string());
         }
         let resp = r.send().await.expect("request");
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     pub async fn create(&self, token: &str, body: Value) -> String {
-        let (st, b) = self.req("POST", "/workflows/create", Some(token), Some(body)).await;
+        let (st, b) = self
+            .req("POST", "/workflows/create", Some(token), Some(body))
+            .await;
         assert_eq!(st, 201, "{b}");
         b["workflow_id"].as_str().unwrap().to_owned()
     }
 
     pub async fn execute(&self, token: &str, id: &str) -> (u16, Value) {
-        self.req("POST", &format!("/workflows/{id}/execute"), Some(token), None).await
+        self.req(
+            "POST",
+            &format!("/workflows/{id}/execute"),
+            Some(token),
+            None,
+        )
+        .await
     }
 
     pub async fn get(&self, token: &str, id: &str) -> Value {
-        let (st, b) = self.req("GET", &format!("/workflows/{id}"), Some(token), None).await;
+        let (st, b) = self
+            .req("GET", &format!("/workflows/{id}"), Some(token), None)
+            .await;
         assert_eq!(st, 200, "{b}");
         b
     }
@@ -178,7 +225,10 @@ impl Stack {
             if matches!(w["status"].as_str(), Some("completed" | "failed")) {
                 return w;
             }
-            assert!(Instant::now() < deadline, "workflow {id} not done in {timeout:?}: {w}");
+            assert!(
+                Instant::now() < deadline,
+                "workflow {id} not done in {timeout:?}: {w}"
+            );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     }
