@@ -1,0 +1,176 @@
+//! Runs N content-pipeline workflows (3 steps, chained outputs) with C in
+//! flight at once through the REST API: create → execute → poll until
+//! done. Prints completed workflows/s and create→completed p50/p99.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use serde_json::{Value, json};
+
+#[derive(Parser)]
+struct Args {
+    /// The API's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// The JWT secret the server uses (a token is minted from it).
+    #[arg(long, env = "AGENTFLOW_JWT_SECRET")]
+    secret: String,
+    /// Workflows to run.
+    #[arg(short, long, default_value_t = 1000)]
+    n: usize,
+    /// Workflows in flight at once.
+    #[arg(short, long, default_value_t = 32)]
+    c: usize,
+    /// How often a client polls its workflow's status.
+    #[arg(long, default_value_t = 10)]
+    poll_ms: u64,
+    /// Print one JSON line instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+fn pipeline(i: usize) -> Value {
+    json!({
+        "name": "Content Marketing Pipeline",
+        "tasks": [
+            {"agent": "marketing_content_agent_1_101", "input": {"topic": format!("AI in healthcare #{i}"), "format": "blog_post"}},
+            {"agent": "marketing_seo_agent_1_102", "input": {"content": "{{previous_output}}", "target_keywords": ["AI healthcare"]}},
+            {"agent": "marketing_social_media_agent_1_103", "input": {"content": "{{previous_output}}", "platforms": ["twitter", "linkedin"]}}
+        ]
+    })
+}
+
+async fn one(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    i: usize,
+    poll: Duration,
+) -> Result<(Duration, bool), String> {
+    let t0 = Instant::now();
+    let r = http
+        .post(format!("{base}/workflows/create"))
+        .bearer_auth(token)
+        .json(&pipeline(i))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if r.status() != 201 {
+        return Err(format!("create: {}", r.status()));
+    }
+    let id = r.json::<Value>().await.map_err(|e| e.to_string())?["workflow_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let r = http
+        .post(format!("{base}/workflows/{id}/execute"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if r.status() != 202 {
+        return Err(format!("execute: {}", r.status()));
+    }
+    loop {
+        tokio::time::sleep(poll).await;
+        let r = http
+            .get(format!("{base}/workflows/{id}"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let w: Value = r.json().await.map_err(|e| e.to_string())?;
+        match w["status"].as_str() {
+            Some("completed") => return Ok((t0.elapsed(), true)),
+            Some("failed") => return Ok((t0.elapsed(), false)),
+            _ => {}
+        }
+        if t0.elapsed() > Duration::from_secs(120) {
+            return Err(format!("workflow {id} not done in 120 s"));
+        }
+    }
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+#[tokio::main]
+async fn main() {
+    let args = Args::parse();
+    let token =
+        agentflow_api::Jwt::new(args.secret.as_bytes()).mint(1, false, Duration::from_secs(3600));
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.c)
+        .tcp_nodelay(true)
+        .build()
+        .unwrap();
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut workers = vec![];
+    for _ in 0..args.c {
+        let (http, token, next, base) =
+            (http.clone(), token.clone(), next.clone(), args.url.clone());
+        let (n, poll) = (args.n, Duration::from_millis(args.poll_ms));
+        workers.push(tokio::spawn(async move {
+            let mut lat = vec![];
+            let mut failed = 0;
+            let mut errors = vec![];
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                match one(&http, &base, &token, i, poll).await {
+                    Ok((d, true)) => lat.push(d),
+                    Ok((_, false)) => failed += 1,
+                    Err(e) => errors.push(e),
+                }
+            }
+            (lat, failed, errors)
+        }));
+    }
+    let mut lat = vec![];
+    let (mut failed, mut errors) = (0, vec![]);
+    for w in workers {
+        let (l, f, e) = w.await.unwrap();
+        lat.extend(l);
+        failed += f;
+        errors.extend(e);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    lat.sort();
+    let rate = lat.len() as f64 / elapsed;
+    let (p50, p99) = (pct(&lat, 0.50), pct(&lat, 0.99));
+    if args.json {
+        println!(
+            "{}",
+            json!({"n": args.n, "c": args.c, "completed": lat.len(), "failed": failed, "errors": errors.len(),
+            "seconds": elapsed, "workflows_per_second": rate, "p50_ms": p50, "p99_ms": p99})
+        );
+    } else {
+        println!(
+            "n={} c={} completed={} failed={} errors={} in {:.2}s",
+            args.n,
+            args.c,
+            lat.len(),
+            failed,
+            errors.len(),
+            elapsed
+        );
+        println!("throughput: {rate:.1} workflows/s");
+        println!("create→completed: p50 {p50:.1} ms, p99 {p99:.1} ms");
+        for e in errors.iter().take(5) {
+            println!("error: {e}");
+        }
+    }
+    if !errors.is_empty() || failed > 0 {
+        std::process::exit(1);
+    }
+}

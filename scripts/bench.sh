@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Benchmark: the whole stack on this machine (Postgres, Tansu, the mock agent
+# with LATENCY_MS per call, `agentflow serve` in release mode) and the load
+# driver: N content-pipeline workflows at concurrency C.
+#
+#   scripts/bench.sh [N] [C] [LATENCY_MS]     defaults: 1000 32 0
+set -euo pipefail
+cd "$(dirname "$0")/.."
+n=${1:-1000} c=${2:-32} latency=${3:-0}
+
+scripts/stack.sh install
+cargo build --release --quiet --bin agentflow --bin agentflow-mock-agent --bin agentflow-bench
+
+dir=$(mktemp -d /tmp/agentflow-bench.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  scripts/stack.sh stop "$dir" || true
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+scripts/stack.sh start "$dir"
+# shellcheck disable=SC1091
+source "$dir/env"
+
+mock_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+api_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+target/release/agentflow-mock-agent --addr "127.0.0.1:$mock_port" --latency-ms "$latency" >"$dir/mock.log" 2>&1 &
+pids+=($!)
+export AGENTFLOW_JWT_SECRET=bench-secret
+export AGENTFLOW_HTTP_ADDR=127.0.0.1:$api_port
+export AGENTFLOW_AGENTS_FILE=/dev/null
+export AGENTFLOW_AGENT_URL_TEMPLATE="http://127.0.0.1:$mock_port/agents/{agent}"
+export AGENTFLOW_LOG=warn
+target/release/agentflow serve >"$dir/serve.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 300); do
+  curl -sf "http://127.0.0.1:$api_port/readyz" >/dev/null && break
+  sleep 0.1
+done
+echo "== $n workflows, concurrency $c, agent latency ${latency} ms"
+target/release/agentflow-bench --url "http://127.0.0.1:$api_port" -n "$n" -c "$c"
+echo "== agentflow serve resident memory: $(ps -o rss= -p "${pids[1]}" | awk '{printf "%.0f MiB", $1/1024}')"
