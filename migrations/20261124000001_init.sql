@@ -20,6 +20,7 @@ CREATE TABLE workflows (
     finished_at  TIMESTAMPTZ,
     updated_at   TIMESTAMPTZ NOT NULL,
     seq          BIGINT NOT NULL,                -- last applied record's seq
+    last_event_id UUID NOT NULL,                 -- and its event_id (the next record's parent)
     runs         INT NOT NULL DEFAULT 0,
     error        JSONB                           -- the failing step's error
 );

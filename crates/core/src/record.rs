@@ -221,6 +221,11 @@ pub struct Record {
     pub user_id: UserId,
     /// The workflow's event number: 1 for `workflow.created`, then 2, 3, …
     pub seq: u64,
+    /// The `event_id` of the record this one was decided on (the workflow's
+    /// record `seq - 1`); `None` only for `workflow.created`. The fold
+    /// rejects a record whose parent is not the state's last record, so a
+    /// writer that decided on a state that lost a race cannot extend it.
+    pub prev_event_id: Option<Uuid>,
     pub timestamp: DateTime<Utc>,
     /// Free-form context: who asked, which node wrote it, and for
     /// `workflow.completed` the guide's `task_count`, `duration_seconds` and
@@ -249,6 +254,8 @@ struct Wire {
     workflow_id: WorkflowId,
     user_id: UserId,
     seq: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    prev_event_id: Option<Uuid>,
     timestamp: DateTime<Utc>,
     version: u32,
     #[serde(default)]
@@ -270,10 +277,17 @@ impl Record {
             workflow_id,
             user_id,
             seq,
+            prev_event_id: None,
             timestamp,
             metadata: Map::new(),
             event,
         }
+    }
+
+    /// Chains this record after `parent` (the state's `last_event_id`).
+    pub fn after(mut self, parent: Uuid) -> Self {
+        self.prev_event_id = Some(parent);
+        self
     }
 
     pub fn with_metadata(mut self, key: &str, value: impl Into<Value>) -> Self {
@@ -292,6 +306,7 @@ impl Record {
             workflow_id: self.workflow_id,
             user_id: self.user_id,
             seq: self.seq,
+            prev_event_id: self.prev_event_id,
             timestamp: self.timestamp,
             version: RECORD_VERSION,
             metadata: self.metadata.clone(),
@@ -316,6 +331,7 @@ impl Record {
             workflow_id: wire.workflow_id,
             user_id: wire.user_id,
             seq: wire.seq,
+            prev_event_id: wire.prev_event_id,
             timestamp: wire.timestamp,
             metadata: wire.metadata,
             event,

@@ -89,6 +89,8 @@ pub struct WorkflowState {
     pub status: WorkflowStatus,
     /// The `seq` of the last record applied.
     pub seq: u64,
+    /// The `event_id` of the last record applied: the next record's parent.
+    pub last_event_id: uuid::Uuid,
     /// How many times it was started (1 + resumes).
     pub runs: u32,
     pub created_at: DateTime<Utc>,
@@ -103,6 +105,11 @@ pub struct WorkflowState {
 pub enum Rejected {
     #[error("seq {got} is not the next one ({expected})")]
     OutOfSequence { expected: u64, got: u64 },
+    #[error("record was decided on another state (parent {got:?}, expected {expected})")]
+    WrongParent {
+        expected: uuid::Uuid,
+        got: Option<uuid::Uuid>,
+    },
     #[error("record is for another workflow")]
     OtherWorkflow,
     #[error("{event} is not allowed while {status:?}")]
@@ -213,6 +220,7 @@ pub fn apply(state: &mut Option<WorkflowState>, record: &Record) -> Result<(), R
             tasks: tasks.clone(),
             status: WorkflowStatus::Pending,
             seq: record.seq,
+            last_event_id: record.event_id,
             runs: 0,
             created_at: record.timestamp,
             started_at: None,
@@ -223,6 +231,12 @@ pub fn apply(state: &mut Option<WorkflowState>, record: &Record) -> Result<(), R
     if st.workflow_id != record.workflow_id {
         // Checked before anything else about the record is trusted.
         return Err(Rejected::OtherWorkflow);
+    }
+    if record.prev_event_id != Some(st.last_event_id) {
+        return Err(Rejected::WrongParent {
+            expected: st.last_event_id,
+            got: record.prev_event_id,
+        });
     }
     match (&record.event, st.status) {
         (Event::Started { from_step }, status) if status.can_start() => {
@@ -309,5 +323,6 @@ pub fn apply(state: &mut Option<WorkflowState>, record: &Record) -> Result<(), R
         }
     }
     st.seq = record.seq;
+    st.last_event_id = record.event_id;
     Ok(())
 }

@@ -47,8 +47,10 @@ impl Given {
 
     fn push(&mut self, event: Event) -> &mut Self {
         let seq = self.records.len() as u64 + 1;
-        self.records
-            .push(Record::new(self.id, UserId(42), seq, t(seq as i64), event));
+        self.records.push(chain(
+            Record::new(self.id, UserId(42), seq, t(seq as i64), event),
+            self.records.last(),
+        ));
         self
     }
 
@@ -202,7 +204,8 @@ fn resuming_a_failed_workflow_starts_at_the_failed_step_and_keeps_earlier_result
             error: step_error(),
         });
     let mut st = Some(g.fold());
-    let wrong = Record::new(g.id, UserId(42), 6, t(6), Event::Started { from_step: 1 });
+    let wrong = Record::new(g.id, UserId(42), 6, t(6), Event::Started { from_step: 1 })
+        .after(g.records[4].event_id);
     assert!(matches!(
         apply(&mut st, &wrong),
         Err(Rejected::WrongStep { .. })
@@ -232,7 +235,7 @@ fn illegal_transitions_are_rejected_and_change_nothing() {
     ];
     for ev in cases {
         let mut st = before.clone();
-        let rec = Record::new(g.id, UserId(42), 2, t(2), ev);
+        let rec = Record::new(g.id, UserId(42), 2, t(2), ev).after(g.records[0].event_id);
         assert!(
             apply(&mut st, &rec).is_err(),
             "{} accepted",
@@ -243,7 +246,8 @@ fn illegal_transitions_are_rejected_and_change_nothing() {
     g.push(Event::Started { from_step: 1 })
         .push(executed(1, "a", json!(1)));
     let mut st = Some(g.fold());
-    let again = Record::new(g.id, UserId(42), 4, t(4), Event::Started { from_step: 1 });
+    let again = Record::new(g.id, UserId(42), 4, t(4), Event::Started { from_step: 1 })
+        .after(g.records[2].event_id);
     assert!(matches!(
         apply(&mut st, &again),
         Err(Rejected::IllegalTransition {
@@ -251,7 +255,8 @@ fn illegal_transitions_are_rejected_and_change_nothing() {
             ..
         })
     ));
-    let wrong_agent = Record::new(g.id, UserId(42), 4, t(4), executed(1, "zzz", json!(1)));
+    let wrong_agent = Record::new(g.id, UserId(42), 4, t(4), executed(1, "zzz", json!(1)))
+        .after(g.records[2].event_id);
     assert!(apply(&mut st, &wrong_agent).is_err());
 }
 
@@ -260,8 +265,11 @@ fn first_record_with_a_seq_wins_and_later_duplicates_are_ignored() {
     let mut g = Given::created(&["a", "b"]);
     g.push(Event::Started { from_step: 1 });
     let mut st = Some(g.fold());
-    let winner = Record::new(g.id, UserId(42), 3, t(3), executed(1, "a", json!("first")));
-    let zombie = Record::new(g.id, UserId(42), 3, t(3), executed(1, "a", json!("second")));
+    let parent = g.records[1].event_id;
+    let winner =
+        Record::new(g.id, UserId(42), 3, t(3), executed(1, "a", json!("first"))).after(parent);
+    let zombie =
+        Record::new(g.id, UserId(42), 3, t(3), executed(1, "a", json!("second"))).after(parent);
     apply(&mut st, &winner).unwrap();
     assert_eq!(
         apply(&mut st, &zombie),
@@ -303,6 +311,39 @@ fn records_round_trip_through_their_wire_shape() {
         Record::from_bytes(j.to_string().as_bytes()),
         Err(RecordError::UnknownType(_))
     ));
+}
+
+#[test]
+fn a_record_decided_on_a_state_that_lost_the_race_is_rejected() {
+    // Two writers both decided on seq 2; the loser's next record (seq 4,
+    // built on its own seq 3) must not extend the winner's chain.
+    let mut g = Given::created(&["a", "b", "c"]);
+    g.push(Event::Started { from_step: 1 });
+    let mut st = Some(g.fold());
+    let parent = g.records[1].event_id;
+    let winner = Record::new(g.id, UserId(42), 3, t(3), executed(1, "a", json!("w"))).after(parent);
+    let loser = Record::new(g.id, UserId(42), 3, t(3), executed(1, "a", json!("l"))).after(parent);
+    let losers_next = Record::new(g.id, UserId(42), 4, t(4), executed(2, "b", json!("from l")))
+        .after(loser.event_id);
+    apply(&mut st, &winner).unwrap();
+    assert!(apply(&mut st, &loser).is_err());
+    assert!(matches!(
+        apply(&mut st, &losers_next),
+        Err(Rejected::WrongParent { .. })
+    ));
+    assert_eq!(st.as_ref().unwrap().seq, 3);
+    let unchained = Record::new(g.id, UserId(42), 4, t(4), executed(2, "b", json!(1)));
+    assert!(matches!(
+        apply(&mut st, &unchained),
+        Err(Rejected::WrongParent { got: None, .. })
+    ));
+}
+
+fn chain(r: Record, prev: Option<&Record>) -> Record {
+    match prev {
+        Some(p) => r.after(p.event_id),
+        None => r,
+    }
 }
 
 // ---------- properties ----------
@@ -352,13 +393,21 @@ proptest! {
     /// rejected record never changes the state.
     #[test]
     fn fold_is_total_deterministic_and_rejections_change_nothing(
-        events in prop::collection::vec((arb_event(), 0u64..8), 0..40)
+        events in prop::collection::vec((arb_event(), 0u64..8), 0..40),
+        chained in prop::collection::vec(prop::bool::weighted(0.8), 1..8),
     ) {
         let id = WorkflowId::new();
         let records: Vec<Record> = events
             .into_iter()
             .enumerate()
             .map(|(i, (ev, seq))| Record::new(id, UserId(1), seq, t(i as i64), ev))
+            .collect::<Vec<_>>();
+        // Chain each record to its predecessor in the list, or not: both
+        // well-formed chains and broken ones must fold safely.
+        let records: Vec<Record> = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| if i > 0 && chained[i % chained.len().max(1)] { r.clone().after(records[i - 1].event_id) } else { r.clone() })
             .collect();
         let fold = |rs: &[Record]| {
             let mut st = None;

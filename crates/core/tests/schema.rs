@@ -43,7 +43,8 @@ fn samples() -> Vec<Record> {
             2,
             Utc::now(),
             Event::Started { from_step: 1 },
-        );
+        )
+        .after(created.event_id);
         let done = Record::new(
             id,
             UserId(42),
@@ -56,7 +57,8 @@ fn samples() -> Vec<Record> {
                 attempts: 1,
                 duration_ms: 3,
             },
-        );
+        )
+        .after(started.event_id);
         for r in [&created, &started, &done] {
             apply(&mut st, r).unwrap();
         }
@@ -64,7 +66,7 @@ fn samples() -> Vec<Record> {
         else {
             panic!()
         };
-        let mut r = Record::new(id, UserId(42), 4, Utc::now(), event);
+        let mut r = Record::new(id, UserId(42), 4, Utc::now(), event).after(done.event_id);
         r.metadata = metadata;
         r
     };
@@ -98,7 +100,9 @@ fn samples() -> Vec<Record> {
         .into_iter()
         .enumerate()
         .map(|(i, e)| {
-            Record::new(id, UserId(42), i as u64 + 1, Utc::now(), e).with_metadata("node_id", "n1")
+            Record::new(id, UserId(42), i as u64 + 1, Utc::now(), e)
+                .with_metadata("node_id", "n1")
+                .after(uuid::Uuid::new_v4())
         })
         .collect();
     out.push(completed);

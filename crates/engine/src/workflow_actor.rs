@@ -1,8 +1,15 @@
 //! One actor per running workflow. It holds the workflow's folded state,
 //! asks `decide` what to do, does it (call an agent, append an event), and
-//! waits for the record to come back from the log before deciding again —
-//! so its state only ever moves by the log, exactly as a replay would.
+//! once the broker has acknowledged the record applies it and moves on.
+//!
+//! Each record is chained to the one it was decided on (`prev_event_id`),
+//! and the log has the last word: every record of the workflow comes back
+//! from the log, and if the record at some `seq` is not the one this actor
+//! appended (a stale writer won a race), the actor fails and the supervisor
+//! restarts it from the fold of the log. The actor stops only when its
+//! workflow is no longer running and the log has confirmed all it wrote.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,6 +17,7 @@ use agentflow_core::{Action, Event, Record, WorkflowState, WorkflowStatus, apply
 use chrono::Utc;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::Instrument;
+use uuid::Uuid;
 
 use crate::Worker;
 use crate::metrics as m;
@@ -17,7 +25,7 @@ use crate::metrics as m;
 pub enum WorkflowMsg {
     /// A record of this workflow, from the log, in log order.
     Record(Box<Record>),
-    /// Decide and act, unless an appended record is still on its way back.
+    /// Decide and act.
     Drive,
 }
 
@@ -25,8 +33,8 @@ pub struct WorkflowActor;
 
 pub struct WorkflowActorState {
     st: Option<WorkflowState>,
-    /// The seq of a record this actor appended and has not yet seen.
-    awaiting: Option<u64>,
+    /// Records this actor appended and applied, not yet seen in the log.
+    unconfirmed: VecDeque<(u64, Uuid)>,
     worker: Arc<Worker>,
 }
 
@@ -43,7 +51,7 @@ impl Actor for WorkflowActor {
         myself.send_message(WorkflowMsg::Drive)?;
         Ok(WorkflowActorState {
             st: Some(st),
-            awaiting: None,
+            unconfirmed: VecDeque::new(),
             worker,
         })
     }
@@ -56,14 +64,30 @@ impl Actor for WorkflowActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             WorkflowMsg::Record(rec) => {
-                if apply(&mut state.st, &rec).is_err() {
+                let applied_seq = state.st.as_ref().map_or(0, |s| s.seq);
+                if rec.seq <= applied_seq {
+                    // An echo of something already applied: it must be ours.
+                    while state.unconfirmed.front().is_some_and(|(s, _)| *s < rec.seq) {
+                        state.unconfirmed.pop_front();
+                    }
+                    if let Some((seq, id)) = state.unconfirmed.front().copied()
+                        && seq == rec.seq
+                    {
+                        if id != rec.event_id {
+                            return Err(format!(
+                                "seq {seq} in the log is not the record this actor appended; restarting from the log"
+                            )
+                            .into());
+                        }
+                        state.unconfirmed.pop_front();
+                    }
+                    self.stop_if_done(&myself, state);
                     return Ok(());
                 }
-                let seq = rec.seq;
-                if state.awaiting.is_some_and(|a| seq >= a) {
-                    state.awaiting = None;
+                if apply(&mut state.st, &rec).is_ok() {
+                    myself.send_message(WorkflowMsg::Drive)?;
                 }
-                self.drive(&myself, state).await
+                Ok(())
             }
             WorkflowMsg::Drive => self.drive(&myself, state).await,
         }
@@ -71,6 +95,16 @@ impl Actor for WorkflowActor {
 }
 
 impl WorkflowActor {
+    fn stop_if_done(&self, myself: &ActorRef<WorkflowMsg>, state: &WorkflowActorState) {
+        let running = state
+            .st
+            .as_ref()
+            .is_some_and(|s| s.status == WorkflowStatus::Running);
+        if !running && state.unconfirmed.is_empty() {
+            myself.stop(None);
+        }
+    }
+
     async fn drive(
         &self,
         myself: &ActorRef<WorkflowMsg>,
@@ -80,14 +114,8 @@ impl WorkflowActor {
             myself.stop(None);
             return Ok(());
         };
-        if st.status != WorkflowStatus::Running {
-            myself.stop(None);
-            return Ok(());
-        }
-        if state.awaiting.is_some() {
-            return Ok(());
-        }
         let Some(action) = decide(st, Utc::now()) else {
+            self.stop_if_done(myself, state);
             return Ok(());
         };
         let w = &state.worker;
@@ -117,7 +145,7 @@ impl WorkflowActor {
                         duration_ms,
                     },
                     Err(error) => {
-                        tracing::info!(error = %error.message, attempts, "step failed");
+                        tracing::info!(workflow_id = %st.workflow_id, step, error = %error.message, attempts, "step failed");
                         Event::StepFailed {
                             step,
                             agent,
@@ -131,14 +159,18 @@ impl WorkflowActor {
             }
             Action::Append { event, metadata } => (event, metadata),
         };
-        let seq = st.seq + 1;
-        let mut record = Record::new(st.workflow_id, st.user_id, seq, Utc::now(), event);
+        let mut record = Record::new(st.workflow_id, st.user_id, st.seq + 1, Utc::now(), event)
+            .after(st.last_event_id);
         record.metadata = metadata;
         record
             .metadata
             .insert("node_id".into(), w.node_id.clone().into());
         w.append_until_acked(&record).await;
-        state.awaiting = Some(seq);
+        // Acknowledged: durable. Apply it and go on; the log will confirm.
+        apply(&mut state.st, &record).map_err(|e| format!("own record rejected: {e}"))?;
+        state.unconfirmed.push_back((record.seq, record.event_id));
+        // Through the mailbox, so records that arrived meanwhile go first.
+        myself.send_message(WorkflowMsg::Drive)?;
         Ok(())
     }
 }

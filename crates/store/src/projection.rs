@@ -227,13 +227,13 @@ async fn save_state(
     sqlx::query(
         "INSERT INTO workflows
             (id, name, tasks, status, results, user_id, created_at, started_at, finished_at,
-             updated_at, seq, runs, error)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+             updated_at, seq, runs, error, last_event_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
          ON CONFLICT (id) DO UPDATE SET
             status = EXCLUDED.status, results = EXCLUDED.results,
             started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at,
             updated_at = EXCLUDED.updated_at, seq = EXCLUDED.seq, runs = EXCLUDED.runs,
-            error = EXCLUDED.error",
+            error = EXCLUDED.error, last_event_id = EXCLUDED.last_event_id",
     )
     .bind(id)
     .bind(&st.name)
@@ -248,6 +248,7 @@ async fn save_state(
     .bind(st.seq as i64)
     .bind(st.runs as i32)
     .bind(error)
+    .bind(st.last_event_id)
     .execute(&mut **tx)
     .await
     .map_err(StoreError::classify)?;

@@ -21,6 +21,7 @@ pub(crate) struct WorkflowRow {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub seq: i64,
+    pub last_event_id: Uuid,
     pub runs: i32,
 }
 
@@ -36,8 +37,7 @@ pub(crate) struct StepRow {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-pub(crate) const WORKFLOW_COLUMNS: &str =
-    "id, name, tasks, status, results, user_id, created_at, started_at, finished_at, seq, runs";
+pub(crate) const WORKFLOW_COLUMNS: &str = "id, name, tasks, status, results, user_id, created_at, started_at, finished_at, seq, last_event_id, runs";
 
 pub(crate) fn step_status_str(s: StepStatus) -> &'static str {
     match s {
@@ -127,6 +127,7 @@ pub(crate) fn state_from_rows(
         steps,
         status,
         seq: row.seq.max(0) as u64,
+        last_event_id: row.last_event_id,
         runs: row.runs.max(0) as u32,
         created_at: row.created_at,
         started_at: row.started_at,

@@ -83,6 +83,7 @@ pub async fn execute(
         Utc::now(),
         Event::Started { from_step },
     )
+    .after(st.last_event_id)
     .with_metadata("requested_by", caller.user.0)
     .with_metadata("node_id", s.node_id.clone());
     append_and_wait(&s, &record).await?;
