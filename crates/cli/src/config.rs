@@ -26,6 +26,8 @@ pub struct Config {
     pub partitions: i32,
     pub group_prefix: String,
     pub kafka_session_timeout_ms: u64,
+    pub kafka_linger_ms: u64,
+    pub kafka_fetch_wait_ms: u64,
     pub append_timeout_ms: u64,
     pub projection_wait_ms: u64,
     pub jwt_secret: String,
@@ -126,6 +128,8 @@ impl Config {
         c.group_prefix = self.group_prefix.clone();
         c.client_id = format!("agentflow-{}", self.node_id);
         c.session_timeout = Duration::from_millis(self.kafka_session_timeout_ms);
+        c.linger = Duration::from_millis(self.kafka_linger_ms);
+        c.fetch_wait = Duration::from_millis(self.kafka_fetch_wait_ms);
         c
     }
 
