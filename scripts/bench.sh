@@ -4,6 +4,9 @@
 # driver: N content-pipeline workflows at concurrency C.
 #
 #   scripts/bench.sh [N] [C] [LATENCY_MS]     defaults: 1000 32 0
+#   MODE=memory scripts/bench.sh 10000 64 2000
+#       start N workflows (C requests at a time) against LATENCY_MS agents and
+#       report peak running workflows and the server's peak resident memory
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-1000} c=${2:-32} latency=${3:-0}
@@ -40,5 +43,9 @@ for _ in $(seq 1 300); do
   sleep 0.1
 done
 echo "== $n workflows, concurrency $c, agent latency ${latency} ms"
+if [ "${MODE:-}" = memory ]; then
+  target/release/agentflow-bench --url "http://127.0.0.1:$api_port" -n "$n" -c "$c" --hold-pid "${pids[1]}"
+  exit 0
+fi
 target/release/agentflow-bench --url "http://127.0.0.1:$api_port" -n "$n" -c "$c"
 echo "== agentflow serve resident memory: $(ps -o rss= -p "${pids[1]}" | awk '{printf "%.0f MiB", $1/1024}')"

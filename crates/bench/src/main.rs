@@ -29,6 +29,128 @@ struct Args {
     /// Print one JSON line instead of text.
     #[arg(long)]
     json: bool,
+    /// Memory mode: start all N workflows (C requests at a time) without
+    /// waiting for each, then sample the server's resident memory (this
+    /// pid) and the number running until all are done.
+    #[arg(long)]
+    hold_pid: Option<u32>,
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+async fn hold(args: &Args, http: &reqwest::Client, token: &str, pid: u32) {
+    let admin =
+        agentflow_api::Jwt::new(args.secret.as_bytes()).mint(0, true, Duration::from_secs(3600));
+    let started = Instant::now();
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut workers = vec![];
+    for _ in 0..args.c {
+        let (http, token, next, base, n) = (
+            http.clone(),
+            token.to_owned(),
+            next.clone(),
+            args.url.clone(),
+            args.n,
+        );
+        workers.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    break;
+                }
+                let r = http
+                    .post(format!("{base}/workflows/create"))
+                    .bearer_auth(&token)
+                    .json(&pipeline(i))
+                    .send()
+                    .await
+                    .unwrap();
+                let id = r.json::<Value>().await.unwrap()["workflow_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned();
+                http.post(format!("{base}/workflows/{id}/execute"))
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for w in workers {
+        w.await.unwrap();
+    }
+    println!(
+        "started {} workflows in {:.1}s",
+        args.n,
+        started.elapsed().as_secs_f64()
+    );
+    let (mut peak_rss, mut peak_running) = (0.0f64, 0u64);
+    loop {
+        let m: String = http
+            .get(format!("{}/metrics", args.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let running = m
+            .lines()
+            .find(|l| l.starts_with("workflow_active_count "))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            .unwrap_or(0.0) as u64;
+        let rss = rss_mib(pid);
+        if running > peak_running || rss > peak_rss {
+            println!(
+                "t={:.1}s running={running} rss={rss:.0} MiB",
+                started.elapsed().as_secs_f64()
+            );
+        }
+        peak_rss = peak_rss.max(rss);
+        peak_running = peak_running.max(running);
+        let r: Value = http
+            .get(format!(
+                "{}/workflows/list?limit=1&status=running",
+                args.url
+            ))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let p: Value = http
+            .get(format!(
+                "{}/workflows/list?limit=1&status=pending",
+                args.url
+            ))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if r["count"] == 0 && p["count"] == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    println!(
+        "all done in {:.1}s; peak running {peak_running}, peak RSS {peak_rss:.0} MiB",
+        started.elapsed().as_secs_f64()
+    );
 }
 
 fn pipeline(i: usize) -> Value {
@@ -111,6 +233,10 @@ async fn main() {
         .tcp_nodelay(true)
         .build()
         .unwrap();
+    if let Some(pid) = args.hold_pid {
+        hold(&args, &http, &token, pid).await;
+        return;
+    }
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let mut workers = vec![];

@@ -91,8 +91,8 @@ async fn bad_tokens_get_401() {
                     Some(json!({"name": "x", "tasks": [{"agent": "a"}]})),
                 )
                 .await;
-            assert_error(st, &body, 401, "unauthorized");
-            let _ = what;
+            assert_eq!(st, 401, "{what}: {body}");
+            assert_eq!(body["error"]["code"], "unauthorized", "{what}");
         }
     }
     // A numeric sub is accepted too.

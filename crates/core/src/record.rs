@@ -5,7 +5,7 @@
 //! in `data`. The JSON Schemas in `schemas/` describe exactly this shape; a
 //! test checks every variant against them.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -278,7 +278,9 @@ impl Record {
             user_id,
             seq,
             prev_event_id: None,
-            timestamp,
+            // Microseconds: what Postgres and most consumers keep, so the
+            // projection and the fold agree to the last digit.
+            timestamp: timestamp.trunc_subsecs(6),
             metadata: Map::new(),
             event,
         }

@@ -1,0 +1,137 @@
+//! The projection against real Postgres: exactly once, the fold's verdicts.
+
+use agentflow_core::*;
+use agentflow_store::{Positioned, Store};
+use chrono::Utc;
+use serde_json::json;
+
+async fn fresh_store() -> Store {
+    let admin = std::env::var("AGENTFLOW_TEST_ADMIN_URL")
+        .expect("AGENTFLOW_TEST_ADMIN_URL is not set: run the tests with scripts/test.sh");
+    let name = format!("s_{}", uuid::Uuid::new_v4().simple());
+    let admin_store = Store::connect(&admin, 1).await.unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(admin_store.pool())
+        .await
+        .unwrap();
+    let url = format!("{}/{name}", admin.rsplit_once('/').unwrap().0);
+    let store = Store::connect(&url, 4).await.unwrap();
+    store.migrate().await.unwrap();
+    store
+}
+
+fn records(n_steps: usize) -> Vec<Record> {
+    let id = WorkflowId::new();
+    let a = AgentName::parse("a").unwrap();
+    let tasks = (0..n_steps)
+        .map(|_| TaskDef {
+            agent: a.clone(),
+            input: json!({}),
+        })
+        .collect();
+    let mut out: Vec<Record> = vec![Record::new(
+        id,
+        UserId(1),
+        1,
+        Utc::now(),
+        Event::Created {
+            name: "w".into(),
+            tasks,
+        },
+    )];
+    let mut push = |ev| {
+        let prev = out.last().unwrap();
+        let r = Record::new(id, UserId(1), prev.seq + 1, Utc::now(), ev).after(prev.event_id);
+        out.push(r);
+    };
+    push(Event::Started { from_step: 1 });
+    for step in 1..=n_steps as u32 {
+        push(Event::AgentExecuted {
+            step,
+            agent: a.clone(),
+            output: json!({"step": step}),
+            attempts: 1,
+            duration_ms: 1,
+        });
+    }
+    push(Event::Completed);
+    out
+}
+
+fn at(partition: i32, first_offset: i64, recs: &[Record]) -> Vec<Positioned> {
+    recs.iter()
+        .enumerate()
+        .map(|(i, r)| Positioned {
+            partition,
+            offset: first_offset + i as i64,
+            record: r.clone(),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_batch_applies_once_however_often_it_is_delivered() {
+    let store = fresh_store().await;
+    let recs = records(2);
+    let batch = at(3, 0, &recs);
+    store.claim_partitions("t", &[3]).await.unwrap();
+    let first = store.apply_batch("t", &batch[..3]).await.unwrap();
+    assert_eq!((first.applied, first.duplicates), (3, 0));
+    // Redelivery after a restart overlaps what was written.
+    let second = store.apply_batch("t", &batch).await.unwrap();
+    assert_eq!((second.applied, second.duplicates), (2, 3));
+    let again = store.apply_batch("t", &batch).await.unwrap();
+    assert_eq!((again.applied, again.duplicates), (0, 5));
+    assert_eq!(store.claim_partitions("t", &[3]).await.unwrap(), vec![5]);
+
+    let st = store
+        .get_workflow(recs[0].workflow_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut folded = None;
+    for r in &recs {
+        apply(&mut folded, r).unwrap();
+    }
+    assert_eq!(Some(st), folded, "the projection is the fold of the log");
+}
+
+#[tokio::test]
+async fn records_the_fold_rejects_are_not_projected() {
+    let store = fresh_store().await;
+    let recs = records(1);
+    let mut batch = at(0, 0, &recs[..3]);
+    // A stale writer's record for seq 3, after the real one.
+    let zombie = Record::new(
+        recs[0].workflow_id,
+        UserId(1),
+        3,
+        Utc::now(),
+        Event::AgentExecuted {
+            step: 1,
+            agent: AgentName::parse("a").unwrap(),
+            output: json!("zombie"),
+            attempts: 1,
+            duration_ms: 1,
+        },
+    )
+    .after(recs[1].event_id);
+    batch.push(Positioned {
+        partition: 0,
+        offset: 3,
+        record: zombie,
+    });
+    let out = store.apply_batch("t", &batch).await.unwrap();
+    assert_eq!((out.applied, out.rejected), (3, 1));
+    let st = store
+        .get_workflow(recs[0].workflow_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(st.step(1).unwrap().output, Some(json!({"step": 1})));
+    assert_eq!(
+        out.next_offsets,
+        vec![(0, 4)],
+        "the rejected record's offset is consumed too"
+    );
+}
