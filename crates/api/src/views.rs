@@ -34,16 +34,6 @@ pub fn workflow(st: &WorkflowState) -> Value {
             t
         })
         .collect();
-    let results: Vec<Value> = st
-        .steps
-        .iter()
-        .enumerate()
-        .filter_map(|(i, s)| {
-            s.output
-                .as_ref()
-                .map(|o| json!({"step": i + 1, "output": o}))
-        })
-        .collect();
     let error = st
         .failed_step()
         .and_then(|f| st.step(f).map(|s| (f, s)))
@@ -55,7 +45,7 @@ pub fn workflow(st: &WorkflowState) -> Value {
         "user_id": st.user_id,
         "task_count": st.tasks.len(),
         "tasks": tasks,
-        "results": results,
+        "results": st.results(),
         "error": error,
         "runs": st.runs,
         "created_at": st.created_at,

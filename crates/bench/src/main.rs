@@ -51,6 +51,35 @@ async fn hold(args: &Args, http: &reqwest::Client, token: &str, pid: u32) {
     let admin =
         agentflow_api::Jwt::new(args.secret.as_bytes()).mint(0, true, Duration::from_secs(3600));
     let started = Instant::now();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // Samples running workflows (the engine's gauge) and RSS throughout.
+    let sampler = {
+        let (http, base, done) = (http.clone(), args.url.clone(), done.clone());
+        tokio::spawn(async move {
+            let (mut peak_rss, mut peak_running) = (0.0f64, 0u64);
+            while !done.load(Ordering::Relaxed) {
+                let running = match http.get(format!("{base}/metrics")).send().await {
+                    Ok(r) => r.text().await.unwrap_or_default(),
+                    Err(_) => String::new(),
+                }
+                .lines()
+                .find(|l| l.starts_with("workflow_active_count "))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+                .unwrap_or(0.0) as u64;
+                let rss = rss_mib(pid);
+                if running > peak_running || rss > peak_rss + 16.0 {
+                    println!(
+                        "t={:.1}s running={running} rss={rss:.0} MiB",
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+                peak_rss = peak_rss.max(rss);
+                peak_running = peak_running.max(running);
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            (peak_running, peak_rss)
+        })
+    };
     let next = Arc::new(AtomicUsize::new(0));
     let mut workers = vec![];
     for _ in 0..args.c {
@@ -94,59 +123,29 @@ async fn hold(args: &Args, http: &reqwest::Client, token: &str, pid: u32) {
         args.n,
         started.elapsed().as_secs_f64()
     );
-    let (mut peak_rss, mut peak_running) = (0.0f64, 0u64);
     loop {
-        let m: String = http
-            .get(format!("{}/metrics", args.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let running = m
-            .lines()
-            .find(|l| l.starts_with("workflow_active_count "))
-            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-            .unwrap_or(0.0) as u64;
-        let rss = rss_mib(pid);
-        if running > peak_running || rss > peak_rss {
-            println!(
-                "t={:.1}s running={running} rss={rss:.0} MiB",
-                started.elapsed().as_secs_f64()
-            );
-        }
-        peak_rss = peak_rss.max(rss);
-        peak_running = peak_running.max(running);
-        let r: Value = http
-            .get(format!(
-                "{}/workflows/list?limit=1&status=running",
-                args.url
-            ))
-            .bearer_auth(&admin)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let p: Value = http
-            .get(format!(
-                "{}/workflows/list?limit=1&status=pending",
-                args.url
-            ))
-            .bearer_auth(&admin)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if r["count"] == 0 && p["count"] == 0 {
+        let count = |status: &'static str| {
+            let (http, base, admin) = (http.clone(), args.url.clone(), admin.clone());
+            async move {
+                let v: Value = http
+                    .get(format!("{base}/workflows/list?limit=1&status={status}"))
+                    .bearer_auth(admin)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                v["count"].as_u64().unwrap_or(0)
+            }
+        };
+        if count("running").await == 0 && count("pending").await == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    done.store(true, Ordering::Relaxed);
+    let (peak_running, peak_rss) = sampler.await.unwrap();
     println!(
         "all done in {:.1}s; peak running {peak_running}, peak RSS {peak_rss:.0} MiB",
         started.elapsed().as_secs_f64()

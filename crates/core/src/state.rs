@@ -150,6 +150,21 @@ impl WorkflowState {
             .unwrap_or(Value::Null)
     }
 
+    /// The guide's `results`: `[{step, output}]` of the completed steps.
+    pub fn results(&self) -> Value {
+        Value::Array(
+            self.steps
+                .iter()
+                .enumerate()
+                .filter_map(|(i, s)| {
+                    s.output
+                        .as_ref()
+                        .map(|o| serde_json::json!({"step": i + 1, "output": o}))
+                })
+                .collect(),
+        )
+    }
+
     /// The distinct agents of the workflow, in task order.
     pub fn agents_used(&self) -> Vec<AgentName> {
         let mut seen: Vec<AgentName> = Vec::new();

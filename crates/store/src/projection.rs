@@ -10,9 +10,7 @@ use serde_json::Value;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::rows::{
-    StepRow, WORKFLOW_COLUMNS, WorkflowRow, results_json, state_from_rows, step_status_str,
-};
+use crate::rows::{StepRow, WORKFLOW_COLUMNS, WorkflowRow, state_from_rows, step_status_str};
 use crate::{Store, StoreError};
 
 /// A record and where it is in the log.
@@ -239,7 +237,7 @@ async fn save_state(
     .bind(&st.name)
     .bind(serde_json::to_value(&st.tasks).expect("serialisable"))
     .bind(st.status.as_str())
-    .bind(results_json(st))
+    .bind(st.results())
     .bind(st.user_id.0)
     .bind(st.created_at)
     .bind(st.started_at)

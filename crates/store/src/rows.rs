@@ -4,7 +4,7 @@ use agentflow_core::{
     AgentName, StepState, StepStatus, TaskDef, UserId, WorkflowId, WorkflowState, WorkflowStatus,
 };
 use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
+use serde_json::Value;
 use uuid::Uuid;
 
 use crate::StoreError;
@@ -56,21 +56,6 @@ fn parse_step_status(s: &str) -> Result<StepStatus, StoreError> {
         "skipped" => StepStatus::Skipped,
         other => return Err(StoreError::Corrupt(format!("step status {other}"))),
     })
-}
-
-/// `[{step, output}]` for the completed steps, as in the guide.
-pub(crate) fn results_json(st: &WorkflowState) -> Value {
-    Value::Array(
-        st.steps
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| {
-                s.output
-                    .as_ref()
-                    .map(|o| json!({"step": i + 1, "output": o}))
-            })
-            .collect(),
-    )
 }
 
 pub(crate) fn state_from_rows(
