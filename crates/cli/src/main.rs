@@ -2,6 +2,7 @@
 //! run the subcommand.
 
 mod config;
+mod dev;
 mod serve;
 mod telemetry;
 
@@ -30,6 +31,8 @@ struct Cli {
 enum Command {
     /// Run the API, the engine and the projector (each can be turned off).
     Serve(serve::ServeArgs),
+    /// A whole local stack: Postgres, the broker, mock agents, serve.
+    Dev(dev::DevArgs),
     /// Apply the database migrations and create the topic, then exit.
     Migrate,
     /// Mint a development JWT.
@@ -68,6 +71,7 @@ async fn main() -> anyhow::Result<()> {
     telemetry::init_logs(&config.log_format);
     match cli.command {
         Command::Serve(args) => serve::run(config, args).await,
+        Command::Dev(args) => dev::run(config, args).await,
         Command::Migrate => serve::migrate(&config).await,
         Command::Token { sub, admin, ttl } => {
             if config.jwt_secret.is_empty() {

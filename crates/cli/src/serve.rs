@@ -14,7 +14,7 @@ use anyhow::Context;
 use crate::config::Config;
 use crate::telemetry;
 
-#[derive(clap::Args)]
+#[derive(clap::Args, Default)]
 pub struct ServeArgs {
     /// Do not serve the HTTP API.
     #[arg(long)]
