@@ -75,11 +75,13 @@ start() {
   psql -q "$admin" -tc "SELECT 1 FROM pg_database WHERE datname='agentflow'" | grep -q 1 \
     || psql -q "$admin" -c "CREATE DATABASE agentflow OWNER agentflow" >/dev/null
 
-  (cd "$dir/tansu" && nohup tansu broker \
+  # Tansu resolves the SQLite path against its working directory. `exec` so
+  # that $! is the broker itself, not a subshell.
+  (cd "$dir/tansu" && exec tansu broker \
       --listener-url "tcp://127.0.0.1:$kafka_port" \
       --advertised-listener-url "tcp://127.0.0.1:$kafka_port" \
-      --storage-engine "sqlite://tansu.db" >"$dir/tansu/broker.log" 2>&1 &
-    echo $! >"$dir/tansu/broker.pid")
+      --storage-engine "sqlite://tansu.db" >"$dir/tansu/broker.log" 2>&1 </dev/null) &
+  echo $! >"$dir/tansu/broker.pid"
   wait_port "$kafka_port" tansu
 
   cat >"$dir/env" <<ENV
@@ -93,7 +95,10 @@ ENV
 stop() {
   local dir=$1 bin
   if [ -f "$dir/tansu/broker.pid" ]; then
-    kill "$(cat "$dir/tansu/broker.pid")" 2>/dev/null || true
+    local pid; pid=$(cat "$dir/tansu/broker.pid")
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
     rm -f "$dir/tansu/broker.pid"
   fi
   bin=$(pg_bindir) || return 0
