@@ -66,11 +66,12 @@ impl Actor for Supervisor {
                 for Assigned {
                     partition,
                     high_watermark,
+                    low_watermark,
                 } in parts
                 {
                     let p = Partition {
                         replay_until: high_watermark,
-                        live: high_watermark == 0,
+                        live: high_watermark <= low_watermark,
                         ..Default::default()
                     };
                     state.partitions.insert(partition, p);

@@ -41,7 +41,8 @@ impl Producer {
     /// Appends one record, keyed by its workflow id, and waits until the
     /// broker acknowledged it (all in-sync replicas). Gives up after
     /// `timeout` with [`LogError::Unavailable`]; the record may still land
-    /// later, which the fold's `seq` rule makes harmless.
+    /// later: a retry then writes the same record again (same `event_id`,
+    /// `seq` and parent), which the fold ignores.
     pub async fn append(&self, record: &Record, timeout: Duration) -> Result<Position, LogError> {
         let started = Instant::now();
         let key = record.workflow_id.to_string();
@@ -54,7 +55,15 @@ impl Producer {
             .key(&key)
             .payload(&payload)
             .headers(headers);
-        let result = self.inner.send(msg, timeout).await;
+        // `send`'s own timeout only bounds the wait for queue space; the
+        // delivery itself may take up to `message.timeout.ms` (minutes) while
+        // the broker is down, so bound the whole wait here.
+        let Ok(result) = tokio::time::timeout(timeout, self.inner.send(msg, timeout)).await else {
+            return Err(LogError::Unavailable(format!(
+                "no acknowledgement within {} ms",
+                timeout.as_millis()
+            )));
+        };
         metrics::histogram!(APPEND_SECONDS).record(started.elapsed().as_secs_f64());
         match result {
             Ok(d) => Ok(Position {

@@ -36,6 +36,9 @@ pub struct Assigned {
     /// The high watermark when it was assigned: records below it existed
     /// before this member took over (replay); records at or above it are new.
     pub high_watermark: i64,
+    /// The first offset still in the log when it was assigned. A partition
+    /// whose low and high watermarks meet has nothing to replay.
+    pub low_watermark: i64,
 }
 
 #[derive(Debug)]
@@ -99,9 +102,11 @@ impl ConsumerContext for Ctx {
                     if let Err(e) = tpl.set_partition_offset(&self.topic, *p, offset) {
                         tracing::error!(partition = p, error = %e, "cannot set start offset");
                     }
+                    let (low_watermark, high_watermark) = self.watermarks(*p);
                     assigned.push(Assigned {
                         partition: *p,
-                        high_watermark: self.high_watermark(*p),
+                        high_watermark,
+                        low_watermark,
                     });
                 }
                 tracing::info!(?partitions, "partitions assigned");
@@ -140,20 +145,20 @@ impl ConsumerContext for Ctx {
 impl Ctx {
     /// Retries until the broker answers: a partition whose end is unknown
     /// cannot be told apart into replay and live.
-    fn high_watermark(&self, partition: i32) -> i64 {
+    fn watermarks(&self, partition: i32) -> (i64, i64) {
         let mut delay = Duration::from_millis(50);
         loop {
             match self
                 .watermarks
                 .fetch_watermarks(&self.topic, partition, Duration::from_secs(5))
             {
-                Ok((_, high)) => return high,
+                Ok(w) => return w,
                 Err(e) if !self.stop.load(Ordering::Relaxed) => {
                     tracing::warn!(partition, error = %e, "cannot read high watermark, retrying");
                     std::thread::sleep(delay);
                     delay = (delay * 2).min(Duration::from_secs(2));
                 }
-                Err(_) => return 0,
+                Err(_) => return (0, 0),
             }
         }
     }

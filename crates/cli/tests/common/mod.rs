@@ -51,7 +51,11 @@ impl Stack {
         extra_env: &[(&str, &str)],
     ) -> Self {
         let admin = env("AGENTFLOW_TEST_ADMIN_URL");
-        let brokers = env("AGENTFLOW_KAFKA_BROKERS");
+        let brokers = extra_env
+            .iter()
+            .find(|(k, _)| *k == "AGENTFLOW_KAFKA_BROKERS")
+            .map(|(_, v)| v.to_string())
+            .unwrap_or_else(|| env("AGENTFLOW_KAFKA_BROKERS"));
         let name = format!("t_{}", uuid::Uuid::new_v4().simple());
         let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
             .await
@@ -123,6 +127,7 @@ impl Stack {
         for (k, v) in &self.extra_env {
             cmd.env(k, v);
         }
+        cmd.env("AGENTFLOW_KAFKA_BROKERS", &self.brokers);
         let mut child = cmd.spawn().expect("spawn agentflow serve");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
@@ -231,6 +236,77 @@ impl Stack {
             );
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
+    }
+}
+
+/// A Tansu broker of a test's own (SQLite storage in a temp dir), for tests
+/// that stop and restart the broker.
+pub struct OwnBroker {
+    dir: std::path::PathBuf,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl OwnBroker {
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!("tansu-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut b = Self {
+            dir,
+            port,
+            child: None,
+        };
+        b.restart();
+        b
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it (again) from the same storage.
+    pub fn restart(&mut self) {
+        let url = format!("tcp://127.0.0.1:{}", self.port);
+        let child = Command::new("tansu")
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "sqlite://tansu.db",
+            ])
+            .current_dir(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tansu on PATH (scripts/stack.sh install)");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        self.kill9();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
