@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use agentflow_core::{Event, Record, UserId, WorkflowId};
-use agentflow_log::{Assigner, ConsumerEvent, LogConfig, Producer, StartAt, Subscription, ensure_topic};
+use agentflow_log::{
+    Assigner, ConsumerEvent, LogConfig, Producer, StartAt, Subscription, ensure_topic,
+};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -30,8 +32,8 @@ struct Args {
     linger_ms: u64,
 }
 
-struct Latest;
-impl Assigner for Latest {
+struct FromStart;
+impl Assigner for FromStart {
     fn start_positions(&self, partitions: &[i32]) -> Vec<StartAt> {
         vec![StartAt::Beginning; partitions.len()]
     }
@@ -48,7 +50,8 @@ async fn main() {
     let consumed = Arc::new(AtomicUsize::new(0));
     let mut subs = vec![];
     for g in 0..args.groups {
-        let (sub, mut rx) = Subscription::start(&cfg, &format!("g{g}"), Arc::new(Latest), 8192).unwrap();
+        let (sub, mut rx) =
+            Subscription::start(&cfg, &format!("g{g}"), Arc::new(FromStart), 8192).unwrap();
         let consumed = consumed.clone();
         tokio::spawn(async move {
             while let Some(ev) = rx.recv().await {
@@ -69,9 +72,18 @@ async fn main() {
             let mut lat = vec![];
             let id = WorkflowId::new();
             while next.fetch_add(1, Ordering::Relaxed) < n {
-                let r = Record::new(id, UserId(1), 1, chrono::Utc::now(), Event::Started { from_step: 1 });
+                let r = Record::new(
+                    id,
+                    UserId(1),
+                    1,
+                    chrono::Utc::now(),
+                    Event::Started { from_step: 1 },
+                );
                 let t = Instant::now();
-                producer.append(&r, Duration::from_secs(30)).await.expect("append");
+                producer
+                    .append(&r, Duration::from_secs(30))
+                    .await
+                    .expect("append");
                 lat.push(t.elapsed());
             }
             lat
@@ -83,7 +95,8 @@ async fn main() {
     }
     let secs = started.elapsed().as_secs_f64();
     lat.sort();
-    let p = |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)].as_secs_f64() * 1000.0;
+    let p =
+        |q: f64| lat[((lat.len() as f64 * q) as usize).min(lat.len() - 1)].as_secs_f64() * 1000.0;
     println!(
         "appended {} records in {secs:.2}s: {:.0} records/s, append p50 {:.1} ms p99 {:.1} ms; consumed {} by {} groups",
         lat.len(),
