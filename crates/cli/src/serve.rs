@@ -60,10 +60,27 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     let producer = Producer::new(&log)?;
     let progress = Progress::default();
 
-    let projector = if args.no_projector {
-        None
+    // With both in one process, the projector follows the engine's stream:
+    // the broker then serves one fetch stream, not two (see README).
+    let shared = !args.no_projector && !args.no_engine;
+    let (tap, projector) = if shared {
+        let (tx, rx) = tokio::sync::mpsc::channel(8192);
+        (
+            Some(tx),
+            Some(Projector::follow(
+                rx,
+                store.clone(),
+                &log.topic,
+                progress.clone(),
+            )),
+        )
+    } else if args.no_projector {
+        (None, None)
     } else {
-        Some(Projector::start(&log, store.clone(), progress.clone())?)
+        (
+            None,
+            Some(Projector::start(&log, store.clone(), progress.clone())?),
+        )
     };
     let engine = if args.no_engine {
         None
@@ -75,7 +92,7 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
             node_id: config.node_id.clone(),
             append_timeout: Duration::from_millis(config.append_timeout_ms),
         };
-        Some(Arc::new(Engine::start(&log, worker).await?))
+        Some(Arc::new(Engine::start(&log, worker, tap).await?))
     };
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

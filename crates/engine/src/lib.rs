@@ -14,7 +14,9 @@ mod workflow_actor;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentflow_log::{Assigner, LogConfig, LogError, Producer, StartAt, Subscription};
+use agentflow_log::{
+    Assigner, ConsumerEvent, LogConfig, LogError, Producer, StartAt, Subscription,
+};
 use ractor::{Actor, ActorRef};
 
 pub use agents::{AgentClient, AgentDefaults, AgentSettings, CallOutcome};
@@ -55,7 +57,14 @@ impl Assigner for FromTheBeginning {
 }
 
 impl Engine {
-    pub async fn start(log: &LogConfig, worker: Worker) -> Result<Self, EngineError> {
+    /// Joins the `engine` group and runs. With `tap`, every event the engine
+    /// consumes is also sent there (the in-process projector follows the
+    /// same stream, so the broker serves one fetch stream instead of two).
+    pub async fn start(
+        log: &LogConfig,
+        worker: Worker,
+        tap: Option<tokio::sync::mpsc::Sender<ConsumerEvent>>,
+    ) -> Result<Self, EngineError> {
         metrics::describe();
         let (supervisor, _) = Actor::spawn(None, Supervisor, Arc::new(worker))
             .await
@@ -65,6 +74,11 @@ impl Engine {
         let to = supervisor.clone();
         let forwarder = tokio::spawn(async move {
             while let Some(ev) = events.recv().await {
+                if let Some(tap) = &tap
+                    && tap.send(ev.clone()).await.is_err()
+                {
+                    tracing::error!("the projector stopped following the engine's stream");
+                }
                 if to.send_message(SupervisorMsg::Log(ev)).is_err() {
                     break;
                 }

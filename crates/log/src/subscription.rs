@@ -41,7 +41,7 @@ pub struct Assigned {
     pub low_watermark: i64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct LogRecord {
     pub partition: i32,
     pub offset: i64,
@@ -50,7 +50,7 @@ pub struct LogRecord {
     pub record: Result<Record, RecordError>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum ConsumerEvent {
     /// Always sent before the first record of those partitions.
     Assigned(Vec<Assigned>),

@@ -3,7 +3,7 @@
 //! it are written in one transaction, and a newly assigned partition starts
 //! at the offset stored there — so a restart neither loses nor doubles.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -47,6 +47,16 @@ impl Assigner for StoredOffsets {
     }
 }
 
+fn describe() {
+    metrics::describe_histogram!(
+        BATCH_SECONDS,
+        metrics::Unit::Seconds,
+        "Time to write one projector batch."
+    );
+    metrics::describe_counter!(RECORDS_APPLIED, "Records the projector wrote, by result.");
+    metrics::describe_gauge!(LAG_SECONDS, "Age of the newest record the projector wrote.");
+}
+
 pub struct Projector {
     subscription: std::sync::Mutex<Option<Subscription>>,
     task: JoinHandle<()>,
@@ -54,13 +64,7 @@ pub struct Projector {
 
 impl Projector {
     pub fn start(log: &LogConfig, store: Store, progress: Progress) -> Result<Self, LogError> {
-        metrics::describe_histogram!(
-            BATCH_SECONDS,
-            metrics::Unit::Seconds,
-            "Time to write one projector batch."
-        );
-        metrics::describe_counter!(RECORDS_APPLIED, "Records the projector wrote, by result.");
-        metrics::describe_gauge!(LAG_SECONDS, "Age of the newest record the projector wrote.");
+        describe();
         let assigner = StoredOffsets {
             store: store.clone(),
             topic: log.topic.clone(),
@@ -73,6 +77,23 @@ impl Projector {
             subscription: std::sync::Mutex::new(Some(subscription)),
             task,
         })
+    }
+
+    /// Follows another consumer's stream (the engine's, in one process)
+    /// instead of a subscription of its own. That stream replays partitions
+    /// from the beginning; records below the stored offsets are skipped.
+    pub fn follow(
+        events: mpsc::Receiver<ConsumerEvent>,
+        store: Store,
+        topic: &str,
+        progress: Progress,
+    ) -> Self {
+        describe();
+        let task = tokio::spawn(run(events, store, topic.to_owned(), progress));
+        Self {
+            subscription: std::sync::Mutex::new(None),
+            task,
+        }
     }
 
     pub async fn stop(&self) {
@@ -90,7 +111,8 @@ async fn run(
     topic: String,
     progress: Progress,
 ) {
-    let mut owned: HashSet<i32> = HashSet::new();
+    // Partition → the first offset not yet in Postgres.
+    let mut owned: HashMap<i32, i64> = HashMap::new();
     let mut batch: Vec<Positioned> = Vec::with_capacity(MAX_BATCH);
     loop {
         let Some(first) = events.recv().await else {
@@ -100,15 +122,23 @@ async fn run(
         // Take what is already waiting, up to a batch.
         while let Some(ev) = next.take() {
             match ev {
-                ConsumerEvent::Assigned(parts) => owned.extend(parts.iter().map(|a| a.partition)),
+                ConsumerEvent::Assigned(parts) => {
+                    let partitions: Vec<i32> = parts.iter().map(|a| a.partition).collect();
+                    let from = claim(&store, &topic, &partitions).await;
+                    owned.extend(partitions.into_iter().zip(from));
+                }
                 ConsumerEvent::Revoked(parts) => {
                     for p in &parts {
                         owned.remove(p);
                     }
-                    batch.retain(|r| owned.contains(&r.partition));
+                    batch.retain(|r| owned.contains_key(&r.partition));
                 }
                 ConsumerEvent::Record(lr) => match lr.record {
-                    Ok(record) if owned.contains(&lr.partition) => {
+                    Ok(record)
+                        if owned
+                            .get(&lr.partition)
+                            .is_some_and(|from| lr.offset >= *from) =>
+                    {
                         batch.push(Positioned {
                             partition: lr.partition,
                             offset: lr.offset,
@@ -131,6 +161,21 @@ async fn run(
         }
         write(&store, &topic, &progress, &batch).await;
         batch.clear();
+    }
+}
+
+/// Where each partition's projection stands, retrying until Postgres answers.
+async fn claim(store: &Store, topic: &str, partitions: &[i32]) -> Vec<i64> {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match store.claim_partitions(topic, partitions).await {
+            Ok(from) => return from,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read projector offsets, retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
     }
 }
 
