@@ -184,3 +184,93 @@ async fn kill_9_mid_run_then_restart_finishes_every_workflow_repeating_only_in_f
         .collect();
     assert!(per_workflow.values().all(|n| *n <= 1), "{per_workflow:?}");
 }
+
+#[tokio::test]
+async fn a_stale_writer_that_wins_a_seq_is_followed_and_the_actor_restarts_from_the_log() {
+    use agentflow_core::{AgentName, Event, Record, UserId, WorkflowId};
+    // Step 1's agent takes 2 s; meanwhile a "zombie" appends its own result
+    // for step 1 at the same seq. It is first in the log, so it wins: the
+    // engine's actor must notice, restart from the log, and continue from
+    // the zombie's output, and the projection must agree.
+    let s = Stack::start().await;
+    let t = s.token(2);
+    // A producer of its own, warmed up first (its first append also sets up
+    // the idempotent producer): a record for a workflow that does not exist,
+    // which every fold rejects.
+    let producer =
+        agentflow_log::Producer::new(&agentflow_log::LogConfig::new(&s.brokers, &s.topic)).unwrap();
+    let nothing = Record::new(
+        WorkflowId::new(),
+        UserId(2),
+        7,
+        chrono::Utc::now(),
+        Event::Completed,
+    );
+    producer
+        .append(&nothing, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let id = s
+        .create(
+            &t,
+            serde_json::json!({"name": "zombie", "tasks": [
+                {"agent": "slow", "input": {"_mock": {"delay_ms": 2000}}},
+                {"agent": "next", "input": {"content": "{{previous_output}}"}}
+            ]}),
+        )
+        .await;
+    s.execute(&t, &id).await;
+    let started = read_topic(&s)
+        .into_iter()
+        .find(|(k, _, v)| *k == id && v["event_type"] == "workflow.started")
+        .expect("started record")
+        .2;
+    let parent = uuid::Uuid::parse_str(started["event_id"].as_str().unwrap()).unwrap();
+    let zombie = Record::new(
+        WorkflowId::parse(&id).unwrap(),
+        UserId(2),
+        3,
+        chrono::Utc::now(),
+        Event::AgentExecuted {
+            step: 1,
+            agent: AgentName::parse("slow").unwrap(),
+            output: serde_json::json!({"from": "zombie"}),
+            attempts: 1,
+            duration_ms: 1,
+        },
+    )
+    .after(parent);
+    producer
+        .append(&zombie, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get(&t, &id).await["tasks"][0]["status"],
+        "running",
+        "the zombie was first"
+    );
+
+    let w = s.wait_done(&t, &id, Duration::from_secs(30)).await;
+    assert_eq!(w["status"], "completed", "{w}");
+    assert_eq!(
+        w["results"][0]["output"],
+        serde_json::json!({"from": "zombie"}),
+        "first in the log wins"
+    );
+    assert_eq!(
+        w["results"][1]["output"]["input"]["content"],
+        serde_json::json!({"from": "zombie"}),
+        "step 2 was decided on the log's step 1, not the actor's own"
+    );
+    // The log holds the losing record too, and exactly one of each seq
+    // was applied: seq 1..=5 with one completed.
+    let recs: Vec<_> = read_topic(&s)
+        .into_iter()
+        .filter(|(k, _, _)| *k == id)
+        .collect();
+    let completed = recs
+        .iter()
+        .filter(|(_, _, v)| v["event_type"] == "workflow.completed")
+        .count();
+    assert_eq!(completed, 1, "{recs:?}");
+}
