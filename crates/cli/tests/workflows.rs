@@ -385,3 +385,22 @@ async fn metrics_expose_the_guides_four_metrics() {
     );
     assert!(text.contains("workflow_active_count 0"), "{text}");
 }
+
+#[tokio::test]
+async fn roles_split_across_processes_still_read_their_writes() {
+    // API + engine in one process, the projector alone in another (its own
+    // consumer group): create and execute wait for the other process's
+    // projection through Postgres.
+    let s = Stack::start_split().await;
+    let t = s.token(21);
+    let id = s.create(&t, pipeline("split", &CONTENT)).await;
+    assert_eq!(s.get(&t, &id).await["status"], "pending", "visible at once");
+    assert_eq!(s.execute(&t, &id).await.0, 202);
+    assert_ne!(s.get(&t, &id).await["status"], "pending");
+    let w = s.wait_done(&t, &id, Duration::from_secs(30)).await;
+    assert_eq!(w["status"], "completed", "{w}");
+    assert_eq!(
+        w["results"][2]["output"]["input"]["content"],
+        w["results"][1]["output"]
+    );
+}

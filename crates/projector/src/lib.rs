@@ -30,20 +30,11 @@ impl Assigner for StoredOffsets {
     fn start_positions(&self, partitions: &[i32]) -> Vec<StartAt> {
         // On the subscription's own thread, so blocking here is allowed; the
         // partitions are not read until Postgres says where they start.
-        let mut delay = Duration::from_millis(100);
-        loop {
-            match self
-                .runtime
-                .block_on(self.store.claim_partitions(&self.topic, partitions))
-            {
-                Ok(offsets) => return offsets.into_iter().map(StartAt::Offset).collect(),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot read projector offsets, retrying");
-                    std::thread::sleep(delay);
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-            }
-        }
+        self.runtime
+            .block_on(claim(&self.store, &self.topic, partitions))
+            .into_iter()
+            .map(StartAt::Offset)
+            .collect()
     }
 }
 

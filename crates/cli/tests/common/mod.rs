@@ -26,6 +26,10 @@ pub struct Stack {
     pub agents_file: std::path::PathBuf,
     pub extra_env: Vec<(String, String)>,
     pub server: Option<Child>,
+    /// Arguments after `serve` for the server process.
+    pub serve_args: Vec<String>,
+    /// Other `agentflow` processes of this stack (killed on drop).
+    pub helpers: Vec<Child>,
     pub base: String,
     pub http: reqwest::Client,
     _dir: TempDir,
@@ -95,6 +99,8 @@ impl Stack {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             server: None,
+            serve_args: vec![],
+            helpers: vec![],
             base: String::new(),
             http: reqwest::Client::new(),
             _dir: TempDir(dir),
@@ -103,10 +109,21 @@ impl Stack {
         s
     }
 
-    /// Starts `agentflow serve` and waits until it is ready.
-    pub async fn spawn_server(&mut self) {
+    /// A stack whose API+engine process runs `serve --no-projector` and whose
+    /// projector is a process of its own (`serve --no-api --no-engine`).
+    pub async fn start_split() -> Self {
+        let mut s = Self::start_with(Duration::ZERO, "", &[]).await;
+        s.kill9();
+        s.serve_args = vec!["--no-projector".into()];
+        s.spawn_helper(&["serve", "--no-api", "--no-engine"]);
+        s.spawn_server().await;
+        s
+    }
+
+    /// `agentflow ARGS` with this stack's configuration.
+    pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_agentflow"));
-        cmd.arg("serve")
+        cmd.args(args)
             .env("AGENTFLOW_DATABASE_URL", &self.db_url)
             .env("AGENTFLOW_KAFKA_BROKERS", &self.brokers)
             .env("AGENTFLOW_TOPIC", &self.topic)
@@ -128,7 +145,21 @@ impl Stack {
             cmd.env(k, v);
         }
         cmd.env("AGENTFLOW_KAFKA_BROKERS", &self.brokers);
-        let mut child = cmd.spawn().expect("spawn agentflow serve");
+        cmd
+    }
+
+    /// Starts another `agentflow` process of this stack.
+    pub fn spawn_helper(&mut self, args: &[&str]) {
+        let mut cmd = self.command(args);
+        cmd.stdout(Stdio::null());
+        self.helpers.push(cmd.spawn().expect("spawn agentflow"));
+    }
+
+    /// Starts `agentflow serve` and waits until it is ready.
+    pub async fn spawn_server(&mut self) {
+        let mut args = vec!["serve"];
+        args.extend(self.serve_args.iter().map(String::as_str));
+        let mut child = self.command(&args).spawn().expect("spawn agentflow serve");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -313,6 +344,10 @@ impl Drop for OwnBroker {
 impl Drop for Stack {
     fn drop(&mut self) {
         self.kill9();
+        for h in &mut self.helpers {
+            let _ = h.kill();
+            let _ = h.wait();
+        }
     }
 }
 
