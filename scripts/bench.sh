@@ -4,6 +4,7 @@
 # driver: N content-pipeline workflows at concurrency C.
 #
 #   scripts/bench.sh [N] [C] [LATENCY_MS]     defaults: 1000 32 0
+#   POLL_MS=10 ...   how often each client polls its workflow (default 25)
 #   MODE=memory scripts/bench.sh 10000 64 2000
 #       start N workflows (C requests at a time) against LATENCY_MS agents and
 #       report peak running workflows and the server's peak resident memory
@@ -47,5 +48,5 @@ if [ "${MODE:-}" = memory ]; then
   target/release/agentflow-bench --url "http://127.0.0.1:$api_port" -n "$n" -c "$c" --hold-pid "${pids[1]}"
   exit 0
 fi
-target/release/agentflow-bench --url "http://127.0.0.1:$api_port" -n "$n" -c "$c"
+target/release/agentflow-bench --url "http://127.0.0.1:$api_port" -n "$n" -c "$c" --poll-ms "${POLL_MS:-25}"
 echo "== agentflow serve resident memory: $(ps -o rss= -p "${pids[1]}" | awk '{printf "%.0f MiB", $1/1024}')"

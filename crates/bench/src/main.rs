@@ -23,8 +23,9 @@ struct Args {
     /// Workflows in flight at once.
     #[arg(short, long, default_value_t = 32)]
     c: usize,
-    /// How often a client polls its workflow's status.
-    #[arg(long, default_value_t = 10)]
+    /// How often a client polls its workflow's status. The polling is load
+    /// on the same machine: 10 ms costs ~20% of the throughput of 25 ms.
+    #[arg(long, default_value_t = 25)]
     poll_ms: u64,
     /// Print one JSON line instead of text.
     #[arg(long)]
