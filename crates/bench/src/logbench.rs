@@ -107,6 +107,6 @@ async fn main() {
         args.groups
     );
     for s in subs {
-        s.stop(Duration::from_secs(2));
+        s.stop(Duration::from_secs(2)).await;
     }
 }

@@ -186,7 +186,16 @@ impl WorkflowState {
         }
     }
 
-    fn expect_step(&self, step: u32, agent: &AgentName) -> Result<(), Rejected> {
+    /// Ends the step in progress, which must be `step` run by `agent`.
+    fn finish_step(
+        &mut self,
+        step: u32,
+        agent: &AgentName,
+        status: StepStatus,
+        attempts: u32,
+        duration_ms: u64,
+        record: &Record,
+    ) -> Result<&mut StepState, Rejected> {
         let expected = self.next_step();
         let agent_matches = self.step(step).is_some_and(|s| &s.agent == agent);
         if expected != Some(step) || !agent_matches {
@@ -195,7 +204,12 @@ impl WorkflowState {
                 got: step,
             });
         }
-        Ok(())
+        let s = &mut self.steps[step as usize - 1];
+        s.status = status;
+        s.attempts = attempts;
+        s.duration_ms = duration_ms;
+        s.finished_at = Some(record.timestamp);
+        Ok(s)
     }
 }
 
@@ -281,13 +295,15 @@ pub fn apply(state: &mut Option<WorkflowState>, record: &Record) -> Result<(), R
             },
             WorkflowStatus::Running,
         ) if st.failed_step().is_none() => {
-            st.expect_step(*step, agent)?;
-            let s = &mut st.steps[*step as usize - 1];
-            s.status = StepStatus::Completed;
+            let s = st.finish_step(
+                *step,
+                agent,
+                StepStatus::Completed,
+                *attempts,
+                *duration_ms,
+                record,
+            )?;
             s.output = Some(output.clone());
-            s.attempts = *attempts;
-            s.duration_ms = *duration_ms;
-            s.finished_at = Some(record.timestamp);
         }
         (
             Event::StepFailed {
@@ -299,13 +315,15 @@ pub fn apply(state: &mut Option<WorkflowState>, record: &Record) -> Result<(), R
             },
             WorkflowStatus::Running,
         ) if st.failed_step().is_none() => {
-            st.expect_step(*step, agent)?;
-            let s = &mut st.steps[*step as usize - 1];
-            s.status = StepStatus::Failed;
+            let s = st.finish_step(
+                *step,
+                agent,
+                StepStatus::Failed,
+                *attempts,
+                *duration_ms,
+                record,
+            )?;
             s.error = Some(error.clone());
-            s.attempts = *attempts;
-            s.duration_ms = *duration_ms;
-            s.finished_at = Some(record.timestamp);
         }
         (Event::Completed, WorkflowStatus::Running)
             if st.steps.iter().all(|s| s.status == StepStatus::Completed) =>

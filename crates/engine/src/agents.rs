@@ -203,29 +203,28 @@ impl AgentClient {
             .json(input)
             .send()
             .await;
-        let resp = match resp {
-            Ok(r) => r,
-            Err(e) if e.is_timeout() => {
-                let msg = format!("no answer within {} ms", settings.timeout.as_millis());
-                return Err((err(StepErrorKind::Timeout, msg, None), true));
-            }
-            Err(e) => {
-                let msg = format!("cannot reach agent: {}", root_cause(&e));
-                return Err((err(StepErrorKind::Connection, msg, None), true));
-            }
+        // Timeouts and connection trouble, while sending or while reading
+        // the answer, are worth another attempt.
+        let transport = |e: reqwest::Error, doing: &str| {
+            let (kind, msg) = if e.is_timeout() {
+                (
+                    StepErrorKind::Timeout,
+                    format!("no answer within {} ms", settings.timeout.as_millis()),
+                )
+            } else {
+                (
+                    StepErrorKind::Connection,
+                    format!("{doing}: {}", root_cause(&e)),
+                )
+            };
+            (err(kind, msg, None), true)
         };
+        let resp = resp.map_err(|e| transport(e, "cannot reach agent"))?;
         let status = resp.status();
-        let body = match resp.bytes().await {
-            Ok(b) => b,
-            Err(e) if e.is_timeout() => {
-                let msg = format!("no answer within {} ms", settings.timeout.as_millis());
-                return Err((err(StepErrorKind::Timeout, msg, None), true));
-            }
-            Err(e) => {
-                let msg = format!("reading the answer failed: {}", root_cause(&e));
-                return Err((err(StepErrorKind::Connection, msg, None), true));
-            }
-        };
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| transport(e, "reading the answer failed"))?;
         let code = Some(status.as_u16());
         if status.is_server_error() {
             let msg = format!("agent answered {status}: {}", snippet(&body));

@@ -106,7 +106,7 @@ impl Engine {
     pub async fn stop(&self) {
         let sub = self.subscription.lock().expect("not poisoned").take();
         if let Some(s) = sub {
-            let _ = tokio::task::spawn_blocking(move || s.stop(Duration::from_secs(5))).await;
+            s.stop(Duration::from_secs(5)).await;
         }
         self.forwarder.abort();
         self.supervisor.stop(None);

@@ -221,14 +221,18 @@ impl Subscription {
     }
 
     /// Stops following the topic and leaves the group, waiting at most
-    /// `timeout` for the consumer to close.
-    pub fn stop(mut self, timeout: Duration) {
+    /// `timeout` for the consumer to close (closing blocks in librdkafka, so
+    /// the wait runs on a blocking thread).
+    pub async fn stop(mut self, timeout: Duration) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
-            let deadline = std::time::Instant::now() + timeout;
-            while !t.is_finished() && std::time::Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(10));
-            }
+            let _ = tokio::task::spawn_blocking(move || {
+                let deadline = std::time::Instant::now() + timeout;
+                while !t.is_finished() && std::time::Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            })
+            .await;
         }
     }
 }

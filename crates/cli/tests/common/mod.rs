@@ -54,6 +54,13 @@ impl Stack {
         agents_toml: &str,
         extra_env: &[(&str, &str)],
     ) -> Self {
+        let mut s = Self::prepare(latency, agents_toml, extra_env).await;
+        s.spawn_server().await;
+        s
+    }
+
+    /// The database, topic and mock agent, with no server yet.
+    async fn prepare(latency: Duration, agents_toml: &str, extra_env: &[(&str, &str)]) -> Self {
         let admin = env("AGENTFLOW_TEST_ADMIN_URL");
         let brokers = extra_env
             .iter()
@@ -88,7 +95,7 @@ impl Stack {
             agents_toml.replace("{mock}", &format!("http://{}", agent.addr)),
         )
         .unwrap();
-        let mut s = Self {
+        Self {
             db_url,
             brokers,
             topic: format!("t-{}", uuid::Uuid::new_v4().simple()),
@@ -104,16 +111,13 @@ impl Stack {
             base: String::new(),
             http: reqwest::Client::new(),
             _dir: TempDir(dir),
-        };
-        s.spawn_server().await;
-        s
+        }
     }
 
     /// A stack whose API+engine process runs `serve --no-projector` and whose
     /// projector is a process of its own (`serve --no-api --no-engine`).
     pub async fn start_split() -> Self {
-        let mut s = Self::start_with(Duration::ZERO, "", &[]).await;
-        s.kill9();
+        let mut s = Self::prepare(Duration::ZERO, "", &[]).await;
         s.serve_args = vec!["--no-projector".into()];
         s.spawn_helper(&["serve", "--no-api", "--no-engine"]);
         s.spawn_server().await;
