@@ -48,6 +48,8 @@ pub fn workflow(st: &WorkflowState) -> Value {
         "results": st.results(),
         "error": error,
         "runs": st.runs,
+        "timeout_ms": st.timeout_ms,
+        "cancel_requested": st.cancel_requested,
         "created_at": st.created_at,
         "started_at": st.started_at,
         "finished_at": st.finished_at,

@@ -30,6 +30,8 @@ pub struct Config {
     pub kafka_fetch_wait_ms: u64,
     pub append_timeout_ms: u64,
     pub projection_wait_ms: u64,
+    pub shutdown_grace_ms: u64,
+    pub engine_checkpoints: bool,
     pub jwt_secret: String,
     pub agents_file: PathBuf,
     pub agent_url_template: String,

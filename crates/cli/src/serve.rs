@@ -92,7 +92,10 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
             node_id: config.node_id.clone(),
             append_timeout: Duration::from_millis(config.append_timeout_ms),
         };
-        Some(Arc::new(Engine::start(&log, worker, tap).await?))
+        let checkpoints = config.engine_checkpoints.then(|| store.clone());
+        Some(Arc::new(
+            Engine::start(&log, worker, checkpoints, tap).await?,
+        ))
     };
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -186,7 +189,8 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
         let _ = tokio::time::timeout(Duration::from_secs(10), h).await;
     }
     if let Some(e) = engine {
-        e.stop().await;
+        e.stop(Duration::from_millis(config.shutdown_grace_ms))
+            .await;
     }
     let _ = producer.flush(Duration::from_secs(10));
     if let Some(p) = projector {

@@ -13,12 +13,18 @@ pub struct TaskDef {
     pub agent: AgentName,
     #[serde(default)]
     pub input: Value,
+    /// Overrides the agent's per-attempt timeout for this step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkflowDefinition {
     pub name: String,
     pub tasks: Vec<TaskDef>,
+    /// A whole run's deadline, counted from each (re)start: a step still
+    /// running when it passes fails with `workflow_timeout`.
+    pub timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,6 +52,8 @@ pub enum DefinitionError {
     BadAgent { index: usize, message: String },
     #[error("tasks[{index}].input: {source}")]
     BadTemplate { index: usize, source: TemplateError },
+    #[error("`{0}` must be an integer number of milliseconds from 1 to {max}", max = WorkflowDefinition::MAX_TIMEOUT_MS)]
+    BadTimeout(String),
     #[error(
         "tasks[0].input uses `{{{{previous_output}}}}` but the first step has no previous output"
     )]
@@ -55,12 +63,17 @@ pub enum DefinitionError {
 impl WorkflowDefinition {
     pub const MAX_NAME_CHARS: usize = 255;
     pub const MAX_TASKS: usize = 100;
+    /// One day: longer "timeouts" are almost always a unit mistake.
+    pub const MAX_TIMEOUT_MS: u64 = 86_400_000;
 
     /// Validates a request body field by field, so each mistake gets its own
     /// message instead of a generic deserialisation error.
     pub fn parse(body: &Value) -> Result<Self, DefinitionError> {
         let obj = body.as_object().ok_or(DefinitionError::NotAnObject)?;
-        if let Some(k) = obj.keys().find(|k| !matches!(k.as_str(), "name" | "tasks")) {
+        if let Some(k) = obj
+            .keys()
+            .find(|k| !matches!(k.as_str(), "name" | "tasks" | "timeout_ms"))
+        {
             return Err(DefinitionError::UnknownField(k.clone()));
         }
         let name = match obj.get("name") {
@@ -100,7 +113,23 @@ impl WorkflowDefinition {
             .enumerate()
             .map(|(i, t)| parse_task(i, t))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { name, tasks })
+        let timeout_ms = parse_timeout(obj.get("timeout_ms"), "timeout_ms")?;
+        Ok(Self {
+            name,
+            tasks,
+            timeout_ms,
+        })
+    }
+}
+
+fn parse_timeout(v: Option<&Value>, field: &str) -> Result<Option<u64>, DefinitionError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .filter(|ms| (1..=WorkflowDefinition::MAX_TIMEOUT_MS).contains(ms))
+            .map(Some)
+            .ok_or_else(|| DefinitionError::BadTimeout(field.to_owned())),
     }
 }
 
@@ -111,7 +140,7 @@ fn parse_task(index: usize, t: &Value) -> Result<TaskDef, DefinitionError> {
     })?;
     if let Some(k) = obj
         .keys()
-        .find(|k| !matches!(k.as_str(), "agent" | "input"))
+        .find(|k| !matches!(k.as_str(), "agent" | "input" | "timeout_ms"))
     {
         return Err(DefinitionError::UnknownField(format!("tasks[{index}].{k}")));
     }
@@ -142,7 +171,12 @@ fn parse_task(index: usize, t: &Value) -> Result<TaskDef, DefinitionError> {
     if index == 0 && uses_previous {
         return Err(DefinitionError::PreviousOutputInFirstStep);
     }
-    Ok(TaskDef { agent, input })
+    let timeout_ms = parse_timeout(obj.get("timeout_ms"), &format!("tasks[{index}].timeout_ms"))?;
+    Ok(TaskDef {
+        agent,
+        input,
+        timeout_ms,
+    })
 }
 
 #[cfg(test)]
@@ -186,6 +220,18 @@ mod tests {
             (
                 json!({"name": "x", "tasks": [{"agent": "a"}], "extra": 1}),
                 DefinitionError::UnknownField("extra".into()),
+            ),
+            (
+                json!({"name": "x", "tasks": [{"agent": "a"}], "timeout_ms": 0}),
+                DefinitionError::BadTimeout("timeout_ms".into()),
+            ),
+            (
+                json!({"name": "x", "tasks": [{"agent": "a", "timeout_ms": "5s"}]}),
+                DefinitionError::BadTimeout("tasks[0].timeout_ms".into()),
+            ),
+            (
+                json!({"name": "x", "tasks": [{"agent": "a", "timeout_ms": 1.5}]}),
+                DefinitionError::BadTimeout("tasks[0].timeout_ms".into()),
             ),
             (
                 json!({"name": "x", "tasks": [{"agent": "a", "input": "{{previous_output}}"}]}),

@@ -13,7 +13,7 @@ pub mod record;
 pub mod state;
 pub mod template;
 
-pub use decide::{Action, decide};
+pub use decide::{Action, decide, timed_out};
 pub use definition::{DefinitionError, TaskDef, WorkflowDefinition};
 pub use ids::{AgentName, IdError, UserId, WorkflowId};
 pub use record::{Event, Record, RecordError, StepError, StepErrorKind};

@@ -39,13 +39,33 @@ pub enum StepErrorKind {
     Connection,
     /// A 2xx whose body is not JSON.
     InvalidResponse,
+    /// The workflow's own deadline (`timeout_ms`) passed during the step.
+    WorkflowTimeout,
+}
+
+impl StepErrorKind {
+    /// The wire name (also a metrics label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepErrorKind::Rejected => "rejected",
+            StepErrorKind::ServerError => "server_error",
+            StepErrorKind::Timeout => "timeout",
+            StepErrorKind::Connection => "connection",
+            StepErrorKind::InvalidResponse => "invalid_response",
+            StepErrorKind::WorkflowTimeout => "workflow_timeout",
+        }
+    }
 }
 
 /// What happened (or what a user asked for), one variant per `event_type`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// `workflow.created`: a user defined a workflow.
-    Created { name: String, tasks: Vec<TaskDef> },
+    Created {
+        name: String,
+        tasks: Vec<TaskDef>,
+        timeout_ms: Option<u64>,
+    },
     /// `workflow.started`: a user asked to run it, from `from_step` (1 on the
     /// first run, the failed step when resuming a failed workflow).
     Started { from_step: u32 },
@@ -73,17 +93,34 @@ pub enum Event {
         agent: AgentName,
         error: StepError,
     },
+    /// `workflow.cancel_requested`: a user asked to cancel a running
+    /// workflow. A command, not a step of the chain: it does not advance
+    /// `seq` (it carries the seq it was asked at), so it never races the
+    /// actor's records; the actor ends the workflow after its in-flight step.
+    CancelRequested,
+    /// `workflow.cancelled`: the workflow stopped for good; the steps not run
+    /// are skipped.
+    Cancelled,
 }
 
 impl Event {
-    pub const TYPES: [&'static str; 6] = [
+    pub const TYPES: [&'static str; 8] = [
         "workflow.created",
         "workflow.started",
         "agent.executed",
         "step.failed",
         "workflow.completed",
         "workflow.failed",
+        "workflow.cancel_requested",
+        "workflow.cancelled",
     ];
+
+    /// Whether the record takes the next place in the workflow's chain
+    /// (`seq`, `prev_event_id`). Only commands that merely flag the state
+    /// do not.
+    pub fn is_chained(&self) -> bool {
+        !matches!(self, Event::CancelRequested)
+    }
 
     pub fn event_type(&self) -> &'static str {
         match self {
@@ -93,12 +130,24 @@ impl Event {
             Event::StepFailed { .. } => "step.failed",
             Event::Completed => "workflow.completed",
             Event::Failed { .. } => "workflow.failed",
+            Event::CancelRequested => "workflow.cancel_requested",
+            Event::Cancelled => "workflow.cancelled",
         }
     }
 
     fn to_data(&self) -> Value {
         match self {
-            Event::Created { name, tasks } => serde_json::json!({"name": name, "tasks": tasks}),
+            Event::Created {
+                name,
+                tasks,
+                timeout_ms,
+            } => {
+                let mut d = serde_json::json!({"name": name, "tasks": tasks});
+                if let Some(ms) = timeout_ms {
+                    d["timeout_ms"] = (*ms).into();
+                }
+                d
+            }
             Event::Started { from_step } => serde_json::json!({"from_step": from_step}),
             Event::AgentExecuted {
                 step,
@@ -120,7 +169,9 @@ impl Event {
                 "step": step, "agent": agent, "error": error,
                 "attempts": attempts, "duration_ms": duration_ms,
             }),
-            Event::Completed => Value::Object(Map::new()),
+            Event::Completed | Event::CancelRequested | Event::Cancelled => {
+                Value::Object(Map::new())
+            }
             Event::Failed { step, agent, error } => {
                 serde_json::json!({"step": step, "agent": agent, "error": error})
             }
@@ -133,6 +184,8 @@ impl Event {
         struct CreatedData {
             name: String,
             tasks: Vec<TaskDef>,
+            #[serde(default)]
+            timeout_ms: Option<u64>,
         }
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
@@ -171,6 +224,7 @@ impl Event {
                 Event::Created {
                     name: d.name,
                     tasks: d.tasks,
+                    timeout_ms: d.timeout_ms,
                 }
             }
             "workflow.started" => {
@@ -200,6 +254,8 @@ impl Event {
                 }
             }
             "workflow.completed" => Event::Completed,
+            "workflow.cancel_requested" => Event::CancelRequested,
+            "workflow.cancelled" => Event::Cancelled,
             "workflow.failed" => {
                 let d: FailedData = serde_json::from_value(data).map_err(bad)?;
                 Event::Failed {

@@ -1,7 +1,8 @@
 //! The fold: a workflow's state is `apply` over its records, in log order.
 //!
 //! The lifecycle `pending → running → completed | failed` (and `failed →
-//! running` on resume) lives here and only here. A record that does not fit —
+//! running` on resume; `pending | running | failed → cancelled`) lives here
+//! and only here. A record that does not fit —
 //! wrong `seq`, wrong workflow, an illegal transition — is rejected and
 //! changes nothing: the first record in log order with a given `seq` wins,
 //! which makes a stale writer after a rebalance harmless.
@@ -21,14 +22,16 @@ pub enum WorkflowStatus {
     Running,
     Completed,
     Failed,
+    Cancelled,
 }
 
 impl WorkflowStatus {
-    pub const ALL: [WorkflowStatus; 4] = [
+    pub const ALL: [WorkflowStatus; 5] = [
         WorkflowStatus::Pending,
         WorkflowStatus::Running,
         WorkflowStatus::Completed,
         WorkflowStatus::Failed,
+        WorkflowStatus::Cancelled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -37,6 +40,7 @@ impl WorkflowStatus {
             WorkflowStatus::Running => "running",
             WorkflowStatus::Completed => "completed",
             WorkflowStatus::Failed => "failed",
+            WorkflowStatus::Cancelled => "cancelled",
         }
     }
 
@@ -44,8 +48,9 @@ impl WorkflowStatus {
         Self::ALL.into_iter().find(|st| st.as_str() == s)
     }
 
+    /// Whether it can never change again.
     pub fn is_terminal(self) -> bool {
-        matches!(self, WorkflowStatus::Completed)
+        matches!(self, WorkflowStatus::Completed | WorkflowStatus::Cancelled)
     }
 
     /// Whether `POST /execute` may start (or resume) it.
@@ -93,6 +98,12 @@ pub struct WorkflowState {
     pub last_event_id: uuid::Uuid,
     /// How many times it was started (1 + resumes).
     pub runs: u32,
+    /// Each run's deadline, from its start (`None`: no deadline).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+    /// A user asked to cancel it while it was running.
+    #[serde(default)]
+    pub cancel_requested: bool,
     pub created_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<DateTime<Utc>>,
@@ -176,6 +187,12 @@ impl WorkflowState {
         seen
     }
 
+    /// When the current run must end, if the workflow has a timeout.
+    pub fn deadline(&self) -> Option<DateTime<Utc>> {
+        let ms = i64::try_from(self.timeout_ms?).ok()?;
+        Some(self.started_at? + chrono::Duration::milliseconds(ms))
+    }
+
     /// The step a (re)start begins at: 1 when pending, the failed step when
     /// failed; `None` when it cannot start.
     pub fn start_step(&self) -> Option<u32> {
@@ -216,6 +233,9 @@ impl WorkflowState {
 /// Applies `record` to `state` (`None` before the workflow exists). On
 /// `Err`, `state` is left exactly as it was.
 pub fn apply(state: &mut Option<WorkflowState>, record: &Record) -> Result<(), Rejected> {
+    if !record.event.is_chained() {
+        return apply_command(state, record);
+    }
     let expected = state.as_ref().map_or(1, |s| s.seq + 1);
     if record.seq != expected {
         return Err(Rejected::OutOfSequence {
@@ -224,7 +244,12 @@ pub fn apply(state: &mut Option<WorkflowState>, record: &Record) -> Result<(), R
         });
     }
     let Some(st) = state.as_mut() else {
-        let Event::Created { name, tasks } = &record.event else {
+        let Event::Created {
+            name,
+            tasks,
+            timeout_ms,
+        } = &record.event
+        else {
             return Err(Rejected::IllegalTransition {
                 status: None,
                 event: record.event_type(),
@@ -251,6 +276,8 @@ pub fn apply(state: &mut Option<WorkflowState>, record: &Record) -> Result<(), R
             seq: record.seq,
             last_event_id: record.event_id,
             runs: 0,
+            timeout_ms: *timeout_ms,
+            cancel_requested: false,
             created_at: record.timestamp,
             started_at: None,
             finished_at: None,
@@ -348,6 +375,23 @@ pub fn apply(state: &mut Option<WorkflowState>, record: &Record) -> Result<(), R
             st.status = WorkflowStatus::Failed;
             st.finished_at = Some(record.timestamp);
         }
+        // Pending and failed workflows have no actor: the API cancels them
+        // directly. A running one only by its actor, once asked.
+        (Event::Cancelled, status)
+            if matches!(status, WorkflowStatus::Pending | WorkflowStatus::Failed)
+                || (status == WorkflowStatus::Running && st.cancel_requested) =>
+        {
+            for s in st
+                .steps
+                .iter_mut()
+                .filter(|s| s.status == StepStatus::Pending)
+            {
+                s.status = StepStatus::Skipped;
+            }
+            st.status = WorkflowStatus::Cancelled;
+            st.cancel_requested = false;
+            st.finished_at = Some(record.timestamp);
+        }
         (event, status) => {
             return Err(Rejected::IllegalTransition {
                 status: Some(status),
@@ -358,4 +402,28 @@ pub fn apply(state: &mut Option<WorkflowState>, record: &Record) -> Result<(), R
     st.seq = record.seq;
     st.last_event_id = record.event_id;
     Ok(())
+}
+
+/// Applies a command that flags the state without taking a place in the
+/// chain (see [`Event::is_chained`]). Applying it twice changes nothing.
+fn apply_command(state: &mut Option<WorkflowState>, record: &Record) -> Result<(), Rejected> {
+    let Some(st) = state.as_mut() else {
+        return Err(Rejected::IllegalTransition {
+            status: None,
+            event: record.event_type(),
+        });
+    };
+    if st.workflow_id != record.workflow_id {
+        return Err(Rejected::OtherWorkflow);
+    }
+    match (&record.event, st.status) {
+        (Event::CancelRequested, WorkflowStatus::Running) => {
+            st.cancel_requested = true;
+            Ok(())
+        }
+        (event, status) => Err(Rejected::IllegalTransition {
+            status: Some(status),
+            event: event.event_type(),
+        }),
+    }
 }

@@ -32,6 +32,7 @@ impl Given {
                 } else {
                     json!({"content": "{{previous_output}}"})
                 },
+                timeout_ms: None,
             })
             .collect();
         let mut g = Self {
@@ -41,15 +42,19 @@ impl Given {
         g.push(Event::Created {
             name: "pipeline".into(),
             tasks,
+            timeout_ms: None,
         });
         g
     }
 
     fn push(&mut self, event: Event) -> &mut Self {
-        let seq = self.records.len() as u64 + 1;
+        // A command repeats the seq and parent of the state it was asked on.
+        let last = self.records.iter().rev().find(|r| r.event.is_chained());
+        let seq = last.map_or(0, |r| r.seq) + u64::from(event.is_chained());
+        let at = self.records.len() as i64 + 1;
         self.records.push(chain(
-            Record::new(self.id, UserId(42), seq, t(seq as i64), event),
-            self.records.last(),
+            Record::new(self.id, UserId(42), seq, t(at), event),
+            last,
         ));
         self
     }
@@ -102,6 +107,8 @@ fn started_workflow_calls_the_first_agent_with_its_input() {
             agent: agent("a"),
             input: json!({"topic": "AI"}),
             idempotency_key: format!("{}:1", g.id),
+            attempt_timeout_ms: None,
+            deadline: None,
         })
     );
 }
@@ -230,6 +237,7 @@ fn illegal_transitions_are_rejected_and_change_nothing() {
         Event::Created {
             name: "again".into(),
             tasks: vec![],
+            timeout_ms: None,
         },
         Event::Started { from_step: 2 },
     ];
@@ -339,6 +347,150 @@ fn a_record_decided_on_a_state_that_lost_the_race_is_rejected() {
     ));
 }
 
+#[test]
+fn cancelling_a_running_workflow_waits_for_the_step_in_flight() {
+    let mut g = Given::created(&["a", "b", "c"]);
+    g.push(Event::Started { from_step: 1 })
+        .push(Event::CancelRequested);
+    let st = g.fold();
+    // The request does not take a place in the chain...
+    assert_eq!(st.seq, 2);
+    assert!(st.cancel_requested);
+    assert_eq!(st.status, WorkflowStatus::Running);
+    // ...so the step in flight still lands, and then the actor cancels.
+    g.push(executed(1, "a", json!("draft")));
+    let st = g.fold();
+    assert_eq!(st.seq, 3);
+    let Some(Action::Append { event, .. }) = decide(&st, t(9)) else {
+        panic!("expected an append")
+    };
+    assert_eq!(event, Event::Cancelled);
+    g.push(event);
+    let st = g.fold();
+    assert_eq!(st.status, WorkflowStatus::Cancelled);
+    assert!(st.status.is_terminal());
+    let statuses: Vec<StepStatus> = st.steps.iter().map(|s| s.status).collect();
+    assert_eq!(
+        statuses,
+        [
+            StepStatus::Completed,
+            StepStatus::Skipped,
+            StepStatus::Skipped
+        ]
+    );
+    assert_eq!(st.results(), json!([{"step": 1, "output": "draft"}]));
+    assert_eq!(decide(&st, t(9)), None);
+}
+
+#[test]
+fn pending_and_failed_workflows_cancel_at_once_but_finished_ones_do_not() {
+    let mut g = Given::created(&["a"]);
+    g.push(Event::Cancelled);
+    assert_eq!(g.fold().status, WorkflowStatus::Cancelled);
+
+    let mut g = Given::created(&["a", "b"]);
+    g.push(Event::Started { from_step: 1 })
+        .push(Event::StepFailed {
+            step: 1,
+            agent: agent("a"),
+            error: step_error(),
+            attempts: 3,
+            duration_ms: 9,
+        })
+        .push(Event::Failed {
+            step: 1,
+            agent: agent("a"),
+            error: step_error(),
+        })
+        .push(Event::Cancelled);
+    let st = g.fold();
+    assert_eq!(st.status, WorkflowStatus::Cancelled);
+    assert_eq!(st.step(1).unwrap().status, StepStatus::Failed);
+
+    // Cancelled is final: no resume, no second cancel, no request.
+    for ev in [
+        Event::Started { from_step: 1 },
+        Event::Cancelled,
+        Event::CancelRequested,
+    ] {
+        let mut st = Some(st.clone());
+        let r =
+            Record::new(g.id, UserId(42), 6, t(20), ev).after(st.as_ref().unwrap().last_event_id);
+        assert!(apply(&mut st, &r).is_err());
+        assert_eq!(st.as_ref().unwrap().status, WorkflowStatus::Cancelled);
+    }
+
+    // A running workflow is cancelled only by its actor, once asked.
+    let mut g = Given::created(&["a"]);
+    g.push(Event::Started { from_step: 1 });
+    let mut st = Some(g.fold());
+    let r = Record::new(g.id, UserId(42), 3, t(20), Event::Cancelled)
+        .after(st.as_ref().unwrap().last_event_id);
+    assert!(matches!(
+        apply(&mut st, &r),
+        Err(Rejected::IllegalTransition { .. })
+    ));
+}
+
+#[test]
+fn a_task_timeout_and_the_workflow_deadline_reach_the_call() {
+    let id = WorkflowId::new();
+    let tasks = vec![
+        TaskDef {
+            agent: agent("a"),
+            input: json!({}),
+            timeout_ms: Some(1500),
+        },
+        TaskDef {
+            agent: agent("b"),
+            input: json!({}),
+            timeout_ms: None,
+        },
+    ];
+    let mut g = Given {
+        id,
+        records: vec![],
+    };
+    g.push(Event::Created {
+        name: "t".into(),
+        tasks,
+        timeout_ms: Some(10_000),
+    })
+    .push(Event::Started { from_step: 1 }); // at t(2)
+    let st = g.fold();
+    assert_eq!(st.deadline(), Some(t(12)));
+    let Some(Action::CallAgent {
+        attempt_timeout_ms,
+        deadline,
+        ..
+    }) = decide(&st, t(3))
+    else {
+        panic!("expected a call")
+    };
+    assert_eq!((attempt_timeout_ms, deadline), (Some(1500), Some(t(12))));
+
+    // Past the deadline the next step fails without a call...
+    g.push(executed(1, "a", json!(1)));
+    let st = g.fold();
+    let Some(Action::Append {
+        event:
+            Event::StepFailed {
+                step,
+                error,
+                attempts,
+                ..
+            },
+        ..
+    }) = decide(&st, t(12))
+    else {
+        panic!("expected the step to fail")
+    };
+    assert_eq!(
+        (step, attempts, error.kind),
+        (2, 0, StepErrorKind::WorkflowTimeout)
+    );
+}
+
 fn chain(r: Record, prev: Option<&Record>) -> Record {
     match prev {
         Some(p) => r.after(p.event_id),
@@ -357,13 +509,16 @@ fn arb_event() -> impl Strategy<Value = Event> {
             tasks: vec![
                 TaskDef {
                     agent: agent_static("a"),
-                    input: json!({})
+                    input: json!({}),
+                    timeout_ms: None,
                 },
                 TaskDef {
                     agent: agent_static("b"),
-                    input: json!("{{previous_output}}")
+                    input: json!("{{previous_output}}"),
+                    timeout_ms: None,
                 },
             ],
+            timeout_ms: None,
         }),
         (1u32..4).prop_map(|from_step| Event::Started { from_step }),
         (step.clone(), agent.clone()).prop_map(|(step, a)| executed(step, a.as_str(), json!(step))),
@@ -375,6 +530,8 @@ fn arb_event() -> impl Strategy<Value = Event> {
             duration_ms: 1
         }),
         Just(Event::Completed),
+        Just(Event::CancelRequested),
+        Just(Event::Cancelled),
         (step, agent).prop_map(|(step, agent)| Event::Failed {
             step,
             agent,

@@ -24,6 +24,7 @@ fn samples() -> Vec<Record> {
     let tasks = vec![TaskDef {
         agent: a.clone(),
         input: json!({"topic": "AI"}),
+        timeout_ms: Some(2500),
     }];
     let completed = {
         let mut st = None;
@@ -35,6 +36,7 @@ fn samples() -> Vec<Record> {
             Event::Created {
                 name: "x".into(),
                 tasks: tasks.clone(),
+                timeout_ms: None,
             },
         );
         let started = Record::new(
@@ -74,6 +76,7 @@ fn samples() -> Vec<Record> {
         Event::Created {
             name: "Content Marketing Pipeline".into(),
             tasks,
+            timeout_ms: Some(60_000),
         },
         Event::Started { from_step: 1 },
         Event::AgentExecuted {
@@ -90,11 +93,24 @@ fn samples() -> Vec<Record> {
             attempts: 3,
             duration_ms: 9000,
         },
+        Event::StepFailed {
+            step: 1,
+            agent: a.clone(),
+            error: StepError {
+                kind: StepErrorKind::WorkflowTimeout,
+                message: "the workflow's timeout passed".into(),
+                http_status: None,
+            },
+            attempts: 0,
+            duration_ms: 0,
+        },
         Event::Failed {
             step: 1,
             agent: a,
             error: err,
         },
+        Event::CancelRequested,
+        Event::Cancelled,
     ];
     let mut out: Vec<Record> = events
         .into_iter()
@@ -115,6 +131,7 @@ fn every_event_type_validates_against_the_schema() {
     let recs = samples();
     let mut seen: Vec<&str> = recs.iter().map(|r| r.event_type()).collect();
     seen.sort();
+    seen.dedup();
     let mut all = Event::TYPES.to_vec();
     all.sort();
     assert_eq!(seen, all, "a sample for every event type");

@@ -105,14 +105,19 @@ impl AgentClient {
 
     /// Calls the agent for one step; retries 5xx, timeouts and connection
     /// errors with exponential backoff and full jitter; a 4xx fails at once.
+    /// `attempt_timeout` (the task's own) overrides the agent's.
     pub async fn call(
         &self,
         workflow_id: WorkflowId,
         agent: &AgentName,
         idempotency_key: &str,
         input: &Value,
+        attempt_timeout: Option<Duration>,
     ) -> CallOutcome {
-        let (settings, limit) = self.settings(agent);
+        let (mut settings, limit) = self.settings(agent);
+        if let Some(t) = attempt_timeout {
+            settings.timeout = t;
+        }
         let url = format!("{}/api/v1/execute", settings.base_url.trim_end_matches('/'));
         let label = self.label(agent);
         let started = Instant::now();
@@ -135,13 +140,7 @@ impl AgentClient {
             drop(_permit);
             let outcome = match &result {
                 Ok(_) => "ok",
-                Err((e, _)) => match e.kind {
-                    StepErrorKind::Rejected => "rejected",
-                    StepErrorKind::ServerError => "server_error",
-                    StepErrorKind::Timeout => "timeout",
-                    StepErrorKind::Connection => "connection",
-                    StepErrorKind::InvalidResponse => "invalid_response",
-                },
+                Err((e, _)) => e.kind.as_str(),
             };
             metrics::counter!(m::AGENT_CALLS, "agent" => label.clone(), "outcome" => outcome)
                 .increment(1);

@@ -7,6 +7,7 @@
 //! same replay.
 
 mod agents;
+mod checkpoints;
 pub mod metrics;
 mod supervisor;
 mod workflow_actor;
@@ -14,10 +15,11 @@ mod workflow_actor;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentflow_log::{
-    Assigner, ConsumerEvent, LogConfig, LogError, Producer, StartAt, Subscription,
-};
+use agentflow_log::{ConsumerEvent, LogConfig, LogError, Producer, Subscription};
+use agentflow_store::Store;
 use ractor::{Actor, ActorRef};
+
+use checkpoints::FromCheckpoints;
 
 pub use agents::{AgentClient, AgentDefaults, AgentSettings, CallOutcome};
 use supervisor::{Supervisor, SupervisorMsg};
@@ -48,29 +50,31 @@ pub struct EngineStatus {
     pub running_workflows: usize,
 }
 
-struct FromTheBeginning;
-
-impl Assigner for FromTheBeginning {
-    fn start_positions(&self, partitions: &[i32]) -> Vec<StartAt> {
-        vec![StartAt::Beginning; partitions.len()]
-    }
-}
-
 impl Engine {
-    /// Joins the `engine` group and runs. With `tap`, every event the engine
-    /// consumes is also sent there (the in-process projector follows the
-    /// same stream, so the broker serves one fetch stream instead of two).
+    /// Joins the `engine` group and runs. With `checkpoints`, a partition
+    /// it is given starts from the projection's checkpoint and replays only
+    /// the log's tail. With `tap`, every event the engine consumes is also
+    /// sent there (the in-process projector follows the same stream, so the
+    /// broker serves one fetch stream instead of two).
     pub async fn start(
         log: &LogConfig,
         worker: Worker,
+        checkpoints: Option<Store>,
         tap: Option<tokio::sync::mpsc::Sender<ConsumerEvent>>,
     ) -> Result<Self, EngineError> {
         metrics::describe();
-        let (supervisor, _) = Actor::spawn(None, Supervisor, Arc::new(worker))
+        let stash = checkpoints::Stash::default();
+        let (supervisor, _) = Actor::spawn(None, Supervisor, (Arc::new(worker), stash.clone()))
             .await
             .map_err(|e| EngineError::Spawn(e.to_string()))?;
+        let assigner = FromCheckpoints {
+            store: checkpoints,
+            topic: log.topic.clone(),
+            runtime: tokio::runtime::Handle::current(),
+            stash,
+        };
         let (subscription, mut events) =
-            Subscription::start(log, CONSUMER_GROUP, Arc::new(FromTheBeginning), 4096)?;
+            Subscription::start(log, CONSUMER_GROUP, Arc::new(assigner), 4096)?;
         let to = supervisor.clone();
         let forwarder = tokio::spawn(async move {
             while let Some(ev) = events.recv().await {
@@ -101,9 +105,30 @@ impl Engine {
         })
     }
 
-    /// Leaves the group and stops every actor (in-flight steps are re-run by
-    /// the next owner).
-    pub async fn stop(&self) {
+    /// Graceful stop: starts no more steps and lets the agent calls in flight
+    /// finish and their results reach the log, for up to `grace`; then leaves
+    /// the group and stops. A step still in flight after `grace` is re-run by
+    /// the next owner (same Idempotency-Key).
+    pub async fn stop(&self, grace: Duration) {
+        let _ = self.supervisor.send_message(SupervisorMsg::Drain);
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            match self.status().await {
+                Some(s) if s.running_workflows > 0 && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Some(s) => {
+                    if s.running_workflows > 0 {
+                        tracing::warn!(
+                            in_flight = s.running_workflows,
+                            "shutdown grace ran out; the next owner re-runs the steps in flight"
+                        );
+                    }
+                    break;
+                }
+                None => break,
+            }
+        }
         let sub = self.subscription.lock().expect("not poisoned").take();
         if let Some(s) = sub {
             s.stop(Duration::from_secs(5)).await;

@@ -11,6 +11,7 @@ use agentflow_log::{Assigned, ConsumerEvent};
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use crate::Worker;
+use crate::checkpoints::Stash;
 use crate::metrics as m;
 use crate::workflow_actor::{WorkflowActor, WorkflowMsg};
 
@@ -26,32 +27,39 @@ struct Partition {
 
 pub struct SupervisorState {
     worker: Arc<Worker>,
+    stash: Stash,
     partitions: HashMap<i32, Partition>,
     children: HashMap<WorkflowId, (i32, ActorRef<WorkflowMsg>)>,
     by_actor: HashMap<ActorId, WorkflowId>,
+    /// Shutting down: no new actors; running ones finish their step.
+    draining: bool,
 }
 
 pub enum SupervisorMsg {
     Log(ConsumerEvent),
     /// Answers with `(partitions owned, partitions live, running actors)`.
     Status(ractor::RpcReplyPort<(usize, usize, usize)>),
+    /// Start no more steps: each actor finishes the one in flight and stops.
+    Drain,
 }
 
 impl Actor for Supervisor {
     type Msg = SupervisorMsg;
     type State = SupervisorState;
-    type Arguments = Arc<Worker>;
+    type Arguments = (Arc<Worker>, Stash);
 
     async fn pre_start(
         &self,
         _myself: ActorRef<Self::Msg>,
-        worker: Self::Arguments,
+        (worker, stash): Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         Ok(SupervisorState {
             worker,
+            stash,
             partitions: HashMap::new(),
             children: HashMap::new(),
             by_actor: HashMap::new(),
+            draining: false,
         })
     }
 
@@ -69,17 +77,30 @@ impl Actor for Supervisor {
                     low_watermark,
                 } in parts
                 {
-                    let p = Partition {
-                        replay_until: high_watermark,
-                        live: high_watermark <= low_watermark,
-                        ..Default::default()
+                    let snapshot = state.stash.lock().expect("not poisoned").remove(&partition);
+                    let (start, workflows) = match snapshot {
+                        Some(s) => (
+                            s.next_offset,
+                            s.states.into_iter().map(|w| (w.workflow_id, w)).collect(),
+                        ),
+                        None => (low_watermark, HashMap::new()),
                     };
-                    state.partitions.insert(partition, p);
                     tracing::info!(
                         partition,
+                        from = start,
                         replay_until = high_watermark,
+                        checkpointed = workflows.len(),
                         "replaying partition"
                     );
+                    let p = Partition {
+                        replay_until: high_watermark,
+                        live: false,
+                        workflows,
+                    };
+                    state.partitions.insert(partition, p);
+                    if high_watermark <= start {
+                        self.go_live(&myself, state, partition).await;
+                    }
                 }
             }
             SupervisorMsg::Log(ConsumerEvent::Revoked(parts)) => {
@@ -112,6 +133,12 @@ impl Actor for Supervisor {
                 };
                 self.on_record(&myself, state, lr.partition, lr.offset, rec)
                     .await;
+            }
+            SupervisorMsg::Drain => {
+                state.draining = true;
+                for (_, child) in state.children.values() {
+                    let _ = child.send_message(WorkflowMsg::Drain);
+                }
             }
             SupervisorMsg::Status(reply) => {
                 let live = state.partitions.values().filter(|p| p.live).count();
@@ -186,8 +213,8 @@ impl Supervisor {
             if applied.is_ok() && live {
                 record_metrics(was, &st);
             }
-            // A completed workflow never changes again: forget it.
-            if st.status != WorkflowStatus::Completed {
+            // A finished workflow never changes again: forget it.
+            if !st.status.is_terminal() {
                 part.workflows.insert(id, st);
             }
         }
@@ -196,21 +223,36 @@ impl Supervisor {
                 self.forward(myself, state, id, rec).await;
             }
         } else if offset + 1 >= part.replay_until {
-            part.live = true;
-            let running: Vec<WorkflowId> = part
-                .workflows
-                .iter()
-                .filter(|(_, s)| s.status == WorkflowStatus::Running)
-                .map(|(id, _)| *id)
-                .collect();
-            tracing::info!(
-                partition,
-                resuming = running.len(),
-                "partition replayed; now live"
-            );
-            for id in running {
-                self.ensure_child(myself, state, id).await;
-            }
+            self.go_live(myself, state, partition).await;
+        }
+        metrics::gauge!(m::ACTIVE).set(state.children.len() as f64);
+    }
+
+    /// The partition has caught up with the log: resume its running
+    /// workflows, and from now on act on its records.
+    async fn go_live(
+        &self,
+        myself: &ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+        partition: i32,
+    ) {
+        let Some(part) = state.partitions.get_mut(&partition) else {
+            return;
+        };
+        part.live = true;
+        let running: Vec<WorkflowId> = part
+            .workflows
+            .iter()
+            .filter(|(_, s)| s.status == WorkflowStatus::Running)
+            .map(|(id, _)| *id)
+            .collect();
+        tracing::info!(
+            partition,
+            resuming = running.len(),
+            "partition replayed; now live"
+        );
+        for id in running {
+            self.ensure_child(myself, state, id).await;
         }
         metrics::gauge!(m::ACTIVE).set(state.children.len() as f64);
     }
@@ -246,7 +288,7 @@ impl Supervisor {
         state: &mut SupervisorState,
         id: WorkflowId,
     ) {
-        if state.children.contains_key(&id) {
+        if state.draining || state.children.contains_key(&id) {
             return;
         }
         let Some((partition, st)) = state
@@ -282,7 +324,7 @@ fn record_metrics(was: Option<WorkflowStatus>, st: &WorkflowState) {
     }
     if matches!(
         st.status,
-        WorkflowStatus::Completed | WorkflowStatus::Failed
+        WorkflowStatus::Completed | WorkflowStatus::Failed | WorkflowStatus::Cancelled
     ) {
         metrics::counter!(m::WORKFLOW_EXECUTIONS, "status" => st.status.as_str()).increment(1);
         if let (Some(start), Some(end)) = (st.started_at, st.finished_at) {

@@ -13,20 +13,25 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentflow_core::{Action, Event, Record, WorkflowState, WorkflowStatus, apply, decide};
+use agentflow_core::{
+    Action, Event, Record, WorkflowState, WorkflowStatus, apply, decide, timed_out,
+};
 use chrono::Utc;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::Instrument;
 use uuid::Uuid;
 
-use crate::Worker;
 use crate::metrics as m;
+use crate::{CallOutcome, Worker};
 
 pub enum WorkflowMsg {
     /// A record of this workflow, from the log, in log order.
     Record(Box<Record>),
     /// Decide and act.
     Drive,
+    /// The node is shutting down: finish the step in flight (its result is
+    /// appended), then stop instead of starting another.
+    Drain,
 }
 
 pub struct WorkflowActor;
@@ -36,6 +41,7 @@ pub struct WorkflowActorState {
     /// Records this actor appended and applied, not yet seen in the log.
     unconfirmed: VecDeque<(u64, Uuid)>,
     worker: Arc<Worker>,
+    draining: bool,
 }
 
 impl Actor for WorkflowActor {
@@ -53,6 +59,7 @@ impl Actor for WorkflowActor {
             st: Some(st),
             unconfirmed: VecDeque::new(),
             worker,
+            draining: false,
         })
     }
 
@@ -63,6 +70,13 @@ impl Actor for WorkflowActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
+            WorkflowMsg::Record(rec) if !rec.event.is_chained() => {
+                // A command (cancel): it flags the state, takes no seq.
+                if apply(&mut state.st, &rec).is_ok() {
+                    myself.send_message(WorkflowMsg::Drive)?;
+                }
+                Ok(())
+            }
             WorkflowMsg::Record(rec) => {
                 let applied_seq = state.st.as_ref().map_or(0, |s| s.seq);
                 if rec.seq <= applied_seq {
@@ -90,6 +104,11 @@ impl Actor for WorkflowActor {
                 Ok(())
             }
             WorkflowMsg::Drive => self.drive(&myself, state).await,
+            WorkflowMsg::Drain => {
+                state.draining = true;
+                myself.send_message(WorkflowMsg::Drive)?;
+                Ok(())
+            }
         }
     }
 }
@@ -120,18 +139,45 @@ impl WorkflowActor {
         };
         let w = &state.worker;
         let (event, metadata) = match action {
+            Action::CallAgent { .. } if state.draining => {
+                // Shutting down: the next owner starts this step.
+                myself.stop(None);
+                return Ok(());
+            }
             Action::CallAgent {
                 step,
                 agent,
                 input,
                 idempotency_key,
+                attempt_timeout_ms,
+                deadline,
             } => {
                 let span = tracing::info_span!("step", workflow_id = %st.workflow_id, step, agent = %agent);
-                let outcome = w
+                let call = w
                     .agents
-                    .call(st.workflow_id, &agent, &idempotency_key, &input)
-                    .instrument(span)
-                    .await;
+                    .call(
+                        st.workflow_id,
+                        &agent,
+                        &idempotency_key,
+                        &input,
+                        attempt_timeout_ms.map(Duration::from_millis),
+                    )
+                    .instrument(span);
+                let began = std::time::Instant::now();
+                let outcome = match deadline {
+                    None => call.await,
+                    Some(d) => {
+                        let left = (d - Utc::now()).to_std().unwrap_or_default();
+                        match tokio::time::timeout(left, call).await {
+                            Ok(outcome) => outcome,
+                            Err(_) => CallOutcome {
+                                result: Err(timed_out(st, d)),
+                                attempts: 1,
+                                duration: began.elapsed(),
+                            },
+                        }
+                    }
+                };
                 metrics::histogram!(m::STEP_DURATION, "agent" => w.agents.label(&agent))
                     .record(outcome.duration.as_secs_f64());
                 let attempts = outcome.attempts;

@@ -9,6 +9,7 @@ mod progress;
 mod projection;
 mod queries;
 mod rows;
+mod snapshot;
 
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 pub use progress::Progress;
 pub use projection::{BatchOutcome, Positioned};
 pub use queries::{Cursor, ListFilter, WorkflowSummary};
+pub use snapshot::PartitionSnapshot;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -10,7 +10,7 @@ use serde_json::Value;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::rows::{StepRow, WORKFLOW_COLUMNS, WorkflowRow, state_from_rows, step_status_str};
+use crate::rows::{load_states, step_status_str};
 use crate::{Store, StoreError};
 
 /// A record and where it is in the log.
@@ -129,11 +129,15 @@ impl Store {
             ids
         };
         let mut states = load_states(&mut tx, &ids).await?;
-        let before: HashMap<WorkflowId, u64> = states
+        // What identifies a change: seq, or a command that flags the state.
+        let version = |s: &WorkflowState| (s.seq, s.cancel_requested);
+        let before: HashMap<WorkflowId, (u64, bool)> = states
             .iter()
-            .filter_map(|(k, v)| v.as_ref().map(|s| (*k, s.seq)))
+            .filter_map(|(k, v)| v.as_ref().map(|s| (*k, version(s))))
             .collect();
+        let mut partition_of: HashMap<WorkflowId, i32> = HashMap::new();
         for r in &fresh {
+            partition_of.insert(r.record.workflow_id, r.partition);
             let slot = states.entry(r.record.workflow_id).or_insert(None);
             match apply(slot, &r.record) {
                 Ok(()) => out.applied += 1,
@@ -149,10 +153,10 @@ impl Store {
         let now = Utc::now();
         for (id, st) in &states {
             let Some(st) = st else { continue };
-            if before.get(id) == Some(&st.seq) {
+            if before.get(id) == Some(&version(st)) {
                 continue;
             }
-            save_state(&mut tx, st, now).await?;
+            save_state(&mut tx, st, partition_of[id], now).await?;
         }
         for (p, o) in &next {
             sqlx::query(
@@ -174,41 +178,10 @@ impl Store {
     }
 }
 
-async fn load_states(
-    tx: &mut Transaction<'_, Postgres>,
-    ids: &[Uuid],
-) -> Result<HashMap<WorkflowId, Option<WorkflowState>>, StoreError> {
-    let rows: Vec<WorkflowRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id = ANY($1)"
-    )))
-    .bind(ids)
-    .fetch_all(&mut **tx)
-    .await
-    .map_err(StoreError::classify)?;
-    let steps: Vec<StepRow> = sqlx::query_as(
-        "SELECT workflow_id, step, agent, status, attempts, duration_ms, error, finished_at
-         FROM workflow_steps WHERE workflow_id = ANY($1) ORDER BY workflow_id, step",
-    )
-    .bind(ids)
-    .fetch_all(&mut **tx)
-    .await
-    .map_err(StoreError::classify)?;
-    let mut steps_by: HashMap<Uuid, Vec<StepRow>> = HashMap::new();
-    for s in steps {
-        steps_by.entry(s.workflow_id).or_default().push(s);
-    }
-    let mut out = HashMap::with_capacity(ids.len());
-    for row in rows {
-        let id = row.id;
-        let st = state_from_rows(row, steps_by.remove(&id).unwrap_or_default())?;
-        out.insert(st.workflow_id, Some(st));
-    }
-    Ok(out)
-}
-
 async fn save_state(
     tx: &mut Transaction<'_, Postgres>,
     st: &WorkflowState,
+    partition: i32,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     let id = st.workflow_id.as_uuid();
@@ -225,13 +198,16 @@ async fn save_state(
     sqlx::query(
         "INSERT INTO workflows
             (id, name, tasks, status, results, user_id, created_at, started_at, finished_at,
-             updated_at, seq, runs, error, last_event_id)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+             updated_at, seq, runs, error, last_event_id, timeout_ms, cancel_requested,
+             log_partition)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
          ON CONFLICT (id) DO UPDATE SET
             status = EXCLUDED.status, results = EXCLUDED.results,
             started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at,
             updated_at = EXCLUDED.updated_at, seq = EXCLUDED.seq, runs = EXCLUDED.runs,
-            error = EXCLUDED.error, last_event_id = EXCLUDED.last_event_id",
+            error = EXCLUDED.error, last_event_id = EXCLUDED.last_event_id,
+            cancel_requested = EXCLUDED.cancel_requested,
+            log_partition = EXCLUDED.log_partition",
     )
     .bind(id)
     .bind(&st.name)
@@ -247,6 +223,9 @@ async fn save_state(
     .bind(st.runs as i32)
     .bind(error)
     .bind(st.last_event_id)
+    .bind(st.timeout_ms.map(|ms| ms as i64))
+    .bind(st.cancel_requested)
+    .bind(partition)
     .execute(&mut **tx)
     .await
     .map_err(StoreError::classify)?;

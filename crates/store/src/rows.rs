@@ -7,6 +7,10 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use uuid::Uuid;
 
+use std::collections::HashMap;
+
+use sqlx::{Postgres, Transaction};
+
 use crate::StoreError;
 
 #[derive(sqlx::FromRow)]
@@ -23,6 +27,8 @@ pub(crate) struct WorkflowRow {
     pub seq: i64,
     pub last_event_id: Uuid,
     pub runs: i32,
+    pub timeout_ms: Option<i64>,
+    pub cancel_requested: bool,
 }
 
 #[derive(sqlx::FromRow)]
@@ -37,7 +43,7 @@ pub(crate) struct StepRow {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-pub(crate) const WORKFLOW_COLUMNS: &str = "id, name, tasks, status, results, user_id, created_at, started_at, finished_at, seq, last_event_id, runs";
+pub(crate) const WORKFLOW_COLUMNS: &str = "id, name, tasks, status, results, user_id, created_at, started_at, finished_at, seq, last_event_id, runs, timeout_ms, cancel_requested";
 
 pub(crate) fn step_status_str(s: StepStatus) -> &'static str {
     match s {
@@ -114,8 +120,43 @@ pub(crate) fn state_from_rows(
         seq: row.seq.max(0) as u64,
         last_event_id: row.last_event_id,
         runs: row.runs.max(0) as u32,
+        timeout_ms: row.timeout_ms.map(|ms| ms.max(0) as u64),
+        cancel_requested: row.cancel_requested,
         created_at: row.created_at,
         started_at: row.started_at,
         finished_at: row.finished_at,
     })
+}
+
+/// The states of `ids` that exist, read inside `tx`.
+pub(crate) async fn load_states(
+    tx: &mut Transaction<'_, Postgres>,
+    ids: &[Uuid],
+) -> Result<HashMap<WorkflowId, Option<WorkflowState>>, StoreError> {
+    let rows: Vec<WorkflowRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id = ANY($1)"
+    )))
+    .bind(ids)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(StoreError::classify)?;
+    let steps: Vec<StepRow> = sqlx::query_as(
+        "SELECT workflow_id, step, agent, status, attempts, duration_ms, error, finished_at
+         FROM workflow_steps WHERE workflow_id = ANY($1) ORDER BY workflow_id, step",
+    )
+    .bind(ids)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(StoreError::classify)?;
+    let mut steps_by: HashMap<Uuid, Vec<StepRow>> = HashMap::new();
+    for s in steps {
+        steps_by.entry(s.workflow_id).or_default().push(s);
+    }
+    let mut out = HashMap::with_capacity(ids.len());
+    for row in rows {
+        let id = row.id;
+        let st = state_from_rows(row, steps_by.remove(&id).unwrap_or_default())?;
+        out.insert(st.workflow_id, Some(st));
+    }
+    Ok(out)
 }

@@ -27,6 +27,7 @@ fn records(n_steps: usize) -> Vec<Record> {
         .map(|_| TaskDef {
             agent: a.clone(),
             input: json!({}),
+            timeout_ms: None,
         })
         .collect();
     let mut out: Vec<Record> = vec![Record::new(
@@ -37,6 +38,7 @@ fn records(n_steps: usize) -> Vec<Record> {
         Event::Created {
             name: "w".into(),
             tasks,
+            timeout_ms: Some(60_000),
         },
     )];
     let mut push = |ev| {
@@ -134,4 +136,54 @@ async fn records_the_fold_rejects_are_not_projected() {
         vec![(0, 4)],
         "the rejected record's offset is consumed too"
     );
+}
+
+fn fold(recs: &[Record]) -> WorkflowState {
+    let mut st = None;
+    for r in recs {
+        let _ = apply(&mut st, r);
+    }
+    st.unwrap()
+}
+
+/// The engine starts a partition from the projection: every workflow that
+/// can still change, exactly as the fold has it, and the offset to go on from.
+#[tokio::test]
+async fn the_engine_snapshot_is_the_fold_of_the_log_up_to_its_offset() {
+    let store = fresh_store().await;
+    let done = records(2); // created, started, 2 × executed, completed
+    let running = records(3);
+    let mut running = running[..3].to_vec(); // created, started, step 1 done
+    let ask = Record::new(
+        running[0].workflow_id,
+        UserId(1),
+        running[2].seq,
+        Utc::now(),
+        Event::CancelRequested,
+    )
+    .after(running[2].event_id);
+    running.push(ask);
+    let pending = records(1)[..1].to_vec();
+    let elsewhere = records(1)[..2].to_vec();
+
+    store.claim_partitions("t", &[0, 1, 2]).await.unwrap();
+    let mut p0 = at(0, 0, &done);
+    p0.extend(at(0, done.len() as i64, &running));
+    p0.extend(at(0, (done.len() + running.len()) as i64, &pending));
+    store.apply_batch("t", &p0).await.unwrap();
+    store.apply_batch("t", &at(1, 0, &elsewhere)).await.unwrap();
+
+    let snaps = store.engine_snapshot("t", &[0, 2]).await.unwrap();
+    assert_eq!(snaps.len(), 1, "partition 2 was never projected: replay it");
+    let snap = &snaps[0];
+    assert_eq!((snap.partition, snap.next_offset), (0, p0.len() as i64));
+    let mut got = snap.states.clone();
+    got.sort_by_key(|s| s.seq);
+    let want = vec![fold(&pending), fold(&running)];
+    assert_eq!(
+        got, want,
+        "completed workflows are left out; the rest is the fold"
+    );
+    assert!(got[1].cancel_requested);
+    assert_eq!(got[1].timeout_ms, Some(60_000));
 }

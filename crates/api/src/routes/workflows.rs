@@ -53,6 +53,7 @@ pub async fn create(
         Event::Created {
             name: def.name,
             tasks: def.tasks,
+            timeout_ms: def.timeout_ms,
         },
     )
     .with_metadata("requested_by", caller.user.0)
@@ -107,6 +108,76 @@ pub async fn execute(
     Ok((StatusCode::ACCEPTED, axum::Json(body)).into_response())
 }
 
+/// Cancels a workflow. Pending and failed ones stop at once; a running one
+/// after its step in flight (its actor appends `workflow.cancelled`), so the
+/// answer says `cancelling` and a GET shows `cancel_requested` until then.
+pub async fn cancel(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let st = load_visible(&s, &caller, &id).await?;
+    let record = match st.status {
+        WorkflowStatus::Pending | WorkflowStatus::Failed => Some(
+            Record::new(
+                st.workflow_id,
+                st.user_id,
+                st.seq + 1,
+                Utc::now(),
+                Event::Cancelled,
+            )
+            .after(st.last_event_id),
+        ),
+        // Asked already: nothing new to say (cancel is idempotent).
+        WorkflowStatus::Running if st.cancel_requested => None,
+        // A command: it repeats the seq it was asked at and never races the
+        // actor for the next one.
+        WorkflowStatus::Running => Some(
+            Record::new(
+                st.workflow_id,
+                st.user_id,
+                st.seq,
+                Utc::now(),
+                Event::CancelRequested,
+            )
+            .after(st.last_event_id),
+        ),
+        WorkflowStatus::Completed | WorkflowStatus::Cancelled => {
+            return Err(ApiError::conflict(format!(
+                "workflow is {}; it can no longer be cancelled",
+                st.status.as_str()
+            )));
+        }
+    };
+    if let Some(record) = record {
+        let record = record
+            .with_metadata("requested_by", caller.user.0)
+            .with_metadata("node_id", s.node_id.clone());
+        append_and_wait(&s, &record).await?;
+    }
+    // The log decides: report what the projection now says.
+    let now = s
+        .store
+        .get_workflow(st.workflow_id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    let (status, message) = match now.status {
+        WorkflowStatus::Cancelled => ("cancelled", "Workflow cancelled"),
+        WorkflowStatus::Running if now.cancel_requested => (
+            "cancelling",
+            "Cancellation requested; the workflow stops after its step in flight",
+        ),
+        other => {
+            return Err(ApiError::conflict(format!(
+                "workflow changed meanwhile and is now {}",
+                other.as_str()
+            )));
+        }
+    };
+    let body = json!({"workflow_id": st.workflow_id, "status": status, "message": message});
+    Ok((StatusCode::ACCEPTED, axum::Json(body)).into_response())
+}
+
 pub async fn get(
     State(s): State<AppState>,
     caller: Caller,
@@ -127,7 +198,7 @@ pub async fn list(
             WorkflowStatus::parse(v).ok_or_else(|| {
                 ApiError::bad_request(
                     "invalid_status",
-                    "status must be one of pending, running, completed, failed",
+                    "status must be one of pending, running, completed, failed, cancelled",
                 )
             })
         })
