@@ -4,55 +4,13 @@
 mod common;
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Stack, pipeline};
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde_json::Value;
 
-/// Every record of the topic, as (key, event_type header, JSON body).
 fn read_topic(s: &Stack) -> Vec<(String, String, Value)> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &s.brokers)
-        .set("group.id", "test-reader")
-        .create()
-        .unwrap();
-    let md = c
-        .fetch_metadata(Some(&s.topic), Duration::from_secs(5))
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    let mut remaining = 0;
-    for p in md.topics()[0].partitions() {
-        let (_, high) = c
-            .fetch_watermarks(&s.topic, p.id(), Duration::from_secs(5))
-            .unwrap();
-        remaining += high;
-        tpl.add_partition_offset(&s.topic, p.id(), Offset::Beginning)
-            .unwrap();
-    }
-    c.assign(&tpl).unwrap();
-    let mut out = vec![];
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while (out.len() as i64) < remaining && Instant::now() < deadline {
-        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
-            let key = String::from_utf8(m.key().unwrap().to_vec()).unwrap();
-            let header = m
-                .headers()
-                .and_then(|h| h.iter().find(|h| h.key == "event_type"))
-                .and_then(|h| h.value)
-                .map(|v| String::from_utf8(v.to_vec()).unwrap())
-                .unwrap_or_default();
-            out.push((
-                key,
-                header,
-                serde_json::from_slice(m.payload().unwrap()).unwrap(),
-            ));
-        }
-    }
-    out
+    common::read_topic(&s.brokers, &s.topic)
 }
 
 #[tokio::test]
@@ -273,4 +231,7 @@ async fn a_stale_writer_that_wins_a_seq_is_followed_and_the_actor_restarts_from_
         .filter(|(_, _, v)| v["event_type"] == "workflow.completed")
         .count();
     assert_eq!(completed, 1, "{recs:?}");
+    // The projection agrees with the fold of the log, loser and all.
+    s.assert_projection_is_the_fold(std::slice::from_ref(&id))
+        .await;
 }

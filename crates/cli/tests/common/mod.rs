@@ -30,6 +30,8 @@ pub struct Stack {
     pub serve_args: Vec<String>,
     /// Other `agentflow` processes of this stack (killed on drop).
     pub helpers: Vec<Child>,
+    /// More `serve` nodes: (base URL, process), killed on drop.
+    pub nodes: Vec<(String, Child)>,
     pub base: String,
     pub http: reqwest::Client,
     _dir: TempDir,
@@ -108,6 +110,7 @@ impl Stack {
             server: None,
             serve_args: vec![],
             helpers: vec![],
+            nodes: vec![],
             base: String::new(),
             http: reqwest::Client::new(),
             _dir: TempDir(dir),
@@ -161,9 +164,27 @@ impl Stack {
 
     /// Starts `agentflow serve` and waits until it is ready.
     pub async fn spawn_server(&mut self) {
+        let (child, base) = self.launch(&[]).await;
+        self.base = base;
+        self.server = Some(child);
+    }
+
+    /// Starts another `agentflow serve` node (its own node id and port) of
+    /// this stack, and returns its base URL.
+    pub async fn spawn_node(&mut self, node_id: &str) -> String {
+        let (child, base) = self.launch(&[("AGENTFLOW_NODE_ID", node_id)]).await;
+        self.nodes.push((base.clone(), child));
+        base
+    }
+
+    async fn launch(&self, env: &[(&str, &str)]) -> (Child, String) {
         let mut args = vec!["serve"];
         args.extend(self.serve_args.iter().map(String::as_str));
-        let mut child = self.command(&args).spawn().expect("spawn agentflow serve");
+        let mut cmd = self.command(&args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn agentflow serve");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -173,19 +194,30 @@ impl Stack {
                 }
             }
         });
-        self.base = rx
+        let base = rx
             .recv_timeout(Duration::from_secs(60))
             .expect("server printed its address");
-        self.server = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let r = self.http.get(format!("{}/readyz", self.base)).send().await;
+            let r = self.http.get(format!("{base}/readyz")).send().await;
             if r.is_ok_and(|r| r.status() == 200) {
                 break;
             }
             assert!(Instant::now() < deadline, "server not ready in 60 s");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        (child, base)
+    }
+
+    /// The node started by [`Stack::spawn_node`] at `base`, taken out of the
+    /// stack (to kill or stop it).
+    pub fn take_node(&mut self, base: &str) -> Child {
+        let i = self
+            .nodes
+            .iter()
+            .position(|(b, _)| b == base)
+            .expect("a node of this stack");
+        self.nodes.remove(i).1
     }
 
     /// SIGKILL: no shutdown, no flush, no goodbye to the group.
@@ -211,9 +243,21 @@ impl Stack {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (u16, Value) {
+        self.req_to(&self.base, method, path, token, body).await
+    }
+
+    /// A request to the node at `base`.
+    pub async fn req_to(
+        &self,
+        base: &str,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut r = self
             .http
-            .request(method.parse().unwrap(), format!("{}{}", self.base, path));
+            .request(method.parse().unwrap(), format!("{base}{path}"));
         if let Some(t) = token {
             r = r.bearer_auth(t);
         }
@@ -257,12 +301,15 @@ impl Stack {
         b
     }
 
-    /// Polls until the workflow is completed or failed.
+    /// Polls until the workflow is completed, failed or cancelled.
     pub async fn wait_done(&self, token: &str, id: &str, timeout: Duration) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
             let w = self.get(token, id).await;
-            if matches!(w["status"].as_str(), Some("completed" | "failed")) {
+            if matches!(
+                w["status"].as_str(),
+                Some("completed" | "failed" | "cancelled")
+            ) {
                 return w;
             }
             assert!(
@@ -348,9 +395,134 @@ impl Drop for OwnBroker {
 impl Drop for Stack {
     fn drop(&mut self) {
         self.kill9();
-        for h in &mut self.helpers {
+        for h in self
+            .helpers
+            .iter_mut()
+            .chain(self.nodes.iter_mut().map(|(_, c)| c))
+        {
             let _ = h.kill();
             let _ = h.wait();
+        }
+    }
+}
+
+/// SIGTERM: the polite stop. Waits for the process to exit and returns how
+/// long that took.
+pub fn sigterm(mut child: Child, limit: Duration) -> Duration {
+    let began = Instant::now();
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -TERM");
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return began.elapsed();
+        }
+        if began.elapsed() > limit {
+            let _ = child.kill();
+            panic!("did not exit within {limit:?} of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Every record of the topic as JSON, with the event_type header, in log
+/// order per partition (read with a plain Kafka consumer).
+pub fn read_topic(brokers: &str, topic: &str) -> Vec<(String, String, Value)> {
+    use rdkafka::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::{Headers, Message};
+    use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "test-reader")
+        .create()
+        .unwrap();
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(5))
+        .unwrap();
+    let mut by_partition = vec![];
+    for p in md.topics()[0].partitions() {
+        let (_, high) = c
+            .fetch_watermarks(topic, p.id(), Duration::from_secs(5))
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+            .unwrap();
+        c.assign(&tpl).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut got = 0;
+        while got < high && Instant::now() < deadline {
+            if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+                let key = String::from_utf8(m.key().unwrap().to_vec()).unwrap();
+                let header = m
+                    .headers()
+                    .and_then(|h| h.iter().find(|h| h.key == "event_type"))
+                    .and_then(|h| h.value)
+                    .map(|v| String::from_utf8(v.to_vec()).unwrap())
+                    .unwrap_or_default();
+                by_partition.push((
+                    key,
+                    header,
+                    serde_json::from_slice(m.payload().unwrap()).unwrap(),
+                ));
+                got = m.offset() + 1;
+            }
+        }
+        assert!(got >= high, "partition {} not read to its end", p.id());
+    }
+    by_partition
+}
+
+/// The fold of the log, per workflow id: what every reader must agree with.
+pub fn fold_log(
+    brokers: &str,
+    topic: &str,
+) -> std::collections::HashMap<String, agentflow_core::WorkflowState> {
+    let mut states = std::collections::HashMap::new();
+    for (key, _, v) in read_topic(brokers, topic) {
+        let rec = agentflow_core::Record::from_bytes(v.to_string().as_bytes()).unwrap();
+        let slot = states.entry(key).or_insert(None);
+        let _ = agentflow_core::apply(slot, &rec);
+    }
+    states
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect()
+}
+
+impl Stack {
+    /// Asserts that the Postgres projection of each workflow is exactly the
+    /// fold of its records in the log (waiting a little for the projector).
+    pub async fn assert_projection_is_the_fold(&self, ids: &[String]) {
+        let store = agentflow_store::Store::connect(&self.db_url, 2)
+            .await
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let log = fold_log(&self.brokers, &self.topic);
+            let mut diff = vec![];
+            for id in ids {
+                let wid = agentflow_core::WorkflowId::parse(id).unwrap();
+                let projected = store.get_workflow(wid).await.unwrap();
+                if projected.as_ref() != log.get(id) {
+                    diff.push(format!(
+                        "{id}: projected {projected:?}\n  log {:?}",
+                        log.get(id)
+                    ));
+                }
+            }
+            if diff.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "projection differs from the log:\n{}",
+                diff.join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 }
