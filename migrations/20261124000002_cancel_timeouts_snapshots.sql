@@ -16,3 +16,15 @@ ALTER TABLE workflows
 -- still change (completed and cancelled workflows never do).
 CREATE INDEX workflows_live_by_partition ON workflows (log_partition)
     WHERE status IN ('pending', 'running', 'failed');
+
+-- Which engine node owns which log partition, as each node last reported it
+-- (a heartbeat every few seconds). The broker's group coordinator decides
+-- ownership; this table only lets nodes notice a partition that no live node
+-- owns (a broker that failed to rebalance) and operators see who runs what.
+CREATE TABLE engine_partitions (
+    topic        TEXT NOT NULL,
+    partition    INT NOT NULL,
+    node_id      TEXT NOT NULL,
+    seen_at      TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (topic, partition)
+);

@@ -7,6 +7,8 @@
 #   scripts/stack.sh start DIR [PG_PORT KAFKA_PORT]
 #                                     start both under DIR; writes DIR/env
 #   scripts/stack.sh stop DIR         stop both
+#   scripts/stack.sh pg-start DIR [PORT]   only Postgres (again, same port)
+#   scripts/stack.sh pg-stop DIR           only Postgres (outage tests)
 #
 # DIR/env holds AGENTFLOW_DATABASE_URL, AGENTFLOW_KAFKA_BROKERS and
 # AGENTFLOW_TEST_ADMIN_URL (a superuser URL tests use to make databases).
@@ -74,13 +76,18 @@ db.commit()
 PY
 }
 
-start() {
-  local dir=$1 pg_port=${2:-$(free_port)} kafka_port=${3:-$(free_port)}
+# Starts (or restarts) the Postgres cluster under DIR/pg; the port is kept in
+# DIR/pg.port so a restart after an outage comes back where it was.
+pg_start() {
+  local dir=$1 pg_port=${2:-}
   local bin; bin=$(pg_bindir) || { log "Postgres missing: run scripts/stack.sh install"; exit 1; }
-  command -v tansu >/dev/null || { log "tansu missing: run scripts/stack.sh install"; exit 1; }
-  mkdir -p "$dir/tansu"
+  mkdir -p "$dir"
   dir=$(cd "$dir" && pwd)
   chmod 755 "$dir"
+  if [ -z "$pg_port" ]; then
+    if [ -f "$dir/pg.port" ]; then pg_port=$(cat "$dir/pg.port"); else pg_port=$(free_port); fi
+  fi
+  echo "$pg_port" >"$dir/pg.port"
   if [ ! -f "$dir/pg/PG_VERSION" ]; then
     mkdir -p "$dir/pg"
     [ "$(id -u)" = 0 ] && chown postgres "$dir/pg"
@@ -95,6 +102,24 @@ start() {
     || psql -q "$admin" -c "CREATE ROLE agentflow LOGIN CREATEDB" >/dev/null
   psql -q "$admin" -tc "SELECT 1 FROM pg_database WHERE datname='agentflow'" | grep -q 1 \
     || psql -q "$admin" -c "CREATE DATABASE agentflow OWNER agentflow" >/dev/null
+}
+
+pg_stop() {
+  local dir=$1
+  bin=$(pg_bindir) || return 0
+  if [ -f "$dir/pg/postmaster.pid" ]; then
+    as_pg "$bin/pg_ctl" -D "$dir/pg" -m fast -w stop >/dev/null || true
+  fi
+}
+
+start() {
+  local dir=$1 pg_port=${2:-} kafka_port=${3:-$(free_port)}
+  command -v tansu >/dev/null || { log "tansu missing: run scripts/stack.sh install"; exit 1; }
+  mkdir -p "$dir/tansu"
+  dir=$(cd "$dir" && pwd)
+  pg_start "$dir" "$pg_port"
+  pg_port=$(cat "$dir/pg.port")
+  local admin="postgres://postgres@127.0.0.1:$pg_port/postgres"
 
   # Tansu resolves the SQLite path against its working directory. `exec` so
   # that $! is the broker itself, not a subshell.
@@ -115,7 +140,7 @@ ENV
 }
 
 stop() {
-  local dir=$1 bin
+  local dir=$1
   if [ -f "$dir/tansu/broker.pid" ]; then
     local pid; pid=$(cat "$dir/tansu/broker.pid")
     kill "$pid" 2>/dev/null || true
@@ -123,15 +148,14 @@ stop() {
     kill -9 "$pid" 2>/dev/null || true
     rm -f "$dir/tansu/broker.pid"
   fi
-  bin=$(pg_bindir) || return 0
-  if [ -f "$dir/pg/postmaster.pid" ]; then
-    as_pg "$bin/pg_ctl" -D "$dir/pg" -m fast -w stop >/dev/null || true
-  fi
+  pg_stop "$dir"
 }
 
 case "${1:-}" in
   install) install ;;
   start) shift; start "$@" ;;
   stop) shift; stop "$@" ;;
-  *) echo "usage: $0 install | start DIR [PG_PORT KAFKA_PORT] | stop DIR" >&2; exit 2 ;;
+  pg-start) shift; pg_start "$@" ;;
+  pg-stop) shift; pg_stop "$@" ;;
+  *) echo "usage: $0 install | start DIR [PG_PORT KAFKA_PORT] | stop DIR | pg-start DIR [PORT] | pg-stop DIR" >&2; exit 2 ;;
 esac

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentflow_api::{ApiConfig, AppState, Jwt, ReadyCheck};
-use agentflow_engine::{AgentClient, Engine, Worker};
+use agentflow_engine::{AgentClient, Engine, EngineOptions, Worker};
 use agentflow_log::{Producer, ensure_topic};
 use agentflow_projector::Projector;
 use agentflow_store::{Progress, Store};
@@ -64,7 +64,7 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     // the broker then serves one fetch stream, not two (see README).
     let shared = !args.no_projector && !args.no_engine;
     let (tap, projector) = if shared {
-        let (tx, rx) = tokio::sync::mpsc::channel(8192);
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         (
             Some(tx),
             Some(Projector::follow(
@@ -92,9 +92,12 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
             node_id: config.node_id.clone(),
             append_timeout: Duration::from_millis(config.append_timeout_ms),
         };
-        let checkpoints = config.engine_checkpoints.then(|| store.clone());
+        let options = EngineOptions {
+            checkpoints: config.engine_checkpoints,
+            tap,
+        };
         Some(Arc::new(
-            Engine::start(&log, worker, checkpoints, tap).await?,
+            Engine::start(&log, worker, Some(store.clone()), options).await?,
         ))
     };
 

@@ -9,6 +9,7 @@
 mod agents;
 mod checkpoints;
 pub mod metrics;
+mod ownership;
 mod supervisor;
 mod workflow_actor;
 
@@ -40,6 +41,17 @@ pub struct Engine {
     supervisor: ActorRef<SupervisorMsg>,
     subscription: std::sync::Mutex<Option<Subscription>>,
     forwarder: tokio::task::JoinHandle<()>,
+    watch: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// How the engine runs beside the other roles.
+#[derive(Default)]
+pub struct EngineOptions {
+    /// Start newly owned partitions from the projection's checkpoint (needs
+    /// the store) instead of replaying them whole.
+    pub checkpoints: bool,
+    /// Also send every consumed event here (the in-process projector).
+    pub tap: Option<tokio::sync::mpsc::UnboundedSender<ConsumerEvent>>,
 }
 
 /// The engine's view of itself, for `/readyz` and tests.
@@ -51,18 +63,25 @@ pub struct EngineStatus {
 }
 
 impl Engine {
-    /// Joins the `engine` group and runs. With `checkpoints`, a partition
-    /// it is given starts from the projection's checkpoint and replays only
-    /// the log's tail. With `tap`, every event the engine consumes is also
+    /// Joins the `engine` group and runs. With the `store` (Postgres) it
+    /// reports the partitions it owns and watches for partitions no live
+    /// node owns; with `options.checkpoints` too, a partition it is given
+    /// starts from the projection's checkpoint and replays only the log's
+    /// tail. With `options.tap`, every event the engine consumes is also
     /// sent there (the in-process projector follows the same stream, so the
-    /// broker serves one fetch stream instead of two).
+    /// broker serves one fetch stream instead of two). The tap never blocks
+    /// the engine: while Postgres is down the projector falls behind in
+    /// memory and workflows keep running.
     pub async fn start(
         log: &LogConfig,
         worker: Worker,
-        checkpoints: Option<Store>,
-        tap: Option<tokio::sync::mpsc::Sender<ConsumerEvent>>,
+        store: Option<Store>,
+        options: EngineOptions,
     ) -> Result<Self, EngineError> {
         metrics::describe();
+        let node_id = worker.node_id.clone();
+        let checkpoints = store.clone().filter(|_| options.checkpoints);
+        let tap = options.tap;
         let stash = checkpoints::Stash::default();
         let (supervisor, _) = Actor::spawn(None, Supervisor, (Arc::new(worker), stash.clone()))
             .await
@@ -75,11 +94,20 @@ impl Engine {
         };
         let (subscription, mut events) =
             Subscription::start(log, CONSUMER_GROUP, Arc::new(assigner), 4096)?;
+        let watch = store.map(|store| {
+            tokio::spawn(ownership::watch(
+                supervisor.clone(),
+                subscription.rejoin_handle(),
+                store,
+                log.clone(),
+                node_id,
+            ))
+        });
         let to = supervisor.clone();
         let forwarder = tokio::spawn(async move {
             while let Some(ev) = events.recv().await {
                 if let Some(tap) = &tap
-                    && tap.send(ev.clone()).await.is_err()
+                    && tap.send(ev.clone()).is_err()
                 {
                     tracing::error!("the projector stopped following the engine's stream");
                 }
@@ -92,6 +120,7 @@ impl Engine {
             supervisor,
             subscription: std::sync::Mutex::new(Some(subscription)),
             forwarder,
+            watch,
         })
     }
 
@@ -128,6 +157,9 @@ impl Engine {
                 }
                 None => break,
             }
+        }
+        if let Some(w) = &self.watch {
+            w.abort();
         }
         let sub = self.subscription.lock().expect("not poisoned").take();
         if let Some(s) = sub {

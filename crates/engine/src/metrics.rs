@@ -7,11 +7,13 @@ pub const STEP_DURATION: &str = "workflow_step_duration_seconds";
 pub const ACTIVE: &str = "workflow_active_count";
 pub const AGENT_CALLS: &str = "agentflow_agent_calls_total";
 pub const RECORDS_REJECTED: &str = "agentflow_engine_records_rejected_total";
+pub const PARTITIONS_OWNED: &str = "agentflow_engine_partitions_owned";
+pub const PARTITIONS_REPLAYING: &str = "agentflow_engine_partitions_replaying";
 
 pub fn describe() {
     metrics::describe_counter!(
         WORKFLOW_EXECUTIONS,
-        "Workflow runs that ended, by status (completed, failed)."
+        "Workflow runs that ended, by status (completed, failed, cancelled)."
     );
     metrics::describe_histogram!(
         WORKFLOW_DURATION,
@@ -28,5 +30,13 @@ pub fn describe() {
     metrics::describe_counter!(
         RECORDS_REJECTED,
         "Records the fold rejected (out of sequence or illegal)."
+    );
+    metrics::describe_gauge!(
+        PARTITIONS_OWNED,
+        "Log partitions this node owns (its share of the engine group)."
+    );
+    metrics::describe_gauge!(
+        PARTITIONS_REPLAYING,
+        "Owned partitions still replaying the log (not yet live)."
     );
 }

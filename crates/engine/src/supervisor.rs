@@ -33,6 +33,8 @@ pub struct SupervisorState {
     by_actor: HashMap<ActorId, WorkflowId>,
     /// Shutting down: no new actors; running ones finish their step.
     draining: bool,
+    /// When the set of owned partitions last changed.
+    changed_at: std::time::Instant,
 }
 
 pub enum SupervisorMsg {
@@ -41,6 +43,8 @@ pub enum SupervisorMsg {
     Status(ractor::RpcReplyPort<(usize, usize, usize)>),
     /// Start no more steps: each actor finishes the one in flight and stops.
     Drain,
+    /// Answers with the partitions owned and how long ago that set changed.
+    Owned(ractor::RpcReplyPort<(Vec<i32>, std::time::Duration)>),
 }
 
 impl Actor for Supervisor {
@@ -60,6 +64,7 @@ impl Actor for Supervisor {
             children: HashMap::new(),
             by_actor: HashMap::new(),
             draining: false,
+            changed_at: std::time::Instant::now(),
         })
     }
 
@@ -102,6 +107,8 @@ impl Actor for Supervisor {
                         self.go_live(&myself, state, partition).await;
                     }
                 }
+                state.changed_at = std::time::Instant::now();
+                partition_metrics(state);
             }
             SupervisorMsg::Log(ConsumerEvent::Revoked(parts)) => {
                 for partition in parts {
@@ -121,6 +128,8 @@ impl Actor for Supervisor {
                     }
                 }
                 metrics::gauge!(m::ACTIVE).set(state.children.len() as f64);
+                state.changed_at = std::time::Instant::now();
+                partition_metrics(state);
             }
             SupervisorMsg::Log(ConsumerEvent::Record(lr)) => {
                 let rec = match lr.record {
@@ -133,6 +142,11 @@ impl Actor for Supervisor {
                 };
                 self.on_record(&myself, state, lr.partition, lr.offset, rec)
                     .await;
+            }
+            SupervisorMsg::Owned(reply) => {
+                let mut owned: Vec<i32> = state.partitions.keys().copied().collect();
+                owned.sort_unstable();
+                let _ = reply.send((owned, state.changed_at.elapsed()));
             }
             SupervisorMsg::Drain => {
                 state.draining = true;
@@ -255,6 +269,7 @@ impl Supervisor {
             self.ensure_child(myself, state, id).await;
         }
         metrics::gauge!(m::ACTIVE).set(state.children.len() as f64);
+        partition_metrics(state);
     }
 
     /// Sends a live record to its workflow's actor, starting one if the
@@ -316,6 +331,12 @@ impl Supervisor {
             Err(e) => tracing::error!(workflow_id = %id, error = %e, "cannot start workflow actor"),
         }
     }
+}
+
+fn partition_metrics(state: &SupervisorState) {
+    let replaying = state.partitions.values().filter(|p| !p.live).count();
+    metrics::gauge!(m::PARTITIONS_OWNED).set(state.partitions.len() as f64);
+    metrics::gauge!(m::PARTITIONS_REPLAYING).set(replaying as f64);
 }
 
 fn record_metrics(was: Option<WorkflowStatus>, st: &WorkflowState) {

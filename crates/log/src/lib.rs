@@ -16,5 +16,7 @@ mod topic;
 pub use config::LogConfig;
 pub use error::LogError;
 pub use producer::{Position, Producer};
-pub use subscription::{Assigned, Assigner, ConsumerEvent, LogRecord, StartAt, Subscription};
-pub use topic::{ensure_topic, partition_high_watermarks};
+pub use subscription::{
+    Assigned, Assigner, ConsumerEvent, LogRecord, RejoinHandle, StartAt, Subscription,
+};
+pub use topic::{ensure_topic, partition_count, partition_high_watermarks};

@@ -59,10 +59,21 @@ pub enum ConsumerEvent {
     Record(LogRecord),
 }
 
+/// See [`Subscription::rejoin_handle`].
+#[derive(Clone)]
+pub struct RejoinHandle(Arc<AtomicBool>);
+
+impl RejoinHandle {
+    pub fn rejoin(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// A consumer group member following the topic on a thread of its own.
 /// Dropping it stops the thread (it leaves the group on its way out).
 pub struct Subscription {
     stop: Arc<AtomicBool>,
+    rejoin: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -207,17 +218,28 @@ impl Subscription {
             .create_with_context(ctx)?;
         consumer.subscribe(&[&config.topic])?;
         let thread_stop = stop.clone();
+        let rejoin = Arc::new(AtomicBool::new(false));
+        let thread_rejoin = rejoin.clone();
+        let topic = config.topic.clone();
         let thread = std::thread::Builder::new()
             .name(format!("log-{group}"))
-            .spawn(move || run(consumer, tx, thread_stop))
+            .spawn(move || run(consumer, tx, thread_stop, thread_rejoin, topic))
             .map_err(|e| LogError::Unavailable(e.to_string()))?;
         Ok((
             Self {
                 stop,
+                rejoin,
                 thread: Some(thread),
             },
             rx,
         ))
+    }
+
+    /// A handle that makes this member leave the group and join it again as
+    /// a new member, which makes the broker form the group anew (its
+    /// partitions are revoked, then the new assignment arrives as usual).
+    pub fn rejoin_handle(&self) -> RejoinHandle {
+        RejoinHandle(self.rejoin.clone())
     }
 
     /// Stops following the topic and leaves the group, waiting at most
@@ -243,9 +265,21 @@ impl Drop for Subscription {
     }
 }
 
-fn run(consumer: BaseConsumer<Ctx>, tx: mpsc::Sender<ConsumerEvent>, stop: Arc<AtomicBool>) {
+fn run(
+    consumer: BaseConsumer<Ctx>,
+    tx: mpsc::Sender<ConsumerEvent>,
+    stop: Arc<AtomicBool>,
+    rejoin: Arc<AtomicBool>,
+    topic: String,
+) {
     let counter = metrics::counter!(RECORDS_CONSUMED);
     while !stop.load(Ordering::Relaxed) {
+        if rejoin.swap(false, Ordering::Relaxed) {
+            consumer.unsubscribe();
+            if let Err(e) = consumer.subscribe(&[&topic]) {
+                tracing::error!(error = %e, "cannot rejoin the group");
+            }
+        }
         match consumer.poll(Duration::from_millis(100)) {
             None => {}
             Some(Err(e)) => {

@@ -72,3 +72,15 @@ pub fn partition_high_watermarks(
     }
     Ok(out)
 }
+
+/// How many partitions the topic has (0 when it does not exist). Blocks:
+/// call it from a blocking thread.
+pub fn partition_count(config: &LogConfig, timeout: Duration) -> Result<usize, LogError> {
+    let c: BaseConsumer = config.client().create()?;
+    let md = c.fetch_metadata(Some(&config.topic), timeout)?;
+    Ok(md
+        .topics()
+        .iter()
+        .find(|t| t.name() == config.topic)
+        .map_or(0, |t| t.partitions().len()))
+}

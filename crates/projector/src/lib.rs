@@ -71,16 +71,30 @@ impl Projector {
     }
 
     /// Follows another consumer's stream (the engine's, in one process)
-    /// instead of a subscription of its own. That stream replays partitions
-    /// from the beginning; records below the stored offsets are skipped.
+    /// instead of a subscription of its own. That stream starts partitions at
+    /// the checkpoint or earlier; records below the stored offsets are
+    /// skipped.
     pub fn follow(
-        events: mpsc::Receiver<ConsumerEvent>,
+        mut events: mpsc::UnboundedReceiver<ConsumerEvent>,
         store: Store,
         topic: &str,
         progress: Progress,
     ) -> Self {
         describe();
-        let task = tokio::spawn(run(events, store, topic.to_owned(), progress));
+        // The sender never waits for us: while Postgres is down the backlog
+        // waits here, in memory, and is written when it is back.
+        let (tx, rx) = mpsc::channel(MAX_BATCH);
+        let topic = topic.to_owned();
+        let task = tokio::spawn(async move {
+            let forward = async move {
+                while let Some(ev) = events.recv().await {
+                    if tx.send(ev).await.is_err() {
+                        break;
+                    }
+                }
+            };
+            tokio::join!(forward, run(rx, store, topic, progress));
+        });
         Self {
             subscription: std::sync::Mutex::new(None),
             task,

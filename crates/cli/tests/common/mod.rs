@@ -63,7 +63,11 @@ impl Stack {
 
     /// The database, topic and mock agent, with no server yet.
     async fn prepare(latency: Duration, agents_toml: &str, extra_env: &[(&str, &str)]) -> Self {
-        let admin = env("AGENTFLOW_TEST_ADMIN_URL");
+        let admin = extra_env
+            .iter()
+            .find(|(k, _)| *k == "AGENTFLOW_TEST_ADMIN_URL")
+            .map(|(_, v)| v.to_string())
+            .unwrap_or_else(|| env("AGENTFLOW_TEST_ADMIN_URL"));
         let brokers = extra_env
             .iter()
             .find(|(k, _)| *k == "AGENTFLOW_KAFKA_BROKERS")
@@ -385,6 +389,51 @@ impl OwnBroker {
     }
 }
 
+/// A Postgres cluster of a test's own (scripts/stack.sh), for tests that
+/// stop and restart Postgres.
+pub struct OwnPostgres {
+    dir: std::path::PathBuf,
+    pub admin_url: String,
+}
+
+fn stack_sh(args: &[&str]) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/stack.sh");
+    let ok = Command::new(script)
+        .args(args)
+        .stdout(Stdio::null())
+        .status()
+        .expect("scripts/stack.sh")
+        .success();
+    assert!(ok, "scripts/stack.sh {args:?}");
+}
+
+impl OwnPostgres {
+    pub fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!("pg-{}", uuid::Uuid::new_v4().simple()));
+        stack_sh(&["pg-start", dir.to_str().unwrap()]);
+        let port = std::fs::read_to_string(dir.join("pg.port")).unwrap();
+        Self {
+            admin_url: format!("postgres://postgres@127.0.0.1:{}/postgres", port.trim()),
+            dir,
+        }
+    }
+
+    pub fn stop(&self) {
+        stack_sh(&["pg-stop", self.dir.to_str().unwrap()]);
+    }
+
+    pub fn restart(&self) {
+        stack_sh(&["pg-start", self.dir.to_str().unwrap()]);
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
 impl Drop for OwnBroker {
     fn drop(&mut self) {
         self.kill9();
@@ -408,7 +457,7 @@ impl Drop for Stack {
 
 /// SIGTERM: the polite stop. Waits for the process to exit and returns how
 /// long that took.
-pub fn sigterm(mut child: Child, limit: Duration) -> Duration {
+pub async fn sigterm(mut child: Child, limit: Duration) -> Duration {
     let began = Instant::now();
     let ok = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -424,7 +473,7 @@ pub fn sigterm(mut child: Child, limit: Duration) -> Duration {
             let _ = child.kill();
             panic!("did not exit within {limit:?} of SIGTERM");
         }
-        std::thread::sleep(Duration::from_millis(20));
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -1,0 +1,295 @@
+//! Faults production brings, injected for real: nodes killed or stopped,
+//! Postgres stopped. Each test checks that every workflow ends right, counts
+//! agent calls per Idempotency-Key (only steps in flight may repeat) and
+//! compares the projection with the fold of the log.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use common::{OwnPostgres, Stack, pipeline, sigterm};
+
+const STEPS: [&str; 3] = ["draft", "optimise", "distribute"];
+
+async fn start_workflows(s: &Stack, bases: &[&str], t: &str, n: usize) -> Vec<String> {
+    let mut ids = vec![];
+    for i in 0..n {
+        let base = bases[i % bases.len()];
+        let (st, b) = s
+            .req_to(
+                base,
+                "POST",
+                "/workflows/create",
+                Some(t),
+                Some(pipeline(&format!("wf{i}"), &STEPS)),
+            )
+            .await;
+        assert_eq!(st, 201, "{b}");
+        let id = b["workflow_id"].as_str().unwrap().to_owned();
+        let (st, b) = s
+            .req_to(
+                base,
+                "POST",
+                &format!("/workflows/{id}/execute"),
+                Some(t),
+                None,
+            )
+            .await;
+        assert_eq!(st, 202, "{b}");
+        ids.push(id);
+    }
+    ids
+}
+
+/// Every workflow completed with its chain intact.
+async fn assert_all_completed(s: &Stack, t: &str, ids: &[String], within: Duration) {
+    for id in ids {
+        let w = s.wait_done(t, id, within).await;
+        assert_eq!(w["status"], "completed", "{w}");
+        let results = w["results"].as_array().unwrap();
+        assert_eq!(results.len(), STEPS.len(), "{w}");
+        assert_eq!(
+            results[1]["output"]["input"]["content"], results[0]["output"],
+            "chain intact"
+        );
+    }
+}
+
+/// How many times each step was called, and the steps called more than once.
+fn repeats(s: &Stack, ids: &[String]) -> Vec<String> {
+    let calls = s.agent.calls.snapshot();
+    let mut repeated = vec![];
+    for id in ids {
+        for step in 1..=STEPS.len() {
+            let key = format!("{id}:{step}");
+            let n = calls.get(&key).copied().unwrap_or(0);
+            assert!(n >= 1, "{key} never called");
+            assert!(n <= 2, "{key} called {n} times");
+            if n == 2 {
+                repeated.push(key);
+            }
+        }
+    }
+    repeated
+}
+
+/// A gauge of a node's `/metrics`.
+async fn gauge(s: &Stack, base: &str, name: &str) -> f64 {
+    let text = s
+        .http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Waits until the nodes at `bases` own all 4 partitions between them,
+/// every one live, each node at least `min_each`.
+async fn wait_partitions(s: &Stack, bases: &[&str], min_each: f64, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        let mut owned = vec![];
+        let mut replaying = 0.0;
+        for b in bases {
+            owned.push(gauge(s, b, "agentflow_engine_partitions_owned").await);
+            replaying += gauge(s, b, "agentflow_engine_partitions_replaying").await;
+        }
+        if owned.iter().sum::<f64>() == 4.0
+            && replaying == 0.0
+            && owned.iter().all(|o| *o >= min_each)
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "partitions not shared out: {owned:?}, {replaying} replaying"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The node ids that wrote agent.executed records, per workflow.
+fn writers(s: &Stack) -> HashMap<String, Vec<String>> {
+    let mut out: HashMap<String, Vec<String>> = HashMap::new();
+    for (key, ty, v) in common::read_topic(&s.brokers, &s.topic) {
+        if ty == "agent.executed" {
+            let node = v["metadata"]["node_id"].as_str().unwrap_or("").to_owned();
+            out.entry(key).or_default().push(node);
+        }
+    }
+    out
+}
+
+// Several threads: the mock agent runs in this process and must keep
+// answering while a test thread waits on a process or the broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_the_steps_in_flight_and_a_restart_repeats_no_call() {
+    let mut s = Stack::start_with(Duration::from_millis(700), "", &[]).await;
+    let t = s.token(3);
+    let base = s.base.clone();
+    let ids = start_workflows(&s, &[&base], &t, 8).await;
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let in_flight = s.agent.calls.snapshot().len();
+    assert!(in_flight > 0, "steps under way");
+
+    let took = sigterm(s.server.take().unwrap(), Duration::from_secs(20)).await;
+    // It waited for the calls in flight (700 ms each), not for the whole run.
+    assert!(took < Duration::from_secs(10), "stopped in {took:?}");
+    let at_stop = s.agent.calls.snapshot();
+    let logged = writers(&s);
+    for key in at_stop.keys() {
+        let id = key.split(':').next().unwrap();
+        assert!(
+            logged.contains_key(id),
+            "{key} was called but its result was not logged before exit"
+        );
+    }
+
+    s.spawn_server().await;
+    assert_all_completed(&s, &t, &ids, Duration::from_secs(60)).await;
+    assert_eq!(repeats(&s, &ids), Vec::<String>::new(), "no call repeated");
+    s.assert_projection_is_the_fold(&ids).await;
+}
+
+// Several threads: the mock agent runs in this process and must keep
+// answering while a test thread waits on a process or the broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_the_work_and_a_killed_nodes_workflows_finish_on_the_other() {
+    let mut s = Stack::start_with(Duration::from_millis(300), "", &[]).await;
+    let t = s.token(4);
+    let a = s.base.clone();
+    let b = s.spawn_node("node-b").await;
+    wait_partitions(&s, &[&a, &b], 1.0, Duration::from_secs(60)).await;
+
+    // Any node's API takes any workflow; each runs where its partition is.
+    let ids = start_workflows(&s, &[&a, &b], &t, 16).await;
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let mut killed = s.take_node(&b);
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    let kill_at = Instant::now();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let answered_before = s.agent.calls.snapshot();
+
+    // Node A's API keeps answering for every workflow meanwhile.
+    let (st, _) = s
+        .req("GET", &format!("/workflows/{}", ids[1]), Some(&t), None)
+        .await;
+    assert_eq!(st, 200);
+    assert_all_completed(&s, &t, &ids, Duration::from_secs(60)).await;
+    let took_over = kill_at.elapsed();
+    eprintln!("take-over after SIGKILL: every workflow done {took_over:?} after the kill");
+    wait_partitions(&s, &[&a], 4.0, Duration::from_secs(30)).await;
+
+    let by_node = writers(&s);
+    let nodes: std::collections::HashSet<&String> = by_node.values().flatten().collect();
+    assert!(
+        nodes.contains(&"node-b".to_owned()),
+        "node B ran steps: {nodes:?}"
+    );
+    assert!(nodes.len() >= 2, "both nodes ran steps: {nodes:?}");
+    // Only steps in flight on node B at the kill ran twice.
+    for key in repeats(&s, &ids) {
+        assert!(
+            answered_before.contains_key(&key),
+            "{key} repeated but was not in flight"
+        );
+    }
+    s.assert_projection_is_the_fold(&ids).await;
+}
+
+// Several threads: the mock agent runs in this process and must keep
+// answering while a test thread waits on a process or the broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_leaves_with_sigterm_hands_over_without_repeating_a_call() {
+    let mut s = Stack::start_with(Duration::from_millis(300), "", &[]).await;
+    let t = s.token(4);
+    let a = s.base.clone();
+    let b = s.spawn_node("node-b").await;
+    wait_partitions(&s, &[&a, &b], 1.0, Duration::from_secs(60)).await;
+
+    let ids = start_workflows(&s, &[&a, &b], &t, 16).await;
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    let left_at = Instant::now();
+    sigterm(s.take_node(&b), Duration::from_secs(20)).await;
+
+    assert_all_completed(&s, &t, &ids, Duration::from_secs(60)).await;
+    eprintln!(
+        "hand-over after SIGTERM: every workflow done {:?} after the signal",
+        left_at.elapsed()
+    );
+    assert_eq!(repeats(&s, &ids), Vec::<String>::new(), "no call repeated");
+    s.assert_projection_is_the_fold(&ids).await;
+}
+
+// Several threads: the mock agent runs in this process and must keep
+// answering while a test thread waits on a process or the broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workflows_keep_running_while_postgres_is_down_and_the_projection_catches_up() {
+    let pg = OwnPostgres::start();
+    let s = Stack::start_with(
+        Duration::from_millis(400),
+        "",
+        &[("AGENTFLOW_TEST_ADMIN_URL", pg.admin_url.as_str())],
+    )
+    .await;
+    let t = s.token(8);
+    let base = s.base.clone();
+    let ids = start_workflows(&s, &[&base], &t, 6).await;
+
+    pg.stop();
+    let down_at = Instant::now();
+    // Reads answer 503 (bounded), readiness says why.
+    let (st, b) = s
+        .req("GET", &format!("/workflows/{}", ids[0]), Some(&t), None)
+        .await;
+    assert_eq!(
+        (st, b["error"]["code"].as_str()),
+        (503, Some("unavailable")),
+        "{b}"
+    );
+    assert!(
+        down_at.elapsed() < Duration::from_secs(8),
+        "503 in bounded time"
+    );
+    let (st, b) = s.req("GET", "/readyz", None, None).await;
+    assert_eq!(st, 503, "{b}");
+    assert_ne!(b["checks"]["database"], "ok", "{b}");
+
+    // The log is the truth: all six finish while Postgres is still down.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let done = common::read_topic(&s.brokers, &s.topic)
+            .iter()
+            .filter(|(_, ty, _)| ty == "workflow.completed")
+            .count();
+        if done == ids.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{done} of {} completed during the outage",
+            ids.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // Keep it down a while longer, then bring it back.
+    let outage = Duration::from_secs(8);
+    if let Some(left) = outage.checked_sub(down_at.elapsed()) {
+        tokio::time::sleep(left).await;
+    }
+    pg.restart();
+
+    assert_all_completed(&s, &t, &ids, Duration::from_secs(60)).await;
+    assert_eq!(repeats(&s, &ids), Vec::<String>::new(), "no call repeated");
+    s.assert_projection_is_the_fold(&ids).await;
+    let (st, _) = s.req("GET", "/readyz", None, None).await;
+    assert_eq!(st, 200);
+}
