@@ -134,7 +134,8 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
                     let e = e.clone();
                     Box::pin(async move {
                         match e.status().await {
-                            Some(s) if s.live_partitions == s.partitions => Ok(()),
+                            Some(s) if s.is_ready() => Ok(()),
+                            Some(s) if !s.joined => Err("joining the engine group".into()),
                             Some(s) => Err(format!(
                                 "replaying: {} of {} partitions live",
                                 s.live_partitions, s.partitions

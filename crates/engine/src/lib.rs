@@ -57,9 +57,19 @@ pub struct EngineOptions {
 /// The engine's view of itself, for `/readyz` and tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EngineStatus {
+    /// The group has given this node its first assignment.
+    pub joined: bool,
     pub partitions: usize,
     pub live_partitions: usize,
     pub running_workflows: usize,
+}
+
+impl EngineStatus {
+    /// Ready to run workflows: joined the group and every owned partition
+    /// replayed.
+    pub fn is_ready(&self) -> bool {
+        self.joined && self.live_partitions == self.partitions
+    }
 }
 
 impl Engine {
@@ -125,13 +135,7 @@ impl Engine {
     }
 
     pub async fn status(&self) -> Option<EngineStatus> {
-        let (partitions, live_partitions, running_workflows) =
-            ractor::call_t!(self.supervisor, SupervisorMsg::Status, 2000).ok()?;
-        Some(EngineStatus {
-            partitions,
-            live_partitions,
-            running_workflows,
-        })
+        ractor::call_t!(self.supervisor, SupervisorMsg::Status, 2000).ok()
     }
 
     /// Graceful stop: starts no more steps and lets the agent calls in flight

@@ -10,10 +10,10 @@ use agentflow_core::{Record, WorkflowId, WorkflowState, WorkflowStatus, apply};
 use agentflow_log::{Assigned, ConsumerEvent};
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
-use crate::Worker;
 use crate::checkpoints::Stash;
 use crate::metrics as m;
 use crate::workflow_actor::{WorkflowActor, WorkflowMsg};
+use crate::{EngineStatus, Worker};
 
 pub struct Supervisor;
 
@@ -35,12 +35,14 @@ pub struct SupervisorState {
     draining: bool,
     /// When the set of owned partitions last changed.
     changed_at: std::time::Instant,
+    /// Whether the group has given this node its first assignment (which
+    /// may be empty).
+    joined: bool,
 }
 
 pub enum SupervisorMsg {
     Log(ConsumerEvent),
-    /// Answers with `(partitions owned, partitions live, running actors)`.
-    Status(ractor::RpcReplyPort<(usize, usize, usize)>),
+    Status(ractor::RpcReplyPort<EngineStatus>),
     /// Start no more steps: each actor finishes the one in flight and stops.
     Drain,
     /// Answers with the partitions owned and how long ago that set changed.
@@ -65,6 +67,7 @@ impl Actor for Supervisor {
             by_actor: HashMap::new(),
             draining: false,
             changed_at: std::time::Instant::now(),
+            joined: false,
         })
     }
 
@@ -76,6 +79,7 @@ impl Actor for Supervisor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             SupervisorMsg::Log(ConsumerEvent::Assigned(parts)) => {
+                state.joined = true;
                 for Assigned {
                     partition,
                     high_watermark,
@@ -155,8 +159,12 @@ impl Actor for Supervisor {
                 }
             }
             SupervisorMsg::Status(reply) => {
-                let live = state.partitions.values().filter(|p| p.live).count();
-                let _ = reply.send((state.partitions.len(), live, state.children.len()));
+                let _ = reply.send(EngineStatus {
+                    joined: state.joined,
+                    partitions: state.partitions.len(),
+                    live_partitions: state.partitions.values().filter(|p| p.live).count(),
+                    running_workflows: state.children.len(),
+                });
             }
         }
         Ok(())
