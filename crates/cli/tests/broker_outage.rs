@@ -83,3 +83,56 @@ async fn writes_answer_503_while_the_broker_is_down_and_reads_keep_working() {
         "completed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_workflows_pause_while_the_broker_is_down_and_finish_after() {
+    let mut broker = OwnBroker::start();
+    let brokers = broker.brokers();
+    let s = Stack::start_with(
+        Duration::from_millis(400),
+        "",
+        &[
+            ("AGENTFLOW_KAFKA_BROKERS", brokers.as_str()),
+            ("AGENTFLOW_APPEND_TIMEOUT_MS", "1500"),
+        ],
+    )
+    .await;
+    let t = s.token(4);
+    let mut ids = vec![];
+    for i in 0..6 {
+        let id = s
+            .create(
+                &t,
+                common::pipeline(&format!("wf{i}"), &["a", "b", "c", "d"]),
+            )
+            .await;
+        assert_eq!(s.execute(&t, &id).await.0, 202);
+        ids.push(id);
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    broker.kill9();
+    // Ten seconds without a log: agents answer, but nothing can be recorded,
+    // so no workflow may finish or lose a step.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    for id in &ids {
+        let w = s.get(&t, id).await;
+        assert_eq!(w["status"], "running", "{w}");
+    }
+    broker.restart();
+
+    for id in &ids {
+        let w = s.wait_done(&t, id, Duration::from_secs(90)).await;
+        assert_eq!(w["status"], "completed", "{w}");
+        assert_eq!(w["results"].as_array().unwrap().len(), 4, "{w}");
+    }
+    // Every step was recorded once; a step ran twice only if the group moved
+    // its partition while it was in flight (at most one per workflow).
+    let calls = s.agent.calls.snapshot();
+    for id in &ids {
+        let repeated = (1..=4)
+            .filter(|step| calls.get(&format!("{id}:{step}")).copied().unwrap_or(0) > 1)
+            .count();
+        assert!(repeated <= 1, "{id}: {calls:?}");
+    }
+    s.assert_projection_is_the_fold(&ids).await;
+}

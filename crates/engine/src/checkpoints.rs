@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agentflow_log::{Assigner, StartAt};
+use agentflow_log::{Assigner, Producer, StartAt};
 use agentflow_store::{PartitionSnapshot, Store};
 
 /// Snapshots loaded during a rebalance, taken by the supervisor when it
@@ -16,9 +16,13 @@ pub(crate) type Stash = Arc<Mutex<HashMap<i32, PartitionSnapshot>>>;
 
 /// How long a rebalance waits for Postgres before replaying from the start.
 const LOAD_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a rebalance waits for this node's queued appends.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(crate) struct FromCheckpoints {
     pub store: Option<Store>,
+    /// This node's producer: flushed before a partition is replayed.
+    pub producer: Producer,
     pub topic: String,
     pub runtime: tokio::runtime::Handle,
     pub stash: Stash,
@@ -26,6 +30,13 @@ pub(crate) struct FromCheckpoints {
 
 impl Assigner for FromCheckpoints {
     fn start_positions(&self, partitions: &[i32]) -> Vec<StartAt> {
+        // Records that actors stopped at the last revocation had appended
+        // but not seen acknowledged may still sit in the producer's queue
+        // (e.g. after a broker outage). Let them land first, so the replay
+        // sees them and does not run those steps again.
+        if let Err(e) = self.producer.flush(FLUSH_TIMEOUT) {
+            tracing::warn!(error = %e, "producer not flushed before replay; steps appended late may run again");
+        }
         let snapshots = match &self.store {
             None => Vec::new(),
             // On the subscription's own thread: blocking is allowed here.

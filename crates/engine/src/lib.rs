@@ -90,6 +90,7 @@ impl Engine {
     ) -> Result<Self, EngineError> {
         metrics::describe();
         let node_id = worker.node_id.clone();
+        let producer = worker.producer.clone();
         let checkpoints = store.clone().filter(|_| options.checkpoints);
         let tap = options.tap;
         let stash = checkpoints::Stash::default();
@@ -98,6 +99,7 @@ impl Engine {
             .map_err(|e| EngineError::Spawn(e.to_string()))?;
         let assigner = FromCheckpoints {
             store: checkpoints,
+            producer,
             topic: log.topic.clone(),
             runtime: tokio::runtime::Handle::current(),
             stash,

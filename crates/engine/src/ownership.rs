@@ -24,6 +24,7 @@ pub(crate) async fn watch(
     let every = (log.session_timeout / 3).max(Duration::from_millis(500));
     // A live owner reports every `every`; a dead one stops.
     let stale = log.session_timeout + every;
+    let mut last_rejoin: Option<std::time::Instant> = None;
     loop {
         tokio::time::sleep(every).await;
         let Ok((owned, since_change)) = ractor::call_t!(supervisor, SupervisorMsg::Owned, 2000)
@@ -34,8 +35,10 @@ pub(crate) async fn watch(
             tracing::debug!(error = %e, "cannot report owned partitions");
             continue;
         }
-        // Give a new assignment time to settle and its owners to report.
-        if since_change < stale + every {
+        // Give a new assignment (or our last rejoin) time to settle and its
+        // owners to report.
+        let settled = since_change.min(last_rejoin.map_or(since_change, |t| t.elapsed()));
+        if settled < stale + every {
             continue;
         }
         let cfg = log.clone();
@@ -54,6 +57,7 @@ pub(crate) async fn watch(
                     "partitions have no live owner (the broker did not rebalance after a node left); rejoining the group"
                 );
                 rejoin.rejoin();
+                last_rejoin = Some(std::time::Instant::now());
             }
             Ok(_) => {}
             Err(e) => tracing::debug!(error = %e, "cannot check partition ownership"),
