@@ -56,6 +56,7 @@ pub fn router(state: AppState, config: &ApiConfig) -> Router {
         .route("/workflows/{id}", get(routes::workflows::get))
         .route("/workflows/{id}/execute", post(routes::workflows::execute))
         .route("/workflows/{id}/cancel", post(routes::workflows::cancel))
+        .route("/workflows/{id}/events", get(routes::workflows::events))
         .route("/healthz", get(routes::ops::healthz))
         .route("/readyz", get(routes::ops::readyz))
         .route("/metrics", get(routes::ops::metrics))

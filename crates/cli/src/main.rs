@@ -5,6 +5,7 @@ mod config;
 mod dev;
 mod serve;
 mod telemetry;
+mod tools;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -35,6 +36,17 @@ enum Command {
     Dev(dev::DevArgs),
     /// Apply the database migrations and create the topic, then exit.
     Migrate,
+    /// Rebuild the Postgres projections from the log (stop the projectors
+    /// first, or point AGENTFLOW_DATABASE_URL at a new database), or with
+    /// --verify compare them with the log.
+    Replay(tools::ReplayArgs),
+    /// A workflow's full history from the log and the state it folds to.
+    Audit(tools::AuditArgs),
+    /// The log's records, for subscribers and debugging.
+    Events {
+        #[command(subcommand)]
+        command: tools::EventsCommand,
+    },
     /// Mint a development JWT.
     Token {
         /// The user id.
@@ -73,6 +85,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(args) => serve::run(config, args).await,
         Command::Dev(args) => dev::run(config, args).await,
         Command::Migrate => serve::migrate(&config).await,
+        Command::Replay(args) => tools::replay(&config, args).await,
+        Command::Audit(args) => tools::audit_workflow(&config, args).await,
+        Command::Events { command } => tools::events(&config, command).await,
         Command::Token { sub, admin, ttl } => {
             if config.jwt_secret.is_empty() {
                 anyhow::bail!("set AGENTFLOW_JWT_SECRET to mint a token");

@@ -6,6 +6,7 @@
 //! says what to do next ([`decide::decide`]). The engine, the projector and the
 //! audit tooling all use this same fold, so they can never disagree.
 
+pub mod audit;
 pub mod decide;
 pub mod definition;
 pub mod ids;
@@ -13,6 +14,7 @@ pub mod record;
 pub mod state;
 pub mod template;
 
+pub use audit::{AuditEntry, audit};
 pub use decide::{Action, decide, timed_out};
 pub use definition::{DefinitionError, TaskDef, WorkflowDefinition};
 pub use ids::{AgentName, IdError, UserId, WorkflowId};

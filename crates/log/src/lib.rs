@@ -10,12 +10,14 @@
 mod config;
 mod error;
 mod producer;
+mod reader;
 mod subscription;
 mod topic;
 
 pub use config::LogConfig;
 pub use error::LogError;
 pub use producer::{Position, Producer};
+pub use reader::{ReadFrom, Reader};
 pub use subscription::{
     Assigned, Assigner, ConsumerEvent, LogRecord, RejoinHandle, StartAt, Subscription,
 };

@@ -136,10 +136,13 @@ impl Store {
             .filter_map(|(k, v)| v.as_ref().map(|s| (*k, version(s))))
             .collect();
         let mut partition_of: HashMap<WorkflowId, i32> = HashMap::new();
+        let mut trail = EventRows::default();
         for r in &fresh {
             partition_of.insert(r.record.workflow_id, r.partition);
             let slot = states.entry(r.record.workflow_id).or_insert(None);
-            match apply(slot, &r.record) {
+            let applied = apply(slot, &r.record);
+            trail.push(r, applied.is_ok());
+            match applied {
                 Ok(()) => out.applied += 1,
                 Err(why) => {
                     out.rejected += 1;
@@ -158,6 +161,7 @@ impl Store {
             }
             save_state(&mut tx, st, partition_of[id], now).await?;
         }
+        trail.insert(&mut tx, topic).await?;
         for (p, o) in &next {
             sqlx::query(
                 "INSERT INTO projector_offsets (topic, partition, next_offset, updated_at)
@@ -175,6 +179,50 @@ impl Store {
         tx.commit().await.map_err(StoreError::classify)?;
         out.next_offsets = next.into_iter().collect();
         Ok(out)
+    }
+}
+
+/// The batch's records for `workflow_events`, column by column.
+#[derive(Default)]
+struct EventRows {
+    partition: Vec<i32>,
+    offset: Vec<i64>,
+    workflow_id: Vec<Uuid>,
+    applied: Vec<bool>,
+    record: Vec<Value>,
+}
+
+impl EventRows {
+    fn push(&mut self, r: &Positioned, applied: bool) {
+        self.partition.push(r.partition);
+        self.offset.push(r.offset);
+        self.workflow_id.push(r.record.workflow_id.as_uuid());
+        self.applied.push(applied);
+        self.record.push(r.record.to_json());
+    }
+
+    async fn insert(
+        self,
+        tx: &mut Transaction<'_, Postgres>,
+        topic: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO workflow_events
+                (topic, log_partition, log_offset, workflow_id, applied, record)
+             SELECT $1, * FROM UNNEST($2::int[], $3::bigint[], $4::uuid[], $5::bool[],
+                                      $6::jsonb[])
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(topic)
+        .bind(self.partition)
+        .bind(self.offset)
+        .bind(self.workflow_id)
+        .bind(self.applied)
+        .bind(self.record)
+        .execute(&mut **tx)
+        .await
+        .map_err(StoreError::classify)?;
+        Ok(())
     }
 }
 

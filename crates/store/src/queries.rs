@@ -1,6 +1,6 @@
 //! The read API's queries.
 
-use agentflow_core::{UserId, WorkflowId, WorkflowState, WorkflowStatus};
+use agentflow_core::{Record, UserId, WorkflowId, WorkflowState, WorkflowStatus};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
@@ -108,6 +108,78 @@ impl Store {
         .fetch_all(self.pool())
         .await
         .map_err(StoreError::classify)
+    }
+
+    /// The projected states of `ids` that exist (one read, one snapshot).
+    pub async fn get_workflows(
+        &self,
+        ids: &[WorkflowId],
+    ) -> Result<std::collections::HashMap<WorkflowId, WorkflowState>, StoreError> {
+        let uuids: Vec<Uuid> = ids.iter().map(|i| i.as_uuid()).collect();
+        let mut tx = self.pool().begin().await.map_err(StoreError::classify)?;
+        let states = crate::rows::load_states(&mut tx, &uuids).await?;
+        tx.commit().await.map_err(StoreError::classify)?;
+        Ok(states
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|v| (k, v)))
+            .collect())
+    }
+
+    /// Every workflow id in the projection.
+    pub async fn workflow_ids(&self) -> Result<Vec<WorkflowId>, StoreError> {
+        let ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM workflows")
+            .fetch_all(self.pool())
+            .await
+            .map_err(StoreError::classify)?;
+        Ok(ids.into_iter().map(WorkflowId::from).collect())
+    }
+
+    /// Empties every projection of `topic` (rows, audit trail, offsets), so
+    /// that a replay from offset 0 rebuilds them. Never while a projector
+    /// is running against this database.
+    pub async fn reset_projections(&self, topic: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await.map_err(StoreError::classify)?;
+        for q in [
+            "TRUNCATE workflow_steps, workflows, users",
+            "DELETE FROM workflow_events WHERE topic = $1",
+            "DELETE FROM projector_offsets WHERE topic = $1",
+        ] {
+            let mut query = sqlx::query(q);
+            if q.contains("$1") {
+                query = query.bind(topic);
+            }
+            query
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::classify)?;
+        }
+        tx.commit().await.map_err(StoreError::classify)?;
+        Ok(())
+    }
+
+    /// The records of one workflow as the projector saw them, in log order,
+    /// each with whether the fold applied it.
+    pub async fn workflow_events(
+        &self,
+        topic: &str,
+        id: WorkflowId,
+    ) -> Result<Vec<(Record, bool)>, StoreError> {
+        let rows: Vec<(serde_json::Value, bool)> = sqlx::query_as(
+            "SELECT record, applied FROM workflow_events
+             WHERE topic = $1 AND workflow_id = $2 ORDER BY log_offset",
+        )
+        .bind(topic)
+        .bind(id.as_uuid())
+        .fetch_all(self.pool())
+        .await
+        .map_err(StoreError::classify)?;
+        rows.into_iter()
+            .map(|(json, applied)| {
+                Record::from_bytes(json.to_string().as_bytes())
+                    .map(|r| (r, applied))
+                    .map_err(|e| StoreError::Corrupt(format!("workflow_events of {id}: {e}")))
+            })
+            .collect()
     }
 
     /// How many workflows are in each status (for the active-count gauge).

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use agentflow_core::{
-    Event, Record, WorkflowDefinition, WorkflowId, WorkflowState, WorkflowStatus,
+    AuditEntry, Event, Record, WorkflowDefinition, WorkflowId, WorkflowState, WorkflowStatus,
 };
 use agentflow_log::Position;
 use agentflow_store::{Cursor, ListFilter};
@@ -185,6 +185,29 @@ pub async fn get(
 ) -> Result<Response, ApiError> {
     let st = load_visible(&s, &caller, &id).await?;
     Ok(axum::Json(views::workflow(&st)).into_response())
+}
+
+/// The audit trail: every record of the workflow in log order, with whether
+/// the fold applied it (the same entries as `agentflow audit`).
+pub async fn events(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let st = load_visible(&s, &caller, &id).await?;
+    let events: Vec<AuditEntry> = s
+        .store
+        .workflow_events(&s.topic, st.workflow_id)
+        .await?
+        .iter()
+        .map(|(r, applied)| AuditEntry::new(r, *applied))
+        .collect();
+    Ok(axum::Json(json!({
+        "workflow_id": st.workflow_id,
+        "count": events.len(),
+        "events": events,
+    }))
+    .into_response())
 }
 
 pub async fn list(

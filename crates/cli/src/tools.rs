@@ -1,0 +1,413 @@
+//! Operators' tools over the log: `replay` (rebuild the projections),
+//! `replay --verify` (compare them with the fold of the log), `audit` (one
+//! workflow's history), `events tail` (records as JSON lines).
+//!
+//! The log is read outside any consumer group ([`Reader`]), on a blocking
+//! thread, and handed over in batches.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::Instant;
+
+use agentflow_core::{AuditEntry, Event, Record, WorkflowId, WorkflowState, apply, audit};
+use agentflow_log::{LogRecord, ReadFrom, Reader};
+use agentflow_store::{Positioned, Store};
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+
+#[derive(clap::Args)]
+pub struct ReplayArgs {
+    /// Do not write: fold the log and compare with Postgres, print every
+    /// difference, exit 1 if there is any.
+    #[arg(long)]
+    verify: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct AuditArgs {
+    /// The workflow's id.
+    workflow_id: String,
+    /// Print `{workflow_id, events, state}` as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Subcommand)]
+pub enum EventsCommand {
+    /// Print records as JSON lines.
+    Tail(TailArgs),
+}
+
+#[derive(clap::Args)]
+pub struct TailArgs {
+    /// Only these event types (repeatable).
+    #[arg(long = "type", value_name = "EVENT_TYPE")]
+    types: Vec<String>,
+    /// Start at the beginning of the log instead of its end.
+    #[arg(long)]
+    from_beginning: bool,
+    /// Keep printing new records as they come.
+    #[arg(long)]
+    follow: bool,
+}
+
+const BATCH: usize = 1000;
+
+/// Reads the log on a blocking thread and sends it in batches; the count
+/// of records to read comes first.
+fn read_log(config: &Config, from: ReadFrom, follow: bool) -> mpsc::Receiver<ReadMsg> {
+    let (tx, rx) = mpsc::channel(8);
+    let log = config.log();
+    tokio::task::spawn_blocking(move || {
+        let mut reader = match Reader::open(&log, from, follow) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = tx.blocking_send(ReadMsg::Failed(e.to_string()));
+                return;
+            }
+        };
+        if tx.blocking_send(ReadMsg::Total(reader.total())).is_err() {
+            return;
+        }
+        let mut batch = Vec::with_capacity(BATCH);
+        while let Some(r) = reader.next_record() {
+            match r {
+                Ok(r) => batch.push(r),
+                Err(e) => {
+                    let _ = tx.blocking_send(ReadMsg::Failed(e.to_string()));
+                    return;
+                }
+            }
+            if batch.len() >= BATCH || (follow && !batch.is_empty()) {
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                if tx.blocking_send(ReadMsg::Batch(full)).is_err() {
+                    return;
+                }
+            }
+        }
+        if !batch.is_empty() {
+            let _ = tx.blocking_send(ReadMsg::Batch(batch));
+        }
+    });
+    rx
+}
+
+enum ReadMsg {
+    Total(i64),
+    Batch(Vec<LogRecord>),
+    Failed(String),
+}
+
+fn progress(total: i64, json: bool) -> ProgressBar {
+    if json {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total.max(0) as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} records  {per_sec}  eta {eta}  {msg}")
+            .expect("valid template"),
+    );
+    bar
+}
+
+pub async fn replay(config: &Config, args: ReplayArgs) -> anyhow::Result<()> {
+    let store = Store::connect(&config.database_url, 4)
+        .await
+        .context("connecting to Postgres")?;
+    store.migrate().await.context("migrating")?;
+    if args.verify {
+        return verify(config, &store, args.json).await;
+    }
+    store.reset_projections(&config.topic).await?;
+    let started = Instant::now();
+    let mut rx = read_log(config, ReadFrom::Beginning, false);
+    let (mut read, mut applied, mut rejected) = (0u64, 0u64, 0u64);
+    let mut bar = ProgressBar::hidden();
+    while let Some(msg) = rx.recv().await {
+        match msg {
+            ReadMsg::Total(n) => bar = progress(n, args.json),
+            ReadMsg::Failed(e) => anyhow::bail!("reading the log: {e}"),
+            ReadMsg::Batch(records) => {
+                let batch: Vec<Positioned> = records
+                    .into_iter()
+                    .filter_map(|r| {
+                        read += 1;
+                        match r.record {
+                            Ok(record) => Some(Positioned {
+                                partition: r.partition,
+                                offset: r.offset,
+                                record,
+                            }),
+                            Err(e) => {
+                                bar.println(format!(
+                                    "skipped unreadable record at {}:{}: {e}",
+                                    r.partition, r.offset
+                                ));
+                                None
+                            }
+                        }
+                    })
+                    .collect();
+                let out = store.apply_batch(&config.topic, &batch).await?;
+                applied += out.applied as u64;
+                rejected += out.rejected as u64;
+                bar.set_position(read);
+            }
+        }
+    }
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    let summary = json!({
+        "records": read,
+        "applied": applied,
+        "rejected": rejected,
+        "seconds": secs,
+        "records_per_second": read as f64 / secs.max(1e-9),
+    });
+    if args.json {
+        println!("{summary}");
+    } else {
+        println!(
+            "replayed {read} records into Postgres in {secs:.1} s ({:.0} records/s): {applied} applied, {rejected} ignored by the fold",
+            read as f64 / secs.max(1e-9)
+        );
+    }
+    Ok(())
+}
+
+/// Folds the whole log and compares every workflow with its projection.
+async fn verify(config: &Config, store: &Store, json_out: bool) -> anyhow::Result<()> {
+    let mut rx = read_log(config, ReadFrom::Beginning, false);
+    let mut folded: HashMap<WorkflowId, Option<WorkflowState>> = HashMap::new();
+    let mut bar = ProgressBar::hidden();
+    let mut read = 0u64;
+    while let Some(msg) = rx.recv().await {
+        match msg {
+            ReadMsg::Total(n) => bar = progress(n, json_out),
+            ReadMsg::Failed(e) => anyhow::bail!("reading the log: {e}"),
+            ReadMsg::Batch(records) => {
+                for r in records {
+                    read += 1;
+                    if let Ok(rec) = r.record {
+                        let _ = apply(folded.entry(rec.workflow_id).or_insert(None), &rec);
+                    }
+                }
+                bar.set_position(read);
+            }
+        }
+    }
+    bar.finish_and_clear();
+    let log: HashMap<WorkflowId, WorkflowState> = folded
+        .into_iter()
+        .filter_map(|(k, v)| v.map(|v| (k, v)))
+        .collect();
+    let mut differences: Vec<Value> = Vec::new();
+    let ids: Vec<WorkflowId> = log.keys().copied().collect();
+    for chunk in ids.chunks(BATCH) {
+        let projected = store.get_workflows(chunk).await?;
+        for id in chunk {
+            let want = &log[id];
+            match projected.get(id) {
+                None => differences.push(json!({"workflow_id": id, "field": "(row)",
+                    "log": "exists", "postgres": "missing"})),
+                Some(got) if got != want => {
+                    differences.extend(field_differences(*id, want, got));
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    for id in store.workflow_ids().await? {
+        if !log.contains_key(&id) {
+            differences.push(json!({"workflow_id": id, "field": "(row)",
+                "log": "missing", "postgres": "exists"}));
+        }
+    }
+    if json_out {
+        println!(
+            "{}",
+            json!({"records": read, "workflows": log.len(), "differences": differences})
+        );
+    } else {
+        for d in &differences {
+            println!(
+                "workflow {} {}: log {} / postgres {}",
+                d["workflow_id"].as_str().unwrap_or_default(),
+                d["field"].as_str().unwrap_or_default(),
+                d["log"],
+                d["postgres"]
+            );
+        }
+        println!(
+            "verified {} workflows ({read} records): {} difference(s)",
+            log.len(),
+            differences.len()
+        );
+    }
+    if !differences.is_empty() {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// The top-level fields where the projection differs from the fold.
+fn field_differences(id: WorkflowId, log: &WorkflowState, pg: &WorkflowState) -> Vec<Value> {
+    let (Value::Object(a), Value::Object(b)) = (
+        serde_json::to_value(log).expect("serialisable"),
+        serde_json::to_value(pg).expect("serialisable"),
+    ) else {
+        return vec![];
+    };
+    let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| {
+            json!({"workflow_id": id, "field": k,
+                "log": a.get(k).cloned().unwrap_or(Value::Null),
+                "postgres": b.get(k).cloned().unwrap_or(Value::Null)})
+        })
+        .collect()
+}
+
+pub async fn audit_workflow(config: &Config, args: AuditArgs) -> anyhow::Result<()> {
+    let id = WorkflowId::parse(&args.workflow_id)
+        .map_err(|e| anyhow::anyhow!("`{}`: {e}", args.workflow_id))?;
+    let mut rx = read_log(config, ReadFrom::Beginning, false);
+    let mut records: Vec<Record> = Vec::new();
+    while let Some(msg) = rx.recv().await {
+        match msg {
+            ReadMsg::Total(_) => {}
+            ReadMsg::Failed(e) => anyhow::bail!("reading the log: {e}"),
+            ReadMsg::Batch(batch) => records.extend(
+                batch
+                    .into_iter()
+                    .filter_map(|r| r.record.ok())
+                    .filter(|r| r.workflow_id == id),
+            ),
+        }
+    }
+    if records.is_empty() {
+        anyhow::bail!("no records of workflow {id} in topic {}", config.topic);
+    }
+    let (entries, state) = audit(&records);
+    if args.json {
+        println!(
+            "{}",
+            json!({"workflow_id": id, "events": entries, "state": state})
+        );
+        return Ok(());
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:<27} {:<26} {:>4} {:>4} {:<28} {:>8} {:>9}  {:<10} node",
+        "time", "event", "seq", "step", "agent", "attempts", "duration", "asked by"
+    )?;
+    for e in &entries {
+        print_entry(&mut out, e)?;
+    }
+    if let Some(st) = state {
+        writeln!(out)?;
+        writeln!(
+            out,
+            "state: {} (seq {}, {} run(s)); steps: {}",
+            st.status.as_str(),
+            st.seq,
+            st.runs,
+            st.steps
+                .iter()
+                .enumerate()
+                .map(|(i, s)| format!("{}:{}={:?}", i + 1, s.agent, s.status).to_lowercase())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )?;
+        writeln!(out, "results: {}", st.results())?;
+    }
+    Ok(())
+}
+
+fn print_entry(out: &mut impl Write, e: &AuditEntry) -> std::io::Result<()> {
+    let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    let plain = |v: &Option<Value>| match v {
+        Some(Value::String(s)) => s.clone(),
+        Some(v) => v.to_string(),
+        None => "-".into(),
+    };
+    writeln!(
+        out,
+        "{:<27} {:<26} {:>4} {:>4} {:<28} {:>8} {:>9}  {:<10} {}{}",
+        e.timestamp
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        e.event_type,
+        e.seq,
+        opt(e.step.map(|s| s.to_string())),
+        opt(e.agent.clone()),
+        opt(e.attempts.map(|a| a.to_string())),
+        opt(e.duration_ms.map(|d| format!("{d} ms"))),
+        plain(&e.requested_by),
+        plain(&e.node_id),
+        if e.applied {
+            ""
+        } else {
+            "  (ignored by the fold)"
+        }
+    )?;
+    if let Some(err) = &e.error {
+        writeln!(out, "{:>31} error: {err}", "")?;
+    }
+    Ok(())
+}
+
+pub async fn events(config: &Config, cmd: EventsCommand) -> anyhow::Result<()> {
+    let EventsCommand::Tail(args) = cmd;
+    let from = if args.from_beginning {
+        ReadFrom::Beginning
+    } else {
+        ReadFrom::End
+    };
+    if let Some(t) = args
+        .types
+        .iter()
+        .find(|t| !Event::TYPES.contains(&t.as_str()))
+    {
+        anyhow::bail!(
+            "unknown event type `{t}`; known: {}",
+            Event::TYPES.join(", ")
+        );
+    }
+    let mut rx = read_log(config, from, args.follow);
+    let mut out = std::io::stdout().lock();
+    while let Some(msg) = rx.recv().await {
+        match msg {
+            ReadMsg::Total(_) => {}
+            ReadMsg::Failed(e) => anyhow::bail!("reading the log: {e}"),
+            ReadMsg::Batch(batch) => {
+                for r in batch {
+                    match r.record {
+                        Ok(rec) => {
+                            if args.types.is_empty()
+                                || args.types.iter().any(|t| t == rec.event_type())
+                            {
+                                writeln!(out, "{}", rec.to_json())?;
+                            }
+                        }
+                        Err(e) => {
+                            eprintln!("unreadable record at {}:{}: {e}", r.partition, r.offset)
+                        }
+                    }
+                }
+                out.flush()?;
+            }
+        }
+    }
+    Ok(())
+}
