@@ -61,6 +61,14 @@ async fn content_pipeline_chains_each_output_into_the_next_input() {
         assert_eq!(r["output"]["agent"], CONTENT[i]);
         assert_eq!(r["output"]["idempotency_key"], format!("{id}:{}", i + 1));
         assert_eq!(r["output"]["workflow_id"], id.as_str());
+        // W3C trace context: the workflow is the trace, each call a span.
+        let tp = r["output"]["traceparent"].as_str().unwrap();
+        let parts: Vec<&str> = tp.split('-').collect();
+        assert_eq!(parts.len(), 4, "{tp}");
+        assert_eq!(
+            (parts[0], parts[1], parts[2].len(), parts[3]),
+            ("00", id.replace('-', "").as_str(), 16, "01")
+        );
         assert_eq!(w["tasks"][i]["status"], "completed");
         assert_eq!(w["tasks"][i]["attempts"], 1);
     }
@@ -364,6 +372,15 @@ async fn metrics_expose_the_guides_four_metrics() {
     let id = s.create(&t, pipeline("m", &CONTENT)).await;
     s.execute(&t, &id).await;
     s.wait_done(&t, &id, Duration::from_secs(30)).await;
+    let bad = s
+        .create(
+            &t,
+            json!({"name": "bad", "tasks": [{"agent": "a", "input": {"_mock": {"fail_status": 400}}}]}),
+        )
+        .await;
+    s.execute(&t, &bad).await;
+    s.wait_done(&t, &bad, Duration::from_secs(30)).await;
+    s.create(&t, pipeline("waiting", &CONTENT)).await;
     // The engine counts the completion just after it lands in the projection.
     let mut text = String::new();
     for _ in 0..100 {
@@ -384,6 +401,19 @@ async fn metrics_expose_the_guides_four_metrics() {
         "{text}"
     );
     assert!(text.contains("workflow_active_count 0"), "{text}");
+    // What the dashboard and the alerts use beyond §9.1.
+    for series in [
+        "workflow_duration_seconds_count{workflow=\"m\"} 1",
+        "workflow_executions_total{status=\"failed\"} 1",
+        "workflow_step_failures_total{agent=\"unregistered\"} 1",
+        "workflow_pending_count 1",
+        "agentflow_agent_calls_total{agent=\"unregistered\",outcome=\"rejected\"} 1",
+        "agentflow_log_append_seconds_bucket",
+        "agentflow_projector_lag_seconds",
+        "agentflow_engine_partitions_owned 4",
+    ] {
+        assert!(text.contains(series), "{series} missing:\n{text}");
+    }
 }
 
 #[tokio::test]

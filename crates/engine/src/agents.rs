@@ -199,6 +199,7 @@ impl AgentClient {
             .timeout(settings.timeout)
             .header("Idempotency-Key", idempotency_key)
             .header("X-Workflow-Id", workflow_id.to_string())
+            .header("traceparent", traceparent(workflow_id))
             .json(input)
             .send()
             .await;
@@ -238,6 +239,13 @@ impl AgentClient {
             (err(StepErrorKind::InvalidResponse, msg, code), false)
         })
     }
+}
+
+/// A W3C `traceparent` for one call: the trace id is the workflow id (so an
+/// agent's traces of one workflow join up), the parent id is fresh.
+fn traceparent(workflow_id: WorkflowId) -> String {
+    let span: u64 = rand::rng().random_range(1..=u64::MAX);
+    format!("00-{}-{span:016x}-01", workflow_id.as_uuid().simple())
 }
 
 fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {

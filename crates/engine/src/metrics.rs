@@ -7,6 +7,8 @@ pub const STEP_DURATION: &str = "workflow_step_duration_seconds";
 pub const ACTIVE: &str = "workflow_active_count";
 pub const AGENT_CALLS: &str = "agentflow_agent_calls_total";
 pub const RECORDS_REJECTED: &str = "agentflow_engine_records_rejected_total";
+pub const PENDING: &str = "workflow_pending_count";
+pub const STEP_FAILURES: &str = "workflow_step_failures_total";
 pub const PARTITIONS_OWNED: &str = "agentflow_engine_partitions_owned";
 pub const PARTITIONS_REPLAYING: &str = "agentflow_engine_partitions_replaying";
 
@@ -18,7 +20,7 @@ pub fn describe() {
     metrics::describe_histogram!(
         WORKFLOW_DURATION,
         metrics::Unit::Seconds,
-        "Workflow run time, start to end."
+        "Workflow run time, start to end, by workflow name (the first 50 names; the rest are `other`)."
     );
     metrics::describe_histogram!(
         STEP_DURATION,
@@ -26,6 +28,14 @@ pub fn describe() {
         "Time of one step's agent call, retries included."
     );
     metrics::describe_gauge!(ACTIVE, "Workflows running on this node (live actors).");
+    metrics::describe_gauge!(
+        PENDING,
+        "Workflows created and not yet started, in this node's partitions."
+    );
+    metrics::describe_counter!(
+        STEP_FAILURES,
+        "Steps that failed for good (after retries), by agent."
+    );
     metrics::describe_counter!(AGENT_CALLS, "Agent call attempts by agent and outcome.");
     metrics::describe_counter!(
         RECORDS_REJECTED,
@@ -40,3 +50,27 @@ pub fn describe() {
         "Owned partitions still replaying the log (not yet live)."
     );
 }
+
+/// The `workflow` label for a workflow name: the name itself for the first
+/// [`MAX_NAMES`] distinct names this process sees, `other` after that, so a
+/// user inventing names cannot blow up the number of series.
+pub fn workflow_label(name: &str) -> String {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock};
+    static SEEN: OnceLock<Mutex<HashSet<String>>> = OnceLock::new();
+    let name: String = name.chars().take(64).collect();
+    let mut seen = SEEN
+        .get_or_init(Default::default)
+        .lock()
+        .expect("not poisoned");
+    if seen.contains(&name) {
+        return name;
+    }
+    if seen.len() < MAX_NAMES {
+        seen.insert(name.clone());
+        return name;
+    }
+    "other".into()
+}
+
+pub const MAX_NAMES: usize = 50;

@@ -38,6 +38,8 @@ pub struct SupervisorState {
     /// Whether the group has given this node its first assignment (which
     /// may be empty).
     joined: bool,
+    /// Pending workflows in the owned partitions.
+    pending: i64,
 }
 
 pub enum SupervisorMsg {
@@ -68,6 +70,7 @@ impl Actor for Supervisor {
             draining: false,
             changed_at: std::time::Instant::now(),
             joined: false,
+            pending: 0,
         })
     }
 
@@ -106,6 +109,7 @@ impl Actor for Supervisor {
                         live: false,
                         workflows,
                     };
+                    state.pending += count_pending(&p);
                     state.partitions.insert(partition, p);
                     if high_watermark <= start {
                         self.go_live(&myself, state, partition).await;
@@ -116,7 +120,9 @@ impl Actor for Supervisor {
             }
             SupervisorMsg::Log(ConsumerEvent::Revoked(parts)) => {
                 for partition in parts {
-                    state.partitions.remove(&partition);
+                    if let Some(p) = state.partitions.remove(&partition) {
+                        state.pending -= count_pending(&p);
+                    }
                     let gone: Vec<WorkflowId> = state
                         .children
                         .iter()
@@ -231,6 +237,11 @@ impl Supervisor {
             metrics::counter!(m::RECORDS_REJECTED).increment(1);
             tracing::debug!(workflow_id = %id, seq = rec.seq, event_type = rec.event_type(), %why, "record rejected");
         }
+        let now = slot.as_ref().map(|s| s.status);
+        if applied.is_ok() && was != now {
+            let pending = |s: Option<WorkflowStatus>| i64::from(s == Some(WorkflowStatus::Pending));
+            state.pending += pending(now) - pending(was);
+        }
         if let Some(st) = slot {
             if applied.is_ok() && live {
                 record_metrics(was, &st);
@@ -248,6 +259,7 @@ impl Supervisor {
             self.go_live(myself, state, partition).await;
         }
         metrics::gauge!(m::ACTIVE).set(state.children.len() as f64);
+        metrics::gauge!(m::PENDING).set(state.pending as f64);
     }
 
     /// The partition has caught up with the log: resume its running
@@ -341,7 +353,15 @@ impl Supervisor {
     }
 }
 
+fn count_pending(p: &Partition) -> i64 {
+    p.workflows
+        .values()
+        .filter(|s| s.status == WorkflowStatus::Pending)
+        .count() as i64
+}
+
 fn partition_metrics(state: &SupervisorState) {
+    metrics::gauge!(m::PENDING).set(state.pending as f64);
     let replaying = state.partitions.values().filter(|p| !p.live).count();
     metrics::gauge!(m::PARTITIONS_OWNED).set(state.partitions.len() as f64);
     metrics::gauge!(m::PARTITIONS_REPLAYING).set(replaying as f64);
@@ -358,7 +378,8 @@ fn record_metrics(was: Option<WorkflowStatus>, st: &WorkflowState) {
         metrics::counter!(m::WORKFLOW_EXECUTIONS, "status" => st.status.as_str()).increment(1);
         if let (Some(start), Some(end)) = (st.started_at, st.finished_at) {
             let secs = (end - start).num_milliseconds().max(0) as f64 / 1000.0;
-            metrics::histogram!(m::WORKFLOW_DURATION).record(secs);
+            metrics::histogram!(m::WORKFLOW_DURATION, "workflow" => m::workflow_label(&st.name))
+                .record(secs);
         }
     }
 }

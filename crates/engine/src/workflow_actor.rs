@@ -191,6 +191,8 @@ impl WorkflowActor {
                         duration_ms,
                     },
                     Err(error) => {
+                        metrics::counter!(m::STEP_FAILURES, "agent" => w.agents.label(&agent))
+                            .increment(1);
                         tracing::info!(workflow_id = %st.workflow_id, step, error = %error.message, attempts, "step failed");
                         Event::StepFailed {
                             step,

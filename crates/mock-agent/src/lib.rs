@@ -1,7 +1,8 @@
 //! A mock of the platform's agents, as a real HTTP server.
 //!
 //! `POST /agents/{agent}/api/v1/execute` answers after the configured
-//! latency with `{"agent", "input", "text", "idempotency_key"}` — the input is
+//! latency with `{"agent", "input", "text", "idempotency_key", "workflow_id",
+//! "traceparent"}` (the headers it got) — the input is
 //! echoed, so chained `{{previous_output}}` can be checked field by field.
 //! An input may steer the mock with a `_mock` object:
 //! - `{"fail_status": 503, "fail_times": 2}`: answer 503 to the first two
@@ -145,12 +146,17 @@ async fn execute(
         .get("x-workflow-id")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
+    let traceparent = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     axum::Json(json!({
         "agent": agent,
         "input": input,
         "text": format!("{agent} done (call {n})"),
         "idempotency_key": key,
         "workflow_id": x_workflow,
+        "traceparent": traceparent,
     }))
     .into_response()
 }
