@@ -3,7 +3,8 @@
 # a Postgres cluster and a Kafka-API broker (Tansu, SQLite storage), each on a
 # free loopback port under one directory.
 #
-#   scripts/stack.sh install          install Postgres and Tansu if missing
+#   scripts/stack.sh install          install what is missing: Postgres, promtool,
+#                                     docker-compose, kcat (Debian), Tansu (cargo)
 #   scripts/stack.sh start DIR [PG_PORT KAFKA_PORT]
 #                                     start both under DIR; writes DIR/env
 #   scripts/stack.sh stop DIR         stop both
@@ -25,11 +26,19 @@ pg_bindir() {
 }
 
 install() {
-  if [ -z "$(pg_bindir)" ]; then
-    log "installing PostgreSQL from Debian packages"
+  # Postgres; promtool (checks and unit-tests the alert rules); docker-compose
+  # (validates docker-compose.yml, no Docker engine needed for that); kcat
+  # (the README's command-line subscriber, tested).
+  local missing=()
+  [ -n "$(pg_bindir)" ] || missing+=(postgresql)
+  command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+  command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+  command -v kcat >/dev/null 2>&1 || missing+=(kcat)
+  if [ ${#missing[@]} -gt 0 ]; then
+    log "installing ${missing[*]} from Debian packages"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
-    apt-get install -y -qq postgresql >/dev/null
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
   if ! command -v tansu >/dev/null 2>&1; then
     log "building the Tansu broker (once, several minutes)"

@@ -10,6 +10,12 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== promtool: alert rules and their unit tests, Prometheus config"
+promtool check rules config/prometheus/alerts.yml
+promtool test rules config/prometheus/alerts_test.yml
+promtool check config config/prometheus/prometheus.yml
+echo "== docker-compose config"
+AGENTFLOW_JWT_SECRET=ci docker-compose -f docker-compose.yml config -q
 
 dir=$(mktemp -d /tmp/agentflow-test.XXXXXX)
 cleanup() { scripts/stack.sh stop "$dir" || true; rm -rf "$dir"; }

@@ -102,6 +102,8 @@ agentflow dev stack
   curl -s -X POST http://{addr}/workflows/$ID/execute -H "Authorization: Bearer $TOKEN"
   curl -s http://{addr}/workflows/$ID -H "Authorization: Bearer $TOKEN"
   curl -s http://{addr}/workflows/list -H "Authorization: Bearer $TOKEN"
+  # the event log, as a subscriber sees it:
+  kcat -b {brokers} -t {topic} -C -o beginning -e -f '%p:%o key=%k %h\n%s\n'
 "#,
         mock = args.mock_addr,
         db = config.database_url,

@@ -243,3 +243,29 @@ async fn events_tail_prints_json_lines_filtered_by_type() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown event type"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readmes_kcat_line_reads_the_log() {
+    let (s, _t, ids) = with_history().await;
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).unwrap();
+    let line = readme
+        .lines()
+        .find(|l| l.starts_with("kcat -b \"$BROKERS\""))
+        .expect("README has the kcat line");
+    let out = std::process::Command::new("bash")
+        .args(["-c", &line.replace("workflow-events", &s.topic)])
+        .env("BROKERS", &s.brokers)
+        .output()
+        .expect("kcat (scripts/stack.sh install)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("key={}", ids[0])), "{text}");
+    assert!(text.contains("event_type=workflow.created"), "{text}");
+    let records = text.lines().filter(|l| l.starts_with('{')).count();
+    assert!(records >= 12, "{text}");
+}
