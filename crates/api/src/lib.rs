@@ -5,6 +5,7 @@
 
 mod auth;
 mod error;
+pub mod openapi;
 mod routes;
 mod views;
 
@@ -15,9 +16,11 @@ use std::time::Duration;
 
 use agentflow_log::Producer;
 use agentflow_store::{Progress, Store};
-use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::{Extension, Router};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 pub use auth::{Caller, Claims, Jwt};
 pub use error::ApiError;
@@ -49,18 +52,33 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
 }
 
+/// The routes and the OpenAPI document, built from one list (every route
+/// goes through `routes!`, which documents it).
+pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    use routes::{ops, workflows};
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(workflows::create))
+        .routes(routes!(workflows::list))
+        .routes(routes!(workflows::get))
+        .routes(routes!(workflows::execute))
+        .routes(routes!(workflows::cancel))
+        .routes(routes!(workflows::events))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(ops::openapi))
+        .split_for_parts()
+}
+
 pub fn router(state: AppState, config: &ApiConfig) -> Router {
-    Router::new()
-        .route("/workflows/create", post(routes::workflows::create))
-        .route("/workflows/list", get(routes::workflows::list))
-        .route("/workflows/{id}", get(routes::workflows::get))
-        .route("/workflows/{id}/execute", post(routes::workflows::execute))
-        .route("/workflows/{id}/cancel", post(routes::workflows::cancel))
-        .route("/workflows/{id}/events", get(routes::workflows::events))
-        .route("/healthz", get(routes::ops::healthz))
-        .route("/readyz", get(routes::ops::readyz))
-        .route("/metrics", get(routes::ops::metrics))
+    let (router, doc) = routes();
+    let doc = routes::ops::OpenApiJson(Arc::new(
+        doc.to_pretty_json()
+            .expect("the OpenAPI document serialises"),
+    ));
+    router
         .fallback(routes::ops::not_found)
+        .layer(Extension(doc))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .with_state(state)
 }

@@ -17,11 +17,23 @@ use serde_json::{Value, json};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::openapi::{
+    AuditTrail, CreateWorkflow, ErrorBody, WorkflowAccepted, WorkflowCreated, WorkflowList,
+    WorkflowView,
+};
 use crate::{AppState, views};
 
 const DEFAULT_LIMIT: u32 = 20;
 const MAX_LIMIT: u32 = 100;
 
+#[utoipa::path(post, path = "/workflows/create", tag = "workflows", security(("bearer" = [])),
+    request_body = CreateWorkflow,
+    responses(
+        (status = 201, description = "Created (pending)", body = WorkflowCreated),
+        (status = 413, description = "Body over max_body_bytes", body = ErrorBody),
+        (status = 422, description = "Invalid workflow definition", body = ErrorBody),
+        (status = 400, description = "Bad input (malformed JSON, bad id)", body = ErrorBody), (status = 401, description = "Missing or bad token", body = ErrorBody), (status = 503, description = "Broker or database unavailable; see Retry-After", body = ErrorBody)
+    ))]
 pub async fn create(
     State(s): State<AppState>,
     caller: Caller,
@@ -64,6 +76,14 @@ pub async fn create(
     Ok((StatusCode::CREATED, axum::Json(body)).into_response())
 }
 
+#[utoipa::path(post, path = "/workflows/{id}/execute", tag = "workflows", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Workflow id (UUID)")),
+    responses(
+        (status = 202, description = "Started, or resumed from the failed step", body = WorkflowAccepted),
+        (status = 404, description = "No such workflow, or another user's", body = ErrorBody),
+        (status = 409, description = "Not pending or failed", body = ErrorBody),
+        (status = 400, description = "Bad input (malformed JSON, bad id)", body = ErrorBody), (status = 401, description = "Missing or bad token", body = ErrorBody), (status = 503, description = "Broker or database unavailable; see Retry-After", body = ErrorBody)
+    ))]
 pub async fn execute(
     State(s): State<AppState>,
     caller: Caller,
@@ -111,6 +131,14 @@ pub async fn execute(
 /// Cancels a workflow. Pending and failed ones stop at once; a running one
 /// after its step in flight (its actor appends `workflow.cancelled`), so the
 /// answer says `cancelling` and a GET shows `cancel_requested` until then.
+#[utoipa::path(post, path = "/workflows/{id}/cancel", tag = "workflows", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Workflow id (UUID)")),
+    responses(
+        (status = 202, description = "Cancelled, or cancelling after the step in flight", body = WorkflowAccepted),
+        (status = 404, description = "No such workflow, or another user's", body = ErrorBody),
+        (status = 409, description = "Already completed or cancelled", body = ErrorBody),
+        (status = 400, description = "Bad input (malformed JSON, bad id)", body = ErrorBody), (status = 401, description = "Missing or bad token", body = ErrorBody), (status = 503, description = "Broker or database unavailable; see Retry-After", body = ErrorBody)
+    ))]
 pub async fn cancel(
     State(s): State<AppState>,
     caller: Caller,
@@ -178,6 +206,13 @@ pub async fn cancel(
     Ok((StatusCode::ACCEPTED, axum::Json(body)).into_response())
 }
 
+#[utoipa::path(get, path = "/workflows/{id}", tag = "workflows", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Workflow id (UUID)")),
+    responses(
+        (status = 200, description = "The workflow", body = WorkflowView),
+        (status = 404, description = "No such workflow, or another user's", body = ErrorBody),
+        (status = 400, description = "Bad input (malformed JSON, bad id)", body = ErrorBody), (status = 401, description = "Missing or bad token", body = ErrorBody), (status = 503, description = "Broker or database unavailable; see Retry-After", body = ErrorBody)
+    ))]
 pub async fn get(
     State(s): State<AppState>,
     caller: Caller,
@@ -189,6 +224,13 @@ pub async fn get(
 
 /// The audit trail: every record of the workflow in log order, with whether
 /// the fold applied it (the same entries as `agentflow audit`).
+#[utoipa::path(get, path = "/workflows/{id}/events", tag = "workflows", security(("bearer" = [])),
+    params(("id" = String, Path, description = "Workflow id (UUID)")),
+    responses(
+        (status = 200, description = "The audit trail", body = AuditTrail),
+        (status = 404, description = "No such workflow, or another user's", body = ErrorBody),
+        (status = 400, description = "Bad input (malformed JSON, bad id)", body = ErrorBody), (status = 401, description = "Missing or bad token", body = ErrorBody), (status = 503, description = "Broker or database unavailable; see Retry-After", body = ErrorBody)
+    ))]
 pub async fn events(
     State(s): State<AppState>,
     caller: Caller,
@@ -210,6 +252,16 @@ pub async fn events(
     .into_response())
 }
 
+#[utoipa::path(get, path = "/workflows/list", tag = "workflows", security(("bearer" = [])),
+    params(
+        ("status" = Option<String>, Query, description = "pending, running, completed, failed or cancelled"),
+        ("limit" = Option<u32>, Query, description = "1–100, default 20"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")
+    ),
+    responses(
+        (status = 200, description = "The caller's workflows (every user's for admins), newest first", body = WorkflowList),
+        (status = 400, description = "Bad input (malformed JSON, bad id)", body = ErrorBody), (status = 401, description = "Missing or bad token", body = ErrorBody), (status = 503, description = "Broker or database unavailable; see Retry-After", body = ErrorBody)
+    ))]
 pub async fn list(
     State(s): State<AppState>,
     caller: Caller,
