@@ -127,3 +127,27 @@ fn docker_compose_runs_every_service_the_readme_names() {
         "named in README, not in compose: {missing:?}"
     );
 }
+
+#[tokio::test]
+async fn logs_are_json_lines_when_asked() {
+    let s = Stack::start().await;
+    let out = s
+        .command(&["migrate"])
+        .env("AGENTFLOW_LOG_FORMAT", "json")
+        .env("AGENTFLOW_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["level"] == "INFO" && l["fields"]["message"].is_string()),
+        "{text}"
+    );
+}
