@@ -51,6 +51,20 @@ pub struct ErrorDetail {
     pub message: String,
 }
 
+/// The errors every `/workflows` route can answer with.
+#[derive(utoipa::IntoResponses)]
+pub enum CommonErrors {
+    /// Bad input: malformed JSON, a bad id or query.
+    #[response(status = 400)]
+    BadRequest(ErrorBody),
+    /// Missing, malformed, expired or wrongly signed token.
+    #[response(status = 401)]
+    Unauthorized(ErrorBody),
+    /// The broker or the database is unavailable; see `Retry-After`.
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+}
+
 /// A workflow definition.
 #[derive(Serialize, ToSchema)]
 pub struct CreateWorkflow {

@@ -10,7 +10,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::{Stack, pipeline};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 fn repo_file(path: &str) -> String {
     let full = format!("{}/../../{path}", env!("CARGO_MANIFEST_DIR"));
@@ -38,12 +38,7 @@ async fn alerts_and_dashboard_query_only_metrics_the_service_exports() {
     let t = s.token(3);
     let ok = s.create(&t, pipeline("ok", &["a", "b"])).await;
     s.execute(&t, &ok).await;
-    let bad = s
-        .create(
-            &t,
-            json!({"name": "bad", "tasks": [{"agent": "a", "input": {"_mock": {"fail_status": 400}}}]}),
-        )
-        .await;
+    let bad = s.create(&t, common::failing("bad", 400)).await;
     s.execute(&t, &bad).await;
     for id in [&ok, &bad] {
         s.wait_done(&t, id, Duration::from_secs(20)).await;

@@ -158,15 +158,21 @@ async fn sigterm_finishes_the_steps_in_flight_and_a_restart_repeats_no_call() {
     s.assert_projection_is_the_fold(&ids).await;
 }
 
-// Several threads: the mock agent runs in this process and must keep
-// answering while a test thread waits on a process or the broker.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_nodes_share_the_work_and_a_killed_nodes_workflows_finish_on_the_other() {
+/// A stack with a second node, 300 ms agents, the partitions shared out.
+async fn two_nodes() -> (Stack, String, String, String) {
     let mut s = Stack::start_with(Duration::from_millis(300), "", &[]).await;
     let t = s.token(4);
     let a = s.base.clone();
     let b = s.spawn_node("node-b").await;
     wait_partitions(&s, &[&a, &b], 1.0, Duration::from_secs(60)).await;
+    (s, t, a, b)
+}
+
+// Several threads: the mock agent runs in this process and must keep
+// answering while a test thread waits on a process or the broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_share_the_work_and_a_killed_nodes_workflows_finish_on_the_other() {
+    let (mut s, t, a, b) = two_nodes().await;
 
     // Any node's API takes any workflow; each runs where its partition is.
     let ids = start_workflows(&s, &[&a, &b], &t, 16).await;
@@ -209,11 +215,7 @@ async fn two_nodes_share_the_work_and_a_killed_nodes_workflows_finish_on_the_oth
 // answering while a test thread waits on a process or the broker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_leaves_with_sigterm_hands_over_without_repeating_a_call() {
-    let mut s = Stack::start_with(Duration::from_millis(300), "", &[]).await;
-    let t = s.token(4);
-    let a = s.base.clone();
-    let b = s.spawn_node("node-b").await;
-    wait_partitions(&s, &[&a, &b], 1.0, Duration::from_secs(60)).await;
+    let (mut s, t, a, b) = two_nodes().await;
 
     let ids = start_workflows(&s, &[&a, &b], &t, 16).await;
     tokio::time::sleep(Duration::from_millis(450)).await;

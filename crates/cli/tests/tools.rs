@@ -8,7 +8,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use common::{Stack, pipeline};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 fn run(s: &Stack, args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut cmd = s.command(args);
@@ -34,12 +34,7 @@ async fn with_history() -> (Stack, String, Vec<String>) {
         )
         .await;
     s.execute(&t, &ok).await;
-    let bad = s
-        .create(
-            &t,
-            json!({"name": "broken", "tasks": [{"agent": "a", "input": {"_mock": {"fail_status": 400}}}]}),
-        )
-        .await;
+    let bad = s.create(&t, common::failing("broken", 400)).await;
     s.execute(&t, &bad).await;
     let gone = s.create(&t, pipeline("cancelled", &["a"])).await;
     let (st, _) = s

@@ -372,12 +372,7 @@ async fn metrics_expose_the_guides_four_metrics() {
     let id = s.create(&t, pipeline("m", &CONTENT)).await;
     s.execute(&t, &id).await;
     s.wait_done(&t, &id, Duration::from_secs(30)).await;
-    let bad = s
-        .create(
-            &t,
-            json!({"name": "bad", "tasks": [{"agent": "a", "input": {"_mock": {"fail_status": 400}}}]}),
-        )
-        .await;
+    let bad = s.create(&t, common::failing("bad", 400)).await;
     s.execute(&t, &bad).await;
     s.wait_done(&t, &bad, Duration::from_secs(30)).await;
     s.create(&t, pipeline("waiting", &CONTENT)).await;

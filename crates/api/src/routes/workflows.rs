@@ -18,8 +18,8 @@ use serde_json::{Value, json};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::openapi::{
-    AuditTrail, CreateWorkflow, ErrorBody, WorkflowAccepted, WorkflowCreated, WorkflowList,
-    WorkflowView,
+    AuditTrail, CommonErrors, CreateWorkflow, ErrorBody, WorkflowAccepted, WorkflowCreated,
+    WorkflowList, WorkflowView,
 };
 use crate::{AppState, views};
 
@@ -32,7 +32,7 @@ const MAX_LIMIT: u32 = 100;
         (status = 201, description = "Created (pending)", body = WorkflowCreated),
         (status = 413, description = "Body over max_body_bytes", body = ErrorBody),
         (status = 422, description = "Invalid workflow definition", body = ErrorBody),
-        (status = 400, description = "Bad input (malformed JSON, bad id)", body = ErrorBody), (status = 401, description = "Missing or bad token", body = ErrorBody), (status = 503, description = "Broker or database unavailable; see Retry-After", body = ErrorBody)
+        CommonErrors
     ))]
 pub async fn create(
     State(s): State<AppState>,
@@ -82,7 +82,7 @@ pub async fn create(
         (status = 202, description = "Started, or resumed from the failed step", body = WorkflowAccepted),
         (status = 404, description = "No such workflow, or another user's", body = ErrorBody),
         (status = 409, description = "Not pending or failed", body = ErrorBody),
-        (status = 400, description = "Bad input (malformed JSON, bad id)", body = ErrorBody), (status = 401, description = "Missing or bad token", body = ErrorBody), (status = 503, description = "Broker or database unavailable; see Retry-After", body = ErrorBody)
+        CommonErrors
     ))]
 pub async fn execute(
     State(s): State<AppState>,
@@ -137,7 +137,7 @@ pub async fn execute(
         (status = 202, description = "Cancelled, or cancelling after the step in flight", body = WorkflowAccepted),
         (status = 404, description = "No such workflow, or another user's", body = ErrorBody),
         (status = 409, description = "Already completed or cancelled", body = ErrorBody),
-        (status = 400, description = "Bad input (malformed JSON, bad id)", body = ErrorBody), (status = 401, description = "Missing or bad token", body = ErrorBody), (status = 503, description = "Broker or database unavailable; see Retry-After", body = ErrorBody)
+        CommonErrors
     ))]
 pub async fn cancel(
     State(s): State<AppState>,
@@ -211,7 +211,7 @@ pub async fn cancel(
     responses(
         (status = 200, description = "The workflow", body = WorkflowView),
         (status = 404, description = "No such workflow, or another user's", body = ErrorBody),
-        (status = 400, description = "Bad input (malformed JSON, bad id)", body = ErrorBody), (status = 401, description = "Missing or bad token", body = ErrorBody), (status = 503, description = "Broker or database unavailable; see Retry-After", body = ErrorBody)
+        CommonErrors
     ))]
 pub async fn get(
     State(s): State<AppState>,
@@ -229,7 +229,7 @@ pub async fn get(
     responses(
         (status = 200, description = "The audit trail", body = AuditTrail),
         (status = 404, description = "No such workflow, or another user's", body = ErrorBody),
-        (status = 400, description = "Bad input (malformed JSON, bad id)", body = ErrorBody), (status = 401, description = "Missing or bad token", body = ErrorBody), (status = 503, description = "Broker or database unavailable; see Retry-After", body = ErrorBody)
+        CommonErrors
     ))]
 pub async fn events(
     State(s): State<AppState>,
@@ -260,7 +260,7 @@ pub async fn events(
     ),
     responses(
         (status = 200, description = "The caller's workflows (every user's for admins), newest first", body = WorkflowList),
-        (status = 400, description = "Bad input (malformed JSON, bad id)", body = ErrorBody), (status = 401, description = "Missing or bad token", body = ErrorBody), (status = 503, description = "Broker or database unavailable; see Retry-After", body = ErrorBody)
+        CommonErrors
     ))]
 pub async fn list(
     State(s): State<AppState>,

@@ -590,3 +590,8 @@ pub fn pipeline(name: &str, agents: &[&str]) -> Value {
         .collect();
     json!({"name": name, "tasks": tasks})
 }
+
+/// A one-step workflow whose agent answers `status` (4xx: fails at once).
+pub fn failing(name: &str, status: u16) -> Value {
+    json!({"name": name, "tasks": [{"agent": "a", "input": {"_mock": {"fail_status": status}}}]})
+}
