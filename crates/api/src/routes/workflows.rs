@@ -67,10 +67,8 @@ pub async fn create(
             tasks: def.tasks,
             timeout_ms: def.timeout_ms,
         },
-    )
-    .with_metadata("requested_by", caller.user.0)
-    .with_metadata("node_id", s.node_id.clone());
-    append_and_wait(&s, &record).await?;
+    );
+    append_and_wait(&s, &caller, record).await?;
     let body =
         json!({"workflow_id": id, "name": name, "status": "pending", "task_count": task_count});
     Ok((StatusCode::CREATED, axum::Json(body)).into_response())
@@ -104,10 +102,8 @@ pub async fn execute(
         Utc::now(),
         Event::Started { from_step },
     )
-    .after(st.last_event_id)
-    .with_metadata("requested_by", caller.user.0)
-    .with_metadata("node_id", s.node_id.clone());
-    append_and_wait(&s, &record).await?;
+    .after(st.last_event_id);
+    append_and_wait(&s, &caller, record).await?;
     // The log decides: if another change took this seq first, ours was
     // ignored by the fold. Report what the projection now says.
     if let Some(now) = s.store.get_workflow(st.workflow_id).await?
@@ -178,10 +174,7 @@ pub async fn cancel(
         }
     };
     if let Some(record) = record {
-        let record = record
-            .with_metadata("requested_by", caller.user.0)
-            .with_metadata("node_id", s.node_id.clone());
-        append_and_wait(&s, &record).await?;
+        append_and_wait(&s, &caller, record).await?;
     }
     // The log decides: report what the projection now says.
     let now = s
@@ -332,9 +325,17 @@ async fn load_visible(s: &AppState, caller: &Caller, id: &str) -> Result<Workflo
     }
 }
 
-/// Appends and waits (bounded) until the projection shows the record.
-async fn append_and_wait(s: &AppState, record: &Record) -> Result<Position, ApiError> {
-    let pos = s.producer.append(record, s.append_timeout).await?;
+/// Appends a record of the caller's request (noting who asked, through
+/// which node) and waits (bounded) until the projection shows it.
+async fn append_and_wait(
+    s: &AppState,
+    caller: &Caller,
+    record: Record,
+) -> Result<Position, ApiError> {
+    let record = record
+        .with_metadata("requested_by", caller.user.0)
+        .with_metadata("node_id", s.node_id.clone());
+    let pos = s.producer.append(&record, s.append_timeout).await?;
     let seen = s
         .progress
         .wait_past(
