@@ -220,17 +220,40 @@ async fn a_stale_writer_that_wins_a_seq_is_followed_and_the_actor_restarts_from_
         serde_json::json!({"from": "zombie"}),
         "step 2 was decided on the log's step 1, not the actor's own"
     );
-    // The log holds the losing record too, and exactly one of each seq
-    // was applied: seq 1..=5 with one completed.
-    let recs: Vec<_> = read_topic(&s)
+    // The log holds the losing records too: the actor's own step 1 and,
+    // if it raced ahead before it saw the zombie's record, the steps it
+    // chained onto it. The fold applies exactly one record per seq, 1..=5,
+    // one of them the completion; every other record is marked ignored.
+    let recs: Vec<agentflow_core::Record> = read_topic(&s)
         .into_iter()
         .filter(|(k, _, _)| *k == id)
+        .map(|(_, _, v)| agentflow_core::Record::from_bytes(v.to_string().as_bytes()).unwrap())
         .collect();
-    let completed = recs
+    let (trail, state) = agentflow_core::audit(&recs);
+    let applied: Vec<(u64, &str)> = trail
         .iter()
-        .filter(|(_, _, v)| v["event_type"] == "workflow.completed")
-        .count();
-    assert_eq!(completed, 1, "{recs:?}");
+        .filter(|e| e.applied)
+        .map(|e| (e.seq, e.event_type))
+        .collect();
+    assert_eq!(
+        applied,
+        [
+            (1, "workflow.created"),
+            (2, "workflow.started"),
+            (3, "agent.executed"),
+            (4, "agent.executed"),
+            (5, "workflow.completed")
+        ],
+        "{trail:#?}"
+    );
+    assert!(
+        trail.iter().filter(|e| !e.applied).count() >= 1,
+        "the loser is in the log"
+    );
+    assert_eq!(
+        state.unwrap().status,
+        agentflow_core::WorkflowStatus::Completed
+    );
     // The projection agrees with the fold of the log, loser and all.
     s.assert_projection_is_the_fold(std::slice::from_ref(&id))
         .await;

@@ -4,7 +4,7 @@
 //! running` on resume; `pending | running | failed → cancelled`) lives here
 //! and only here. A record that does not fit —
 //! wrong `seq`, wrong workflow, an illegal transition — is rejected and
-//! changes nothing: the first record in log order with a given `seq` wins,
+//! changes nothing: the first record in log order that extends the chain wins,
 //! which makes a stale writer after a rebalance harmless.
 
 use chrono::{DateTime, Utc};
