@@ -254,7 +254,12 @@ async fn a_stale_writer_that_wins_a_seq_is_followed_and_the_actor_restarts_from_
         state.unwrap().status,
         agentflow_core::WorkflowStatus::Completed
     );
-    // The projection agrees with the fold of the log, loser and all.
+    // The projection agrees with the fold of the log, loser and all, and
+    // so does the audit view over the API, record for record.
     s.assert_projection_is_the_fold(std::slice::from_ref(&id))
         .await;
+    let (_, api) = s
+        .req("GET", &format!("/workflows/{id}/events"), Some(&t), None)
+        .await;
+    assert_eq!(api["events"], serde_json::to_value(&trail).unwrap());
 }
