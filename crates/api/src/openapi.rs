@@ -91,7 +91,8 @@ pub struct TaskInput {
 pub struct WorkflowCreated {
     pub workflow_id: uuid::Uuid,
     pub name: String,
-    /// Always `pending`.
+    /// `pending`; on a retry with the same Idempotency-Key, the workflow's
+    /// current status.
     pub status: String,
     pub task_count: usize,
 }

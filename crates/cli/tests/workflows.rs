@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{Stack, pipeline};
-use serde_json::json;
+use serde_json::{Value, json};
 
 const CONTENT: [&str; 3] = [
     "marketing_content_agent_1_101",
@@ -428,4 +428,63 @@ async fn roles_split_across_processes_still_read_their_writes() {
         w["results"][2]["output"]["input"]["content"],
         w["results"][1]["output"]
     );
+}
+
+#[tokio::test]
+async fn create_with_an_idempotency_key_is_safe_to_retry() {
+    let s = Stack::start().await;
+    let t = s.token(31);
+    let post = |key: &'static str, body: Value, token: String| {
+        let http = s.http.clone();
+        let url = format!("{}/workflows/create", s.base);
+        async move {
+            let r = http
+                .post(url)
+                .bearer_auth(token)
+                .header("Idempotency-Key", key)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    let body = pipeline("once", &CONTENT);
+    let (st, first) = post("order-7", body.clone(), t.clone()).await;
+    assert_eq!(st, 201, "{first}");
+    // The answer was "lost": the client retries, and gets the same workflow.
+    let (st, again) = post("order-7", body.clone(), t.clone()).await;
+    assert_eq!((st, &again), (201, &first));
+    let (_, list) = s.req("GET", "/workflows/list", Some(&t), None).await;
+    assert_eq!(list["count"], 1, "{list}");
+    // Once it runs, a retry still names it (and says where it is).
+    let id = first["workflow_id"].as_str().unwrap();
+    s.execute(&t, id).await;
+    s.wait_done(&t, id, Duration::from_secs(20)).await;
+    let (st, later) = post("order-7", body.clone(), t.clone()).await;
+    assert_eq!(
+        (st, later["workflow_id"].as_str(), later["status"].as_str()),
+        (201, Some(id), Some("completed"))
+    );
+    // The same key with another definition is a mistake, not a new workflow.
+    let (st, err) = post("order-7", pipeline("other", &CONTENT), t.clone()).await;
+    assert_eq!(
+        (st, err["error"]["code"].as_str()),
+        (422, Some("idempotency_key_reused"))
+    );
+    // Keys are per user.
+    let (st, theirs) = post("order-7", body.clone(), s.token(32)).await;
+    assert_eq!(st, 201);
+    assert_ne!(theirs["workflow_id"], first["workflow_id"]);
+    // A key that is not visible ASCII is bad input.
+    let r = s
+        .http
+        .post(format!("{}/workflows/create", s.base))
+        .bearer_auth(&t)
+        .header("Idempotency-Key", "has space")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
 }

@@ -28,6 +28,17 @@ impl WorkflowId {
         Self(Uuid::now_v7())
     }
 
+    /// The id of the workflow a user creates with an `Idempotency-Key`: the
+    /// same user and key always name the same workflow, so a retried create
+    /// cannot make a second one.
+    pub fn for_request(user: UserId, key: &str) -> Self {
+        const NAMESPACE: Uuid = Uuid::from_u128(0x6a1f_3c2e_9b7d_4e5f_8a0b_1c2d_3e4f_5a6b);
+        Self(Uuid::new_v5(
+            &NAMESPACE,
+            format!("{}:{key}", user.0).as_bytes(),
+        ))
+    }
+
     pub fn parse(s: &str) -> Result<Self, IdError> {
         Uuid::try_parse(s)
             .map(Self)

@@ -10,7 +10,7 @@ use agentflow_store::{Cursor, ListFilter};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde_json::{Value, json};
@@ -26,17 +26,23 @@ use crate::{AppState, views};
 const DEFAULT_LIMIT: u32 = 20;
 const MAX_LIMIT: u32 = 100;
 
+/// Creates a workflow. With an `Idempotency-Key` header the workflow's id is
+/// derived from the caller and the key, so retrying a create (after a 503 or
+/// a lost answer) gives the same workflow, never a second one.
 #[utoipa::path(post, path = "/workflows/create", tag = "workflows", security(("bearer" = [])),
     request_body = CreateWorkflow,
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "Makes retries safe: the same key (per user) always names the same workflow; reusing it with another definition is a 422")),
     responses(
-        (status = 201, description = "Created (pending)", body = WorkflowCreated),
+        (status = 201, description = "Created (pending), or the one this Idempotency-Key created before", body = WorkflowCreated),
         (status = 413, description = "Body over max_body_bytes", body = ErrorBody),
-        (status = 422, description = "Invalid workflow definition", body = ErrorBody),
+        (status = 422, description = "Invalid workflow definition, or an Idempotency-Key reused with another one", body = ErrorBody),
         CommonErrors
     ))]
 pub async fn create(
     State(s): State<AppState>,
     caller: Caller,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let body = body.map_err(|e| {
@@ -54,24 +60,72 @@ pub async fn create(
         ApiError::bad_request("malformed_json", format!("body is not valid JSON: {e}"))
     })?;
     let def = WorkflowDefinition::parse(&value).map_err(|e| ApiError::invalid(e.to_string()))?;
-    let id = WorkflowId::new();
+    let key = idempotency_key(&headers)?;
+    let id = key.map_or_else(WorkflowId::new, |k| WorkflowId::for_request(caller.user, k));
     let task_count = def.tasks.len();
     let name = def.name.clone();
+    let created = |status| {
+        let body =
+            json!({"workflow_id": id, "name": name, "status": status, "task_count": task_count});
+        (StatusCode::CREATED, axum::Json(body)).into_response()
+    };
+    if key.is_some()
+        && let Some(existing) = s.store.get_workflow(id).await?
+    {
+        // A retry: answer as the first time, if it is the same request.
+        same_definition(&existing, &def)?;
+        return Ok(created(existing.status.as_str()));
+    }
     let record = Record::new(
         id,
         caller.user,
         1,
         Utc::now(),
         Event::Created {
-            name: def.name,
-            tasks: def.tasks,
+            name: def.name.clone(),
+            tasks: def.tasks.clone(),
             timeout_ms: def.timeout_ms,
         },
     );
     append_and_wait(&s, &caller, record).await?;
-    let body =
-        json!({"workflow_id": id, "name": name, "status": "pending", "task_count": task_count});
-    Ok((StatusCode::CREATED, axum::Json(body)).into_response())
+    if key.is_some()
+        && let Some(existing) = s.store.get_workflow(id).await?
+    {
+        // Two creates with one key raced: the first in the log won.
+        same_definition(&existing, &def)?;
+    }
+    Ok(created("pending"))
+}
+
+/// The `Idempotency-Key` header, if any: 1 to 255 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    v.to_str()
+        .ok()
+        .filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_idempotency_key",
+                "Idempotency-Key must be 1 to 255 visible ASCII characters",
+            )
+        })
+}
+
+fn same_definition(existing: &WorkflowState, def: &WorkflowDefinition) -> Result<(), ApiError> {
+    if existing.name == def.name
+        && existing.tasks == def.tasks
+        && existing.timeout_ms == def.timeout_ms
+    {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "idempotency_key_reused",
+        "this Idempotency-Key was used with another workflow definition",
+    ))
 }
 
 #[utoipa::path(post, path = "/workflows/{id}/execute", tag = "workflows", security(("bearer" = [])),
