@@ -16,24 +16,9 @@ n=${1:-100000}
 scripts/stack.sh install
 cargo build --release --quiet --bin agentflow --bin agentflow-seed
 
-dir=$(mktemp -d /tmp/agentflow-recovery.XXXXXX)
-pid=
-cleanup() {
-  [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
-  wait 2>/dev/null || true
-  scripts/stack.sh stop "$dir" || true
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-scripts/stack.sh start "$dir"
-# shellcheck disable=SC1091
-source "$dir/env"
-
-api_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-export AGENTFLOW_JWT_SECRET=bench-secret
-export AGENTFLOW_HTTP_ADDR=127.0.0.1:$api_port
-export AGENTFLOW_AGENTS_FILE=/dev/null
-export AGENTFLOW_LOG=warn
+# shellcheck source=scripts/bench-env.sh
+source scripts/bench-env.sh
+bench_stack recovery
 export AGENTFLOW_TOPIC=recovery-bench
 
 # Starts serve; sets $ready to the seconds from exec to /readyz 200.
@@ -43,6 +28,7 @@ time_to_ready() {
   t0=$(date +%s.%N)
   target/release/agentflow serve >>"$dir/serve.log" 2>&1 &
   pid=$!
+  pids+=("$pid")
   until curl -sf "http://127.0.0.1:$api_port/readyz" >/dev/null; do sleep 0.02; done
   t1=$(date +%s.%N)
   ready=$(echo "$t1 - $t0" | bc)
@@ -51,7 +37,6 @@ time_to_ready() {
 stop_serve() {
   kill -TERM "$pid"
   wait "$pid" 2>/dev/null || true
-  pid=
 }
 
 projected() {

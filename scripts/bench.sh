@@ -15,28 +15,13 @@ n=${1:-1000} c=${2:-32} latency=${3:-0}
 scripts/stack.sh install
 cargo build --release --quiet --bin agentflow --bin agentflow-mock-agent --bin agentflow-bench
 
-dir=$(mktemp -d /tmp/agentflow-bench.XXXXXX)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  scripts/stack.sh stop "$dir" || true
-  rm -rf "$dir"
-}
-trap cleanup EXIT
-scripts/stack.sh start "$dir"
-# shellcheck disable=SC1091
-source "$dir/env"
-
-mock_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-api_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# shellcheck source=scripts/bench-env.sh
+source scripts/bench-env.sh
+bench_stack bench
+mock_port=$(free_port)
 target/release/agentflow-mock-agent --addr "127.0.0.1:$mock_port" --latency-ms "$latency" >"$dir/mock.log" 2>&1 &
 pids+=($!)
-export AGENTFLOW_JWT_SECRET=bench-secret
-export AGENTFLOW_HTTP_ADDR=127.0.0.1:$api_port
-export AGENTFLOW_AGENTS_FILE=/dev/null
 export AGENTFLOW_AGENT_URL_TEMPLATE="http://127.0.0.1:$mock_port/agents/{agent}"
-export AGENTFLOW_LOG=warn
 target/release/agentflow serve >"$dir/serve.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 300); do
