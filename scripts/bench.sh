@@ -4,7 +4,8 @@
 # driver: N content-pipeline workflows at concurrency C.
 #
 #   scripts/bench.sh [N] [C] [LATENCY_MS]     defaults: 1000 32 0
-#   POLL_MS=10 ...   how often each client polls its workflow (default 25)
+#   POLL_MS=10 ...   how often each client polls its workflow (default 25;
+#                    0 = wait for it with GET ...?wait=finished, a long poll)
 #   MODE=memory scripts/bench.sh 10000 64 2000
 #       start N workflows (C requests at a time) against LATENCY_MS agents and
 #       report peak running workflows and the server's peak resident memory

@@ -422,7 +422,16 @@ async fn roles_split_across_processes_still_read_their_writes() {
     assert_eq!(s.get(&t, &id).await["status"], "pending", "visible at once");
     assert_eq!(s.execute(&t, &id).await.0, 202);
     assert_ne!(s.get(&t, &id).await["status"], "pending");
-    let w = s.wait_done(&t, &id, Duration::from_secs(30)).await;
+    // The API process hears nothing from the projector process: waiting for
+    // the end polls Postgres instead, and still answers when it is done.
+    let (_, w) = s
+        .req(
+            "GET",
+            &format!("/workflows/{id}?wait=finished&timeout_ms=30000"),
+            Some(&t),
+            None,
+        )
+        .await;
     assert_eq!(w["status"], "completed", "{w}");
     assert_eq!(
         w["results"][2]["output"]["input"]["content"],
@@ -487,4 +496,70 @@ async fn create_with_an_idempotency_key_is_safe_to_retry() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+}
+
+#[tokio::test]
+async fn get_can_wait_until_the_workflow_is_finished() {
+    let s = Stack::start().await;
+    let t = s.token(33);
+    let slow = |ms: u64| {
+        json!({"name": "slow", "tasks": [
+            {"agent": "a", "input": {"_mock": {"delay_ms": ms}}},
+            {"agent": "b", "input": {"x": "{{previous_output}}"}}
+        ]})
+    };
+    let id = s.create(&t, slow(600)).await;
+    s.execute(&t, &id).await;
+    let began = std::time::Instant::now();
+    let (st, w) = s
+        .req(
+            "GET",
+            &format!("/workflows/{id}?wait=finished&timeout_ms=20000"),
+            Some(&t),
+            None,
+        )
+        .await;
+    let took = began.elapsed();
+    assert_eq!((st, w["status"].as_str()), (200, Some("completed")), "{w}");
+    assert!(took >= Duration::from_millis(400), "it waited: {took:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "and answered at once: {took:?}"
+    );
+
+    // The timeout bounds the wait; the answer is the state at that moment.
+    let long = s.create(&t, slow(5000)).await;
+    s.execute(&t, &long).await;
+    let began = std::time::Instant::now();
+    let (st, w) = s
+        .req(
+            "GET",
+            &format!("/workflows/{long}?wait=finished&timeout_ms=300"),
+            Some(&t),
+            None,
+        )
+        .await;
+    assert_eq!((st, w["status"].as_str()), (200, Some("running")), "{w}");
+    assert!(began.elapsed() < Duration::from_secs(3));
+
+    for bad in [
+        "wait=soon",
+        "wait=finished&timeout_ms=0",
+        "wait=finished&timeout_ms=99999999",
+        "wait=finished&timeout_ms=x",
+    ] {
+        let (st, b) = s
+            .req("GET", &format!("/workflows/{id}?{bad}"), Some(&t), None)
+            .await;
+        assert_eq!(st, 400, "{bad}: {b}");
+    }
+    let (st, _) = s
+        .req(
+            "GET",
+            &format!("/workflows/{id}?wait=finished"),
+            Some(&s.token(34)),
+            None,
+        )
+        .await;
+    assert_eq!(st, 404);
 }

@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use agentflow_core::WorkflowId;
+use tokio::sync::{broadcast, watch};
 
 use crate::Store;
 
@@ -16,17 +17,65 @@ use crate::Store;
 #[derive(Clone)]
 pub struct Progress {
     tx: Arc<watch::Sender<HashMap<i32, i64>>>,
+    changes: broadcast::Sender<WorkflowId>,
 }
 
 impl Default for Progress {
     fn default() -> Self {
         Self {
             tx: Arc::new(watch::channel(HashMap::new()).0),
+            changes: broadcast::channel(4096).0,
         }
     }
 }
 
+/// Waits for one workflow's projection to change (see
+/// [`Progress::watch_workflow`]).
+pub struct WorkflowWatch {
+    id: WorkflowId,
+    rx: broadcast::Receiver<WorkflowId>,
+}
+
+impl WorkflowWatch {
+    /// Returns when the workflow's projection may have changed, or after
+    /// `at_most` (the projector may be another process that tells us
+    /// nothing: then this is a poll).
+    pub async fn changed(&mut self, at_most: Duration) {
+        let wait = async {
+            loop {
+                match self.rx.recv().await {
+                    Ok(id) if id == self.id => return,
+                    Ok(_) => {}
+                    // Missed some: it may have been ours.
+                    Err(broadcast::error::RecvError::Lagged(_)) => return,
+                    Err(broadcast::error::RecvError::Closed) => {
+                        return std::future::pending().await;
+                    }
+                }
+            }
+        };
+        let _ = tokio::time::timeout(at_most, wait).await;
+    }
+}
+
 impl Progress {
+    /// Records that these workflows' projections changed.
+    pub fn workflows_changed(&self, ids: &[WorkflowId]) {
+        for id in ids {
+            // No receiver is fine: nobody is waiting.
+            let _ = self.changes.send(*id);
+        }
+    }
+
+    /// Starts watching a workflow: take it *before* reading the workflow so
+    /// that no change falls between the read and the wait.
+    pub fn watch_workflow(&self, id: WorkflowId) -> WorkflowWatch {
+        WorkflowWatch {
+            id,
+            rx: self.changes.subscribe(),
+        }
+    }
+
     /// Records that partitions are projected up to (excluding) these offsets.
     pub fn advance(&self, next_offsets: &[(i32, i64)]) {
         self.tx.send_if_modified(|m| {

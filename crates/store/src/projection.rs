@@ -31,6 +31,8 @@ pub struct BatchOutcome {
     pub duplicates: usize,
     /// The new next offset of each partition touched.
     pub next_offsets: Vec<(i32, i64)>,
+    /// The workflows whose projection changed.
+    pub changed: Vec<WorkflowId>,
 }
 
 impl Store {
@@ -160,6 +162,7 @@ impl Store {
                 continue;
             }
             save_state(&mut tx, st, partition_of[id], now).await?;
+            out.changed.push(*id);
         }
         trail.insert(&mut tx, topic).await?;
         for (p, o) in &next {

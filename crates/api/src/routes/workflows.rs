@@ -1,6 +1,7 @@
 //! The guide's workflow endpoints (§4).
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use agentflow_core::{
     AuditEntry, Event, Record, WorkflowDefinition, WorkflowId, WorkflowState, WorkflowStatus,
@@ -25,6 +26,8 @@ use crate::{AppState, views};
 
 const DEFAULT_LIMIT: u32 = 20;
 const MAX_LIMIT: u32 = 100;
+const DEFAULT_WAIT_MS: u64 = 30_000;
+const MAX_WAIT_MS: u64 = 60_000;
 
 /// Creates a workflow. With an `Idempotency-Key` header the workflow's id is
 /// derived from the caller and the key, so retrying a create (after a 503 or
@@ -253,8 +256,15 @@ pub async fn cancel(
     Ok((StatusCode::ACCEPTED, axum::Json(body)).into_response())
 }
 
+/// The workflow. With `?wait=finished` it answers as soon as the workflow is
+/// completed, failed or cancelled, or when `timeout_ms` runs out (then with
+/// its state at that moment): a client needs no polling loop.
 #[utoipa::path(get, path = "/workflows/{id}", tag = "workflows", security(("bearer" = [])),
-    params(("id" = String, Path, description = "Workflow id (UUID)")),
+    params(
+        ("id" = String, Path, description = "Workflow id (UUID)"),
+        ("wait" = Option<String>, Query, description = "`finished`: hold the answer until the workflow is completed, failed or cancelled"),
+        ("timeout_ms" = Option<u64>, Query, description = "With wait: answer after this long at the latest (1–60000, default 30000)")
+    ),
     responses(
         (status = 200, description = "The workflow", body = WorkflowView),
         (status = 404, description = "No such workflow, or another user's", body = ErrorBody),
@@ -264,13 +274,61 @@ pub async fn get(
     State(s): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
-    let st = load_visible(&s, &caller, &id).await?;
-    Ok(axum::Json(views::workflow(&st)).into_response())
+    let wait = match q.get("wait").map(String::as_str) {
+        None => None,
+        Some("finished") => Some(
+            q.get("timeout_ms")
+                .map(|v| {
+                    v.parse::<u64>()
+                        .ok()
+                        .filter(|ms| (1..=MAX_WAIT_MS).contains(ms))
+                        .ok_or_else(|| {
+                            ApiError::bad_request(
+                                "invalid_timeout",
+                                format!("timeout_ms must be an integer from 1 to {MAX_WAIT_MS}"),
+                            )
+                        })
+                })
+                .transpose()?
+                .unwrap_or(DEFAULT_WAIT_MS),
+        ),
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_wait",
+                "wait must be `finished`",
+            ));
+        }
+    };
+    let Some(wait_ms) = wait else {
+        let st = load_visible(&s, &caller, &id).await?;
+        return Ok(axum::Json(views::workflow(&st)).into_response());
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
+    // Watch before the first read, so no change slips between a read and
+    // the wait; poll now and then for a projector in another process.
+    let mut watch = WorkflowId::parse(&id)
+        .ok()
+        .map(|wid| s.progress.watch_workflow(wid));
+    loop {
+        let st = load_visible(&s, &caller, &id).await?;
+        let now = tokio::time::Instant::now();
+        let finished = matches!(
+            st.status,
+            WorkflowStatus::Completed | WorkflowStatus::Failed | WorkflowStatus::Cancelled
+        );
+        if finished || now >= deadline {
+            return Ok(axum::Json(views::workflow(&st)).into_response());
+        }
+        let at_most = (deadline - now).min(Duration::from_millis(250));
+        match &mut watch {
+            Some(w) => w.changed(at_most).await,
+            None => tokio::time::sleep(at_most).await,
+        }
+    }
 }
 
-/// The audit trail: every record of the workflow in log order, with whether
-/// the fold applied it (the same entries as `agentflow audit`).
 #[utoipa::path(get, path = "/workflows/{id}/events", tag = "workflows", security(("bearer" = [])),
     params(("id" = String, Path, description = "Workflow id (UUID)")),
     responses(
