@@ -3,11 +3,11 @@
 //! offset before answering, so the client's next read sees it.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agentflow_core::WorkflowId;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{Notify, watch};
 
 use crate::Store;
 
@@ -17,62 +17,97 @@ use crate::Store;
 #[derive(Clone)]
 pub struct Progress {
     tx: Arc<watch::Sender<HashMap<i32, i64>>>,
-    changes: broadcast::Sender<WorkflowId>,
+    /// One `Notify` per workflow someone is waiting on: a change wakes only
+    /// that workflow's waiters.
+    waiters: Arc<Mutex<HashMap<WorkflowId, Arc<Notify>>>>,
 }
 
 impl Default for Progress {
     fn default() -> Self {
         Self {
             tx: Arc::new(watch::channel(HashMap::new()).0),
-            changes: broadcast::channel(4096).0,
+            waiters: Default::default(),
         }
     }
 }
 
-/// Waits for one workflow's projection to change (see
-/// [`Progress::watch_workflow`]).
+/// Interest in one workflow's changes (see [`Progress::watch_workflow`]).
+/// Dropping it ends the interest.
 pub struct WorkflowWatch {
     id: WorkflowId,
-    rx: broadcast::Receiver<WorkflowId>,
+    notify: Arc<Notify>,
+    waiters: Arc<Mutex<HashMap<WorkflowId, Arc<Notify>>>>,
 }
 
 impl WorkflowWatch {
-    /// Returns when the workflow's projection may have changed, or after
-    /// `at_most` (the projector may be another process that tells us
-    /// nothing: then this is a poll).
-    pub async fn changed(&mut self, at_most: Duration) {
-        let wait = async {
-            loop {
-                match self.rx.recv().await {
-                    Ok(id) if id == self.id => return,
-                    Ok(_) => {}
-                    // Missed some: it may have been ours.
-                    Err(broadcast::error::RecvError::Lagged(_)) => return,
-                    Err(broadcast::error::RecvError::Closed) => {
-                        return std::future::pending().await;
-                    }
-                }
+    /// Runs `read`, and if `done` says so returns its result; otherwise
+    /// waits until the workflow's projection changes (or `at_most` passes:
+    /// the projector may be another process that tells us nothing, then this
+    /// is a poll) and reads again, until `deadline`.
+    pub async fn read_until<T, E, F, Fut>(
+        &self,
+        deadline: tokio::time::Instant,
+        at_most: Duration,
+        mut read: F,
+        done: impl Fn(&T) -> bool,
+    ) -> Result<T, E>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, E>>,
+    {
+        loop {
+            // Registered before the read, so a change during it is not lost.
+            let notified = self.notify.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let value = read().await?;
+            let now = tokio::time::Instant::now();
+            if done(&value) || now >= deadline {
+                return Ok(value);
             }
-        };
-        let _ = tokio::time::timeout(at_most, wait).await;
+            let _ = tokio::time::timeout((deadline - now).min(at_most), notified).await;
+        }
+    }
+}
+
+impl Drop for WorkflowWatch {
+    fn drop(&mut self) {
+        let mut waiters = self.waiters.lock().expect("not poisoned");
+        // The map's and ours: nobody else waits on it.
+        if Arc::strong_count(&self.notify) <= 2 {
+            waiters.remove(&self.id);
+        }
     }
 }
 
 impl Progress {
-    /// Records that these workflows' projections changed.
+    /// Records that these workflows' projections changed, waking whoever
+    /// waits on them.
     pub fn workflows_changed(&self, ids: &[WorkflowId]) {
+        let waiters = self.waiters.lock().expect("not poisoned");
+        if waiters.is_empty() {
+            return;
+        }
         for id in ids {
-            // No receiver is fine: nobody is waiting.
-            let _ = self.changes.send(*id);
+            if let Some(n) = waiters.get(id) {
+                n.notify_waiters();
+            }
         }
     }
 
-    /// Starts watching a workflow: take it *before* reading the workflow so
-    /// that no change falls between the read and the wait.
+    /// Starts watching one workflow's changes.
     pub fn watch_workflow(&self, id: WorkflowId) -> WorkflowWatch {
+        let notify = self
+            .waiters
+            .lock()
+            .expect("not poisoned")
+            .entry(id)
+            .or_default()
+            .clone();
         WorkflowWatch {
             id,
-            rx: self.changes.subscribe(),
+            notify,
+            waiters: self.waiters.clone(),
         }
     }
 
@@ -130,5 +165,47 @@ impl Progress {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_waiter_wakes_on_its_workflow_and_only_on_it() {
+        let p = Progress::default();
+        let (mine, other) = (WorkflowId::new(), WorkflowId::new());
+        let watch = p.watch_workflow(mine);
+        let reads = std::sync::atomic::AtomicU32::new(0);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let p2 = p.clone();
+        let changer = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            p2.workflows_changed(&[other]);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            p2.workflows_changed(&[mine]);
+        });
+        let began = tokio::time::Instant::now();
+        let n: Result<u32, ()> = watch
+            .read_until(
+                deadline,
+                Duration::from_secs(5),
+                || async { Ok(reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1) },
+                |n| *n >= 2,
+            )
+            .await;
+        changer.await.unwrap();
+        assert_eq!(n, Ok(2), "read once, woken once (by its own change)");
+        let took = began.elapsed();
+        assert!(
+            took >= Duration::from_millis(90) && took < Duration::from_secs(2),
+            "{took:?}"
+        );
+        drop(watch);
+        assert!(
+            p.waiters.lock().unwrap().is_empty(),
+            "interest ends with the watch"
+        );
     }
 }

@@ -306,27 +306,25 @@ pub async fn get(
         return Ok(axum::Json(views::workflow(&st)).into_response());
     };
     let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
-    // Watch before the first read, so no change slips between a read and
-    // the wait; poll now and then for a projector in another process.
-    let mut watch = WorkflowId::parse(&id)
-        .ok()
-        .map(|wid| s.progress.watch_workflow(wid));
-    loop {
-        let st = load_visible(&s, &caller, &id).await?;
-        let now = tokio::time::Instant::now();
-        let finished = matches!(
-            st.status,
-            WorkflowStatus::Completed | WorkflowStatus::Failed | WorkflowStatus::Cancelled
-        );
-        if finished || now >= deadline {
-            return Ok(axum::Json(views::workflow(&st)).into_response());
-        }
-        let at_most = (deadline - now).min(Duration::from_millis(250));
-        match &mut watch {
-            Some(w) => w.changed(at_most).await,
-            None => tokio::time::sleep(at_most).await,
-        }
-    }
+    let wid =
+        WorkflowId::parse(&id).map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))?;
+    let st = s
+        .progress
+        .watch_workflow(wid)
+        .read_until(
+            deadline,
+            // A projector in another process wakes nobody here: poll.
+            Duration::from_millis(250),
+            || load_visible(&s, &caller, &id),
+            |st| {
+                matches!(
+                    st.status,
+                    WorkflowStatus::Completed | WorkflowStatus::Failed | WorkflowStatus::Cancelled
+                )
+            },
+        )
+        .await?;
+    Ok(axum::Json(views::workflow(&st)).into_response())
 }
 
 #[utoipa::path(get, path = "/workflows/{id}/events", tag = "workflows", security(("bearer" = [])),
