@@ -63,10 +63,19 @@ const BATCH: usize = 1000;
 /// Reads the log on a blocking thread and sends it in batches; the count
 /// of records to read comes first.
 fn read_log(config: &Config, from: ReadFrom, follow: bool) -> mpsc::Receiver<ReadMsg> {
+    read_partitions(config, None, from, follow)
+}
+
+fn read_partitions(
+    config: &Config,
+    partitions: Option<Vec<i32>>,
+    from: ReadFrom,
+    follow: bool,
+) -> mpsc::Receiver<ReadMsg> {
     let (tx, rx) = mpsc::channel(8);
     let log = config.log();
     tokio::task::spawn_blocking(move || {
-        let mut reader = match Reader::open(&log, from, follow) {
+        let mut reader = match Reader::open_partitions(&log, partitions.as_deref(), from, follow) {
             Ok(r) => r,
             Err(e) => {
                 let _ = tx.blocking_send(ReadMsg::Failed(e.to_string()));
@@ -281,7 +290,18 @@ fn field_differences(id: WorkflowId, log: &WorkflowState, pg: &WorkflowState) ->
 pub async fn audit_workflow(config: &Config, args: AuditArgs) -> anyhow::Result<()> {
     let id = WorkflowId::parse(&args.workflow_id)
         .map_err(|e| anyhow::anyhow!("`{}`: {e}", args.workflow_id))?;
-    let mut rx = read_log(config, ReadFrom::Beginning, false);
+    // The projection knows which partition holds the workflow; without it
+    // (Postgres down, or not projected yet) every partition is read.
+    let partition = match Store::connect(&config.database_url, 1).await {
+        Ok(store) => store.workflow_partition(id).await.ok().flatten(),
+        Err(_) => None,
+    };
+    let mut rx = read_partitions(
+        config,
+        partition.map(|p| vec![p]),
+        ReadFrom::Beginning,
+        false,
+    );
     let mut records: Vec<Record> = Vec::new();
     while let Some(msg) = rx.recv().await {
         match msg {

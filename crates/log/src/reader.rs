@@ -30,7 +30,18 @@ pub struct Reader {
 }
 
 impl Reader {
+    /// Every partition of the topic.
     pub fn open(config: &LogConfig, from: ReadFrom, follow: bool) -> Result<Self, LogError> {
+        Self::open_partitions(config, None, from, follow)
+    }
+
+    /// Only `partitions` (all when `None`; ones the topic lacks are skipped).
+    pub fn open_partitions(
+        config: &LogConfig,
+        partitions: Option<&[i32]>,
+        from: ReadFrom,
+        follow: bool,
+    ) -> Result<Self, LogError> {
         let timeout = Duration::from_secs(10);
         let consumer: BaseConsumer = config
             .client()
@@ -47,7 +58,11 @@ impl Reader {
         let mut tpl = TopicPartitionList::new();
         let mut positions = HashMap::new();
         let mut total = 0;
-        for p in topic.partitions() {
+        for p in topic
+            .partitions()
+            .iter()
+            .filter(|p| partitions.is_none_or(|only| only.contains(&p.id())))
+        {
             let (low, high) = consumer.fetch_watermarks(&config.topic, p.id(), timeout)?;
             let start = match from {
                 ReadFrom::Beginning => low,

@@ -125,6 +125,17 @@ impl Store {
             .collect())
     }
 
+    /// The log partition holding the workflow's records, if projected.
+    pub async fn workflow_partition(&self, id: WorkflowId) -> Result<Option<i32>, StoreError> {
+        let p: Option<Option<i32>> =
+            sqlx::query_scalar("SELECT log_partition FROM workflows WHERE id = $1")
+                .bind(id.as_uuid())
+                .fetch_optional(self.pool())
+                .await
+                .map_err(StoreError::classify)?;
+        Ok(p.flatten())
+    }
+
     /// Every workflow id in the projection.
     pub async fn workflow_ids(&self) -> Result<Vec<WorkflowId>, StoreError> {
         let ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM workflows")
