@@ -89,6 +89,19 @@ async fn audit_prints_the_history_and_the_api_serves_the_same_trail() {
     );
     assert_eq!(cli["state"]["status"], "completed");
 
+    // Without Postgres (it only hints at the partition) the log says the same.
+    let o = run(
+        &s,
+        &["audit", id, "--json"],
+        &[(
+            "AGENTFLOW_DATABASE_URL",
+            "postgres://nobody@127.0.0.1:1/none",
+        )],
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let alone: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(alone, cli);
+
     // The API's trail (from the projection) is the CLI's (from the log).
     let (st, api) = s
         .req("GET", &format!("/workflows/{id}/events"), Some(&t), None)
