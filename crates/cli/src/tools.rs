@@ -292,10 +292,14 @@ pub async fn audit_workflow(config: &Config, args: AuditArgs) -> anyhow::Result<
         .map_err(|e| anyhow::anyhow!("`{}`: {e}", args.workflow_id))?;
     // The projection knows which partition holds the workflow; without it
     // (Postgres down, or not projected yet) every partition is read.
-    let partition = match Store::connect(&config.database_url, 1).await {
-        Ok(store) => store.workflow_partition(id).await.ok().flatten(),
-        Err(_) => None,
+    let hint = async {
+        let store = Store::connect(&config.database_url, 1).await.ok()?;
+        store.workflow_partition(id).await.ok().flatten()
     };
+    let partition = tokio::time::timeout(std::time::Duration::from_secs(1), hint)
+        .await
+        .ok()
+        .flatten();
     let mut rx = read_partitions(
         config,
         partition.map(|p| vec![p]),
