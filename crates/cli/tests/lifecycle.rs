@@ -217,3 +217,45 @@ async fn a_workflow_timeout_cuts_the_step_in_flight_and_skips_the_rest() {
         "{b}"
     );
 }
+
+#[tokio::test]
+async fn a_cancel_stops_the_retries_of_the_step_in_flight() {
+    // An agent that fails slowly, with many attempts allowed: without the
+    // cancel the step would be tried 6 times (~3 s).
+    let s = Stack::start_with(
+        Duration::ZERO,
+        "[agents.flaky]\nurl = \"{mock}/agents/flaky\"\nmax_attempts = 6\n",
+        &[],
+    )
+    .await;
+    let t = s.token(5);
+    let id = s
+        .create(
+            &t,
+            json!({"name": "flaky", "tasks": [
+                {"agent": "flaky", "input": {"_mock": {"delay_ms": 400, "fail_status": 503}}},
+                {"agent": "after", "input": {}}
+            ]}),
+        )
+        .await;
+    s.execute(&t, &id).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (st, b) = s
+        .req("POST", &format!("/workflows/{id}/cancel"), Some(&t), None)
+        .await;
+    assert_eq!((st, b["status"].as_str()), (202, Some("cancelling")), "{b}");
+    let w = s.wait_done(&t, &id, Duration::from_secs(20)).await;
+    assert_eq!(w["status"], "cancelled", "{w}");
+    assert_eq!(
+        w["tasks"][0]["status"], "skipped",
+        "no result for an abandoned step"
+    );
+    let attempts = s.agent.calls.get(&format!("{id}:1"));
+    assert!(
+        (2..=3).contains(&attempts),
+        "stopped retrying: {attempts} attempts"
+    );
+    assert_eq!(s.agent.calls.get(&format!("{id}:2")), 0);
+    s.assert_projection_is_the_fold(std::slice::from_ref(&id))
+        .await;
+}

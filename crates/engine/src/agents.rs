@@ -105,7 +105,9 @@ impl AgentClient {
 
     /// Calls the agent for one step; retries 5xx, timeouts and connection
     /// errors with exponential backoff and full jitter; a 4xx fails at once.
-    /// `attempt_timeout` (the task's own) overrides the agent's.
+    /// `attempt_timeout` (the task's own) overrides the agent's. Before each
+    /// retry it asks `give_up`: `None` means it gave up (the workflow is
+    /// being cancelled) with no result.
     pub async fn call(
         &self,
         workflow_id: WorkflowId,
@@ -113,7 +115,8 @@ impl AgentClient {
         idempotency_key: &str,
         input: &Value,
         attempt_timeout: Option<Duration>,
-    ) -> CallOutcome {
+        give_up: &(dyn Fn() -> bool + Send + Sync),
+    ) -> Option<CallOutcome> {
         let (mut settings, limit) = self.settings(agent);
         if let Some(t) = attempt_timeout {
             settings.timeout = t;
@@ -146,18 +149,22 @@ impl AgentClient {
                 .increment(1);
             match result {
                 Ok(v) => {
-                    return CallOutcome {
+                    return Some(CallOutcome {
                         result: Ok(v),
                         attempts: attempt,
                         duration: started.elapsed(),
-                    };
+                    });
                 }
                 Err((e, retriable)) if !retriable || attempt >= max_attempts => {
-                    return CallOutcome {
+                    return Some(CallOutcome {
                         result: Err(e),
                         attempts: attempt,
                         duration: started.elapsed(),
-                    };
+                    });
+                }
+                Err(_) if give_up() => {
+                    tracing::info!(%workflow_id, agent = %agent, attempt, "cancelled: no more attempts");
+                    return None;
                 }
                 Err((e, _)) => {
                     let delay = self.backoff(attempt);

@@ -12,7 +12,7 @@ use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, Supervisio
 
 use crate::checkpoints::Stash;
 use crate::metrics as m;
-use crate::workflow_actor::{WorkflowActor, WorkflowMsg};
+use crate::workflow_actor::{Cancelling, WorkflowActor, WorkflowMsg};
 use crate::{EngineStatus, Worker};
 
 pub struct Supervisor;
@@ -27,6 +27,7 @@ struct Partition {
 
 pub struct SupervisorState {
     worker: Arc<Worker>,
+    cancelling: Cancelling,
     stash: Stash,
     partitions: HashMap<i32, Partition>,
     children: HashMap<WorkflowId, (i32, ActorRef<WorkflowMsg>)>,
@@ -63,6 +64,7 @@ impl Actor for Supervisor {
     ) -> Result<Self::State, ActorProcessingErr> {
         Ok(SupervisorState {
             worker,
+            cancelling: Default::default(),
             stash,
             partitions: HashMap::new(),
             children: HashMap::new(),
@@ -122,6 +124,10 @@ impl Actor for Supervisor {
                 for partition in parts {
                     if let Some(p) = state.partitions.remove(&partition) {
                         state.pending -= count_pending(&p);
+                        let mut cancelling = state.cancelling.lock().expect("not poisoned");
+                        for id in p.workflows.keys() {
+                            cancelling.remove(&id.as_uuid());
+                        }
                     }
                     let gone: Vec<WorkflowId> = state
                         .children
@@ -253,7 +259,11 @@ impl Supervisor {
         }
         if live {
             if applied.is_ok() {
+                // Into the actor's mailbox first: when the actor gives up a
+                // step because of the mark, the request is already there.
+                let is_cancel = rec.event == agentflow_core::Event::CancelRequested;
                 self.forward(myself, state, id, rec).await;
+                mark_cancelling(&state.cancelling, id, is_cancel, now);
             }
         } else if offset + 1 >= part.replay_until {
             self.go_live(myself, state, partition).await;
@@ -339,7 +349,7 @@ impl Supervisor {
         match Actor::spawn_linked(
             None,
             WorkflowActor,
-            (st, state.worker.clone()),
+            (st, state.worker.clone(), state.cancelling.clone()),
             myself.get_cell(),
         )
         .await
@@ -350,6 +360,22 @@ impl Supervisor {
             }
             Err(e) => tracing::error!(workflow_id = %id, error = %e, "cannot start workflow actor"),
         }
+    }
+}
+
+/// Marks a workflow whose cancel was asked (its actor stops retrying, even
+/// in the middle of a step), and forgets it once it is no longer running.
+fn mark_cancelling(
+    cancelling: &Cancelling,
+    id: WorkflowId,
+    is_cancel: bool,
+    now: Option<WorkflowStatus>,
+) {
+    let mut set = cancelling.lock().expect("not poisoned");
+    if is_cancel {
+        set.insert(id.as_uuid());
+    } else if now != Some(WorkflowStatus::Running) {
+        set.remove(&id.as_uuid());
     }
 }
 

@@ -36,8 +36,14 @@ pub enum WorkflowMsg {
 
 pub struct WorkflowActor;
 
+/// The workflows asked to cancel: their actors stop retrying steps.
+/// Shared by the supervisor (which marks them as the request arrives, even
+/// while the actor is busy in a call) and the actors.
+pub(crate) type Cancelling = Arc<std::sync::Mutex<std::collections::HashSet<uuid::Uuid>>>;
+
 pub struct WorkflowActorState {
     st: Option<WorkflowState>,
+    cancelling: Cancelling,
     /// Records this actor appended and applied, not yet seen in the log.
     unconfirmed: VecDeque<(u64, Uuid)>,
     worker: Arc<Worker>,
@@ -47,16 +53,17 @@ pub struct WorkflowActorState {
 impl Actor for WorkflowActor {
     type Msg = WorkflowMsg;
     type State = WorkflowActorState;
-    type Arguments = (WorkflowState, Arc<Worker>);
+    type Arguments = (WorkflowState, Arc<Worker>, Cancelling);
 
     async fn pre_start(
         &self,
         myself: ActorRef<Self::Msg>,
-        (st, worker): Self::Arguments,
+        (st, worker, cancelling): Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         myself.send_message(WorkflowMsg::Drive)?;
         Ok(WorkflowActorState {
             st: Some(st),
+            cancelling,
             unconfirmed: VecDeque::new(),
             worker,
             draining: false,
@@ -153,6 +160,9 @@ impl WorkflowActor {
                 deadline,
             } => {
                 let span = tracing::info_span!("step", workflow_id = %st.workflow_id, step, agent = %agent);
+                let cancelling = state.cancelling.clone();
+                let id = st.workflow_id.as_uuid();
+                let give_up = move || cancelling.lock().expect("not poisoned").contains(&id);
                 let call = w
                     .agents
                     .call(
@@ -161,6 +171,7 @@ impl WorkflowActor {
                         &idempotency_key,
                         &input,
                         attempt_timeout_ms.map(Duration::from_millis),
+                        &give_up,
                     )
                     .instrument(span);
                 let began = std::time::Instant::now();
@@ -170,13 +181,19 @@ impl WorkflowActor {
                         let left = (d - Utc::now()).to_std().unwrap_or_default();
                         match tokio::time::timeout(left, call).await {
                             Ok(outcome) => outcome,
-                            Err(_) => CallOutcome {
+                            Err(_) => Some(CallOutcome {
                                 result: Err(timed_out(st, d)),
                                 attempts: 1,
                                 duration: began.elapsed(),
-                            },
+                            }),
                         }
                     }
+                };
+                let Some(outcome) = outcome else {
+                    // Cancelled between attempts: the request is in the
+                    // mailbox, ahead of this Drive; the next decision ends it.
+                    myself.send_message(WorkflowMsg::Drive)?;
+                    return Ok(());
                 };
                 metrics::histogram!(m::STEP_DURATION, "agent" => w.agents.label(&agent))
                     .record(outcome.duration.as_secs_f64());
