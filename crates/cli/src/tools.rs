@@ -28,6 +28,10 @@ pub struct ReplayArgs {
     /// Print the summary as JSON.
     #[arg(long)]
     json: bool,
+    /// Rebuild even though engine nodes are running against this database
+    /// (their projector would write alongside the rebuild).
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(clap::Args)]
@@ -133,6 +137,16 @@ pub async fn replay(config: &Config, args: ReplayArgs) -> anyhow::Result<()> {
     store.migrate().await.context("migrating")?;
     if args.verify {
         return verify(config, &store, args.json).await;
+    }
+    let live = store
+        .live_engine_nodes(&config.topic, std::time::Duration::from_secs(30))
+        .await?;
+    if !live.is_empty() && !args.force {
+        anyhow::bail!(
+            "engine nodes are running against this database ({}): stop them first, \
+             replay into a new database (AGENTFLOW_DATABASE_URL), or pass --force",
+            live.join(", ")
+        );
     }
     store.reset_projections(&config.topic).await?;
     let started = Instant::now();

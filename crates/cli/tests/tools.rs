@@ -172,6 +172,15 @@ async fn replay_into_an_empty_database_gives_the_same_answers_and_verify_catches
     assert!(text.contains(&ids[0]) && text.contains("status"), "{text}");
     assert!(text.contains("1 difference"), "{text}");
 
+    // Rebuilding under a running node's feet is refused.
+    let o = run(&s, &["replay"], &[]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("engine nodes are running"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
     // A brand-new database, rebuilt from the log alone...
     let admin = std::env::var("AGENTFLOW_TEST_ADMIN_URL").unwrap();
     let name = format!("r_{}", uuid::Uuid::new_v4().simple());

@@ -25,16 +25,29 @@ pub(crate) async fn watch(
     // A live owner reports every `every`; a dead one stops.
     let stale = log.session_timeout + every;
     let mut last_rejoin: Option<std::time::Instant> = None;
+    let mut reported: Option<(Vec<i32>, std::time::Instant)> = None;
+    let mut checked = std::time::Instant::now();
     loop {
-        tokio::time::sleep(every).await;
+        // Report a new assignment at once, and an unchanged one every `every`.
+        tokio::time::sleep(Duration::from_millis(250)).await;
         let Ok((owned, since_change)) = ractor::call_t!(supervisor, SupervisorMsg::Owned, 2000)
         else {
             continue;
         };
-        if let Err(e) = store.report_owned(&log.topic, &node_id, &owned).await {
-            tracing::debug!(error = %e, "cannot report owned partitions");
+        let due = reported
+            .as_ref()
+            .is_none_or(|(last, at)| *last != owned || at.elapsed() >= every);
+        if due {
+            if let Err(e) = store.report_owned(&log.topic, &node_id, &owned).await {
+                tracing::debug!(error = %e, "cannot report owned partitions");
+                continue;
+            }
+            reported = Some((owned, std::time::Instant::now()));
+        }
+        if checked.elapsed() < every {
             continue;
         }
+        checked = std::time::Instant::now();
         // Give a new assignment (or our last rejoin) time to settle and its
         // owners to report.
         let settled = since_change.min(last_rejoin.map_or(since_change, |t| t.elapsed()));

@@ -53,3 +53,24 @@ impl Store {
         .map_err(StoreError::classify)
     }
 }
+
+impl Store {
+    /// The engine nodes that reported owning partitions of `topic` within
+    /// `fresh` (they are running against this database).
+    pub async fn live_engine_nodes(
+        &self,
+        topic: &str,
+        fresh: Duration,
+    ) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT DISTINCT node_id FROM engine_partitions
+             WHERE topic = $1 AND seen_at > now() - make_interval(secs => $2)
+             ORDER BY node_id",
+        )
+        .bind(topic)
+        .bind(fresh.as_secs_f64())
+        .fetch_all(self.pool())
+        .await
+        .map_err(StoreError::classify)
+    }
+}
