@@ -259,3 +259,40 @@ async fn a_cancel_stops_the_retries_of_the_step_in_flight() {
     s.assert_projection_is_the_fold(std::slice::from_ref(&id))
         .await;
 }
+
+#[tokio::test]
+async fn a_timed_out_workflow_resumes_with_a_fresh_deadline() {
+    // Step 2 always takes 1.5 s, over the 400 ms deadline: each run times
+    // out there; a resume is a new run with a deadline of its own, and keeps
+    // step 1.
+    let s = Stack::start().await;
+    let t = s.token(5);
+    let id = s
+        .create(
+            &t,
+            json!({"name": "deadline", "timeout_ms": 400, "tasks": [
+                {"agent": "a", "input": {}},
+                {"agent": "b", "input": {"_mock": {"delay_ms": 1500}}},
+            ]}),
+        )
+        .await;
+    s.execute(&t, &id).await;
+    let w = s.wait_done(&t, &id, Duration::from_secs(20)).await;
+    assert_eq!(w["status"], "failed");
+    assert_eq!(w["tasks"][1]["error"]["kind"], "workflow_timeout");
+    let first_started = w["started_at"].clone();
+
+    // Resuming starts the clock again from the resume.
+    let (st, b) = s.execute(&t, &id).await;
+    assert_eq!(st, 202, "{b}");
+    let w = s.wait_done(&t, &id, Duration::from_secs(20)).await;
+    assert_eq!(w["status"], "failed", "still too slow: {w}");
+    assert_eq!(w["runs"], 2);
+    assert_ne!(w["started_at"], first_started, "a new run, a new deadline");
+    assert_eq!(w["results"][0]["step"], 1, "step 1 kept from the first run");
+    assert_eq!(
+        s.agent.calls.get(&format!("{id}:1")),
+        1,
+        "and not run again"
+    );
+}
