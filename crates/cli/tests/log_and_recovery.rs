@@ -39,17 +39,7 @@ async fn one_workflows_events_read_back_from_the_topic() {
         .iter()
         .map(|(_, _, v)| v["event_type"].as_str().unwrap())
         .collect();
-    assert_eq!(
-        types,
-        [
-            "workflow.created",
-            "workflow.started",
-            "agent.executed",
-            "agent.executed",
-            "agent.executed",
-            "workflow.completed"
-        ]
-    );
+    assert_eq!(types, common::THREE_STEP_EVENTS);
     for (i, (_, header, v)) in records.iter().enumerate() {
         assert_eq!(v["seq"], i as u64 + 1, "seq is 1, 2, 3, …");
         assert_eq!(

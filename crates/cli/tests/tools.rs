@@ -61,17 +61,7 @@ async fn audit_prints_the_history_and_the_api_serves_the_same_trail() {
         .iter()
         .map(|e| e["event_type"].as_str().unwrap())
         .collect();
-    assert_eq!(
-        types,
-        [
-            "workflow.created",
-            "workflow.started",
-            "agent.executed",
-            "agent.executed",
-            "agent.executed",
-            "workflow.completed"
-        ]
-    );
+    assert_eq!(types, common::THREE_STEP_EVENTS);
     let e = &cli["events"][3];
     assert_eq!(
         (e["step"].as_u64(), e["agent"].as_str()),

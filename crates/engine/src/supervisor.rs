@@ -263,7 +263,7 @@ impl Supervisor {
                 // step because of the mark, the request is already there.
                 let is_cancel = rec.event == agentflow_core::Event::CancelRequested;
                 self.forward(myself, state, id, rec).await;
-                mark_cancelling(&state.cancelling, id, is_cancel, now);
+                mark_cancelling(&state.cancelling, id, is_cancel, was, now);
             }
         } else if offset + 1 >= part.replay_until {
             self.go_live(myself, state, partition).await;
@@ -364,17 +364,23 @@ impl Supervisor {
 }
 
 /// Marks a workflow whose cancel was asked (its actor stops retrying, even
-/// in the middle of a step), and forgets it once it is no longer running.
+/// in the middle of a step), and forgets it once it stops running. Most
+/// records are neither, and take no lock.
 fn mark_cancelling(
     cancelling: &Cancelling,
     id: WorkflowId,
     is_cancel: bool,
+    was: Option<WorkflowStatus>,
     now: Option<WorkflowStatus>,
 ) {
+    let stopped = was == Some(WorkflowStatus::Running) && now != was;
+    if !is_cancel && !stopped {
+        return;
+    }
     let mut set = cancelling.lock().expect("not poisoned");
     if is_cancel {
         set.insert(id.as_uuid());
-    } else if now != Some(WorkflowStatus::Running) {
+    } else {
         set.remove(&id.as_uuid());
     }
 }

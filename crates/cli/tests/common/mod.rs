@@ -595,3 +595,13 @@ pub fn pipeline(name: &str, agents: &[&str]) -> Value {
 pub fn failing(name: &str, status: u16) -> Value {
     json!({"name": name, "tasks": [{"agent": "a", "input": {"_mock": {"fail_status": status}}}]})
 }
+
+/// The records of a completed three-step workflow, in order.
+pub const THREE_STEP_EVENTS: [&str; 6] = [
+    "workflow.created",
+    "workflow.started",
+    "agent.executed",
+    "agent.executed",
+    "agent.executed",
+    "workflow.completed",
+];
