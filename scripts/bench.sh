@@ -34,5 +34,7 @@ if [ "${MODE:-}" = memory ]; then
   target/release/agentflow-bench --url "http://127.0.0.1:$api_port" -n "$n" -c "$c" --hold-pid "${pids[1]}"
   exit 0
 fi
+before=$(cpu_snapshot "${pids[1]}" "${pids[0]}")
 target/release/agentflow-bench --url "http://127.0.0.1:$api_port" -n "$n" -c "$c" --poll-ms "${POLL_MS:-25}"
+cpu_report "$before" "$(cpu_snapshot "${pids[1]}" "${pids[0]}")" "$n"
 echo "== agentflow serve resident memory: $(ps -o rss= -p "${pids[1]}" | awk '{printf "%.0f MiB", $1/1024}')"

@@ -171,7 +171,7 @@ async fn one(
     token: &str,
     i: usize,
     poll: Duration,
-) -> Result<(Duration, bool), String> {
+) -> Result<(Phases, bool), String> {
     let t0 = Instant::now();
     let r = http
         .post(format!("{base}/workflows/create"))
@@ -187,6 +187,7 @@ async fn one(
         .as_str()
         .unwrap_or_default()
         .to_owned();
+    let created = t0.elapsed();
     let r = http
         .post(format!("{base}/workflows/{id}/execute"))
         .bearer_auth(token)
@@ -196,6 +197,7 @@ async fn one(
     if r.status() != 202 {
         return Err(format!("execute: {}", r.status()));
     }
+    let executed = t0.elapsed();
     // poll = 0: one long poll (`?wait=finished`) at a time instead.
     let url = if poll.is_zero() {
         format!("{base}/workflows/{id}?wait=finished&timeout_ms=30000")
@@ -211,15 +213,30 @@ async fn one(
             .await
             .map_err(|e| e.to_string())?;
         let w: Value = r.json().await.map_err(|e| e.to_string())?;
+        let phases = || Phases {
+            create: created,
+            execute: executed - created,
+            total: t0.elapsed(),
+        };
         match w["status"].as_str() {
-            Some("completed") => return Ok((t0.elapsed(), true)),
-            Some("failed") => return Ok((t0.elapsed(), false)),
+            Some("completed") => return Ok((phases(), true)),
+            Some("failed") => return Ok((phases(), false)),
             _ => {}
         }
         if t0.elapsed() > Duration::from_secs(120) {
             return Err(format!("workflow {id} not done in 120 s"));
         }
     }
+}
+
+/// Where one workflow's time went, as the client saw it.
+struct Phases {
+    /// `POST /workflows/create` (append + read-your-writes wait).
+    create: Duration,
+    /// `POST /workflows/{id}/execute`.
+    execute: Duration,
+    /// Create → seen completed.
+    total: Duration,
 }
 
 fn pct(sorted: &[Duration], p: f64) -> f64 {
@@ -278,9 +295,18 @@ async fn main() {
         errors.extend(e);
     }
     let elapsed = started.elapsed().as_secs_f64();
-    lat.sort();
     let rate = lat.len() as f64 / elapsed;
-    let (p50, p99) = (pct(&lat, 0.50), pct(&lat, 0.99));
+    let sorted = |f: fn(&Phases) -> Duration| {
+        let mut v: Vec<Duration> = lat.iter().map(f).collect();
+        v.sort();
+        v
+    };
+    let (creates, executes, totals) = (
+        sorted(|p| p.create),
+        sorted(|p| p.execute),
+        sorted(|p| p.total),
+    );
+    let (p50, p99) = (pct(&totals, 0.50), pct(&totals, 0.99));
     if args.json {
         println!(
             "{}",
@@ -299,6 +325,11 @@ async fn main() {
         );
         println!("throughput: {rate:.1} workflows/s");
         println!("create→completed: p50 {p50:.1} ms, p99 {p99:.1} ms");
+        println!(
+            "  of which: create p50 {:.1} ms, execute p50 {:.1} ms",
+            pct(&creates, 0.50),
+            pct(&executes, 0.50)
+        );
         for e in errors.iter().take(5) {
             println!("error: {e}");
         }

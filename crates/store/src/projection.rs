@@ -155,15 +155,19 @@ impl Store {
             let n = next.get_mut(&r.partition).expect("partition present");
             *n = (*n).max(r.offset + 1);
         }
-        let now = Utc::now();
+        let mut changed = Vec::new();
+        let mut new_users = Vec::new();
         for (id, st) in &states {
             let Some(st) = st else { continue };
-            if before.get(id) == Some(&version(st)) {
-                continue;
+            match before.get(id) {
+                Some(v) if *v == version(st) => continue,
+                Some(_) => {}
+                None => new_users.push(st.user_id.0),
             }
-            save_state(&mut tx, st, partition_of[id], now).await?;
+            changed.push((st, partition_of[id]));
             out.changed.push(*id);
         }
+        save_states(&mut tx, &mut changed, &mut new_users, Utc::now()).await?;
         trail.insert(&mut tx, topic).await?;
         for (p, o) in &next {
             sqlx::query(
@@ -229,99 +233,186 @@ impl EventRows {
     }
 }
 
-async fn save_state(
+/// Writes the changed states, their steps, and the users of new workflows:
+/// one statement each for the whole batch, rows in id order (so concurrent
+/// writers lock them in one order).
+async fn save_states(
     tx: &mut Transaction<'_, Postgres>,
-    st: &WorkflowState,
-    partition: i32,
+    changed: &mut [(&WorkflowState, i32)],
+    new_users: &mut Vec<i64>,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    let id = st.workflow_id.as_uuid();
-    sqlx::query("INSERT INTO users (id) VALUES ($1) ON CONFLICT DO NOTHING")
-        .bind(st.user_id.0)
+    if changed.is_empty() {
+        return Ok(());
+    }
+    changed.sort_unstable_by_key(|(st, _)| st.workflow_id.as_uuid());
+    new_users.sort_unstable();
+    new_users.dedup();
+    if !new_users.is_empty() {
+        sqlx::query(
+            "INSERT INTO users (id) SELECT * FROM UNNEST($1::bigint[]) ON CONFLICT DO NOTHING",
+        )
+        .bind(&*new_users)
         .execute(&mut **tx)
         .await
         .map_err(StoreError::classify)?;
-    let error: Option<Value> = st
-        .failed_step()
-        .and_then(|s| st.step(s))
-        .and_then(|s| s.error.as_ref())
-        .map(|e| serde_json::to_value(e).expect("serialisable"));
-    sqlx::query(
-        "INSERT INTO workflows
-            (id, name, tasks, status, results, user_id, created_at, started_at, finished_at,
-             updated_at, seq, runs, error, last_event_id, timeout_ms, cancel_requested,
-             log_partition)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)
-         ON CONFLICT (id) DO UPDATE SET
-            status = EXCLUDED.status, results = EXCLUDED.results,
-            started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at,
-            updated_at = EXCLUDED.updated_at, seq = EXCLUDED.seq, runs = EXCLUDED.runs,
-            error = EXCLUDED.error, last_event_id = EXCLUDED.last_event_id,
-            cancel_requested = EXCLUDED.cancel_requested,
-            log_partition = EXCLUDED.log_partition",
-    )
-    .bind(id)
-    .bind(&st.name)
-    .bind(serde_json::to_value(&st.tasks).expect("serialisable"))
-    .bind(st.status.as_str())
-    .bind(st.results())
-    .bind(st.user_id.0)
-    .bind(st.created_at)
-    .bind(st.started_at)
-    .bind(st.finished_at)
-    .bind(now)
-    .bind(st.seq as i64)
-    .bind(st.runs as i32)
-    .bind(error)
-    .bind(st.last_event_id)
-    .bind(st.timeout_ms.map(|ms| ms as i64))
-    .bind(st.cancel_requested)
-    .bind(partition)
-    .execute(&mut **tx)
-    .await
-    .map_err(StoreError::classify)?;
+    }
+    let mut w = WorkflowRows::default();
+    let mut s = StepRows::default();
+    for (st, partition) in changed.iter() {
+        w.push(st, *partition);
+        s.push(st);
+    }
+    w.upsert(tx, now).await?;
+    s.upsert(tx).await
+}
 
-    let n = st.steps.len();
-    let mut step = Vec::with_capacity(n);
-    let mut agent = Vec::with_capacity(n);
-    let mut status = Vec::with_capacity(n);
-    let mut attempts = Vec::with_capacity(n);
-    let mut duration = Vec::with_capacity(n);
-    let mut error = Vec::with_capacity(n);
-    let mut finished = Vec::with_capacity(n);
-    for (i, s) in st.steps.iter().enumerate() {
-        step.push(i as i32 + 1);
-        agent.push(s.agent.as_str().to_owned());
-        status.push(step_status_str(s.status));
-        attempts.push(s.attempts as i32);
-        duration.push(s.duration_ms as i64);
-        error.push(
-            s.error
-                .as_ref()
+/// Changed workflows' rows, column by column.
+#[derive(Default)]
+struct WorkflowRows {
+    id: Vec<Uuid>,
+    name: Vec<String>,
+    tasks: Vec<Value>,
+    status: Vec<&'static str>,
+    results: Vec<Value>,
+    user_id: Vec<i64>,
+    created_at: Vec<DateTime<Utc>>,
+    started_at: Vec<Option<DateTime<Utc>>>,
+    finished_at: Vec<Option<DateTime<Utc>>>,
+    seq: Vec<i64>,
+    runs: Vec<i32>,
+    error: Vec<Option<Value>>,
+    last_event_id: Vec<Uuid>,
+    timeout_ms: Vec<Option<i64>>,
+    cancel_requested: Vec<bool>,
+    log_partition: Vec<i32>,
+}
+
+impl WorkflowRows {
+    fn push(&mut self, st: &WorkflowState, partition: i32) {
+        self.id.push(st.workflow_id.as_uuid());
+        self.name.push(st.name.clone());
+        self.tasks
+            .push(serde_json::to_value(&st.tasks).expect("serialisable"));
+        self.status.push(st.status.as_str());
+        self.results.push(st.results());
+        self.user_id.push(st.user_id.0);
+        self.created_at.push(st.created_at);
+        self.started_at.push(st.started_at);
+        self.finished_at.push(st.finished_at);
+        self.seq.push(st.seq as i64);
+        self.runs.push(st.runs as i32);
+        self.error.push(
+            st.failed_step()
+                .and_then(|s| st.step(s))
+                .and_then(|s| s.error.as_ref())
                 .map(|e| serde_json::to_value(e).expect("serialisable")),
         );
-        finished.push(s.finished_at);
+        self.last_event_id.push(st.last_event_id);
+        self.timeout_ms.push(st.timeout_ms.map(|ms| ms as i64));
+        self.cancel_requested.push(st.cancel_requested);
+        self.log_partition.push(partition);
     }
-    sqlx::query(
-        "INSERT INTO workflow_steps
-            (workflow_id, step, agent, status, attempts, duration_ms, error, finished_at)
-         SELECT $1, * FROM UNNEST($2::int[], $3::text[], $4::text[], $5::int[], $6::bigint[],
-                                  $7::jsonb[], $8::timestamptz[])
-         ON CONFLICT (workflow_id, step) DO UPDATE SET
-            status = EXCLUDED.status, attempts = EXCLUDED.attempts,
-            duration_ms = EXCLUDED.duration_ms, error = EXCLUDED.error,
-            finished_at = EXCLUDED.finished_at",
-    )
-    .bind(id)
-    .bind(step)
-    .bind(agent)
-    .bind(status)
-    .bind(attempts)
-    .bind(duration)
-    .bind(error)
-    .bind(finished)
-    .execute(&mut **tx)
-    .await
-    .map_err(StoreError::classify)?;
-    Ok(())
+
+    async fn upsert(
+        self,
+        tx: &mut Transaction<'_, Postgres>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO workflows
+                (id, name, tasks, status, results, user_id, created_at, started_at, finished_at,
+                 seq, runs, error, last_event_id, timeout_ms, cancel_requested, log_partition,
+                 updated_at)
+             SELECT *, $17 FROM UNNEST($1::uuid[], $2::text[], $3::jsonb[], $4::text[],
+                 $5::jsonb[], $6::bigint[], $7::timestamptz[], $8::timestamptz[],
+                 $9::timestamptz[], $10::bigint[], $11::int[], $12::jsonb[], $13::uuid[],
+                 $14::bigint[], $15::bool[], $16::int[])
+             ON CONFLICT (id) DO UPDATE SET
+                status = EXCLUDED.status, results = EXCLUDED.results,
+                started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at,
+                updated_at = EXCLUDED.updated_at, seq = EXCLUDED.seq, runs = EXCLUDED.runs,
+                error = EXCLUDED.error, last_event_id = EXCLUDED.last_event_id,
+                cancel_requested = EXCLUDED.cancel_requested,
+                log_partition = EXCLUDED.log_partition",
+        )
+        .bind(self.id)
+        .bind(self.name)
+        .bind(self.tasks)
+        .bind(self.status)
+        .bind(self.results)
+        .bind(self.user_id)
+        .bind(self.created_at)
+        .bind(self.started_at)
+        .bind(self.finished_at)
+        .bind(self.seq)
+        .bind(self.runs)
+        .bind(self.error)
+        .bind(self.last_event_id)
+        .bind(self.timeout_ms)
+        .bind(self.cancel_requested)
+        .bind(self.log_partition)
+        .bind(now)
+        .execute(&mut **tx)
+        .await
+        .map_err(StoreError::classify)?;
+        Ok(())
+    }
+}
+
+/// The changed workflows' step rows, column by column.
+#[derive(Default)]
+struct StepRows {
+    workflow_id: Vec<Uuid>,
+    step: Vec<i32>,
+    agent: Vec<String>,
+    status: Vec<&'static str>,
+    attempts: Vec<i32>,
+    duration_ms: Vec<i64>,
+    error: Vec<Option<Value>>,
+    finished_at: Vec<Option<DateTime<Utc>>>,
+}
+
+impl StepRows {
+    fn push(&mut self, st: &WorkflowState) {
+        for (i, s) in st.steps.iter().enumerate() {
+            self.workflow_id.push(st.workflow_id.as_uuid());
+            self.step.push(i as i32 + 1);
+            self.agent.push(s.agent.as_str().to_owned());
+            self.status.push(step_status_str(s.status));
+            self.attempts.push(s.attempts as i32);
+            self.duration_ms.push(s.duration_ms as i64);
+            self.error.push(
+                s.error
+                    .as_ref()
+                    .map(|e| serde_json::to_value(e).expect("serialisable")),
+            );
+            self.finished_at.push(s.finished_at);
+        }
+    }
+
+    async fn upsert(self, tx: &mut Transaction<'_, Postgres>) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO workflow_steps
+                (workflow_id, step, agent, status, attempts, duration_ms, error, finished_at)
+             SELECT * FROM UNNEST($1::uuid[], $2::int[], $3::text[], $4::text[], $5::int[],
+                                  $6::bigint[], $7::jsonb[], $8::timestamptz[])
+             ON CONFLICT (workflow_id, step) DO UPDATE SET
+                status = EXCLUDED.status, attempts = EXCLUDED.attempts,
+                duration_ms = EXCLUDED.duration_ms, error = EXCLUDED.error,
+                finished_at = EXCLUDED.finished_at",
+        )
+        .bind(self.workflow_id)
+        .bind(self.step)
+        .bind(self.agent)
+        .bind(self.status)
+        .bind(self.attempts)
+        .bind(self.duration_ms)
+        .bind(self.error)
+        .bind(self.finished_at)
+        .execute(&mut **tx)
+        .await
+        .map_err(StoreError::classify)?;
+        Ok(())
+    }
 }
