@@ -224,32 +224,67 @@ impl WorkflowActor {
             }
             Action::Append { event, metadata } => (event, metadata),
         };
-        let mut record = Record::new(st.workflow_id, st.user_id, st.seq + 1, Utc::now(), event)
-            .after(st.last_event_id);
-        record.metadata = metadata;
-        record
-            .metadata
-            .insert("node_id".into(), w.node_id.clone().into());
-        w.append_until_acked(&record).await;
-        // Acknowledged: durable. Apply it and go on; the log will confirm.
-        apply(&mut state.st, &record).map_err(|e| format!("own record rejected: {e}"))?;
-        state.unconfirmed.push_back((record.seq, record.event_id));
+        // The record, and any that follow from it without an agent call
+        // (the last step's result and `workflow.completed`, a failed step and
+        // `workflow.failed`): appended together, one round trip to the broker.
+        // A cancel that arrived meanwhile goes first, as it would one Drive later.
+        let id = st.workflow_id.as_uuid();
+        let chain = !state.cancelling.lock().expect("not poisoned").contains(&id);
+        let node_id: serde_json::Value = w.node_id.clone().into();
+        let mut next = state.st.take().expect("checked above");
+        let mut records = Vec::with_capacity(2);
+        let (mut event, mut metadata) = (event, metadata);
+        loop {
+            let mut record = Record::new(
+                next.workflow_id,
+                next.user_id,
+                next.seq + 1,
+                Utc::now(),
+                event,
+            )
+            .after(next.last_event_id);
+            record.metadata = metadata;
+            record.metadata.insert("node_id".into(), node_id.clone());
+            let mut slot = Some(next);
+            apply(&mut slot, &record).map_err(|e| format!("own record rejected: {e}"))?;
+            next = slot.expect("apply keeps a state");
+            records.push(record);
+            match decide(&next, Utc::now()) {
+                Some(Action::Append {
+                    event: e,
+                    metadata: m,
+                }) if chain && records.len() < MAX_CHAINED => {
+                    (event, metadata) = (e, m);
+                }
+                _ => break,
+            }
+        }
+        w.append_until_acked(&records).await;
+        // Acknowledged: durable. Apply them and go on; the log will confirm.
+        state.st = Some(next);
+        state
+            .unconfirmed
+            .extend(records.iter().map(|r| (r.seq, r.event_id)));
         // Through the mailbox, so records that arrived meanwhile go first.
         myself.send_message(WorkflowMsg::Drive)?;
         Ok(())
     }
 }
 
+/// At most this many records go to the broker in one round trip.
+const MAX_CHAINED: usize = 4;
+
 impl Worker {
-    /// Appends and retries until the broker acknowledges: while the log is
-    /// unreachable the workflow pauses here, and resumes when it is back.
-    pub(crate) async fn append_until_acked(&self, record: &Record) {
+    /// Appends and retries until the broker acknowledges all `records`:
+    /// while the log is unreachable the workflow pauses here, and resumes
+    /// when it is back.
+    pub(crate) async fn append_until_acked(&self, records: &[Record]) {
         let mut delay = Duration::from_millis(100);
         loop {
-            match self.producer.append(record, self.append_timeout).await {
+            match self.producer.append_all(records, self.append_timeout).await {
                 Ok(_) => return,
                 Err(e) => {
-                    tracing::warn!(workflow_id = %record.workflow_id, seq = record.seq, error = %e,
+                    tracing::warn!(workflow_id = %records[0].workflow_id, seq = records[0].seq, error = %e,
                         "append failed, retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));

@@ -44,42 +44,61 @@ impl Producer {
     /// later: a retry then writes the same record again (same `event_id`,
     /// `seq` and parent), which the fold ignores.
     pub async fn append(&self, record: &Record, timeout: Duration) -> Result<Position, LogError> {
+        let positions = self
+            .append_all(std::slice::from_ref(record), timeout)
+            .await?;
+        Ok(positions[0])
+    }
+
+    /// Appends records in order and waits until the broker acknowledged all
+    /// of them. They are queued together, so records of one workflow (one
+    /// partition) travel in one batch and the idempotent producer keeps
+    /// their order. On an error some may have landed: a retry of all of them
+    /// writes those again, which the fold ignores (as for [`Self::append`]).
+    pub async fn append_all(
+        &self,
+        records: &[Record],
+        timeout: Duration,
+    ) -> Result<Vec<Position>, LogError> {
         let started = Instant::now();
-        let key = record.workflow_id.to_string();
-        let payload = record.to_bytes();
-        let headers = OwnedHeaders::new().insert(Header {
-            key: "event_type",
-            value: Some(record.event_type()),
-        });
-        let msg = FutureRecord::to(&self.topic)
-            .key(&key)
-            .payload(&payload)
-            .headers(headers);
-        // `send`'s own timeout only bounds the wait for queue space; the
-        // delivery itself may take up to `message.timeout.ms` (minutes) while
-        // the broker is down, so bound the whole wait here.
-        let Ok(result) = tokio::time::timeout(timeout, self.inner.send(msg, timeout)).await else {
+        let mut deliveries = Vec::with_capacity(records.len());
+        for record in records {
+            let key = record.workflow_id.to_string();
+            let payload = record.to_bytes();
+            let headers = OwnedHeaders::new().insert(Header {
+                key: "event_type",
+                value: Some(record.event_type()),
+            });
+            let msg = FutureRecord::to(&self.topic)
+                .key(&key)
+                .payload(&payload)
+                .headers(headers);
+            // Queued now, in order; the acknowledgement comes through the future.
+            let delivery = self.inner.send_result(msg).map_err(|(e, _)| classify(e))?;
+            deliveries.push(delivery);
+        }
+        // The delivery itself may take up to `message.timeout.ms` (minutes)
+        // while the broker is down, so bound the whole wait here.
+        let Ok(results) =
+            tokio::time::timeout(timeout, futures::future::join_all(deliveries)).await
+        else {
             return Err(LogError::Unavailable(format!(
                 "no acknowledgement within {} ms",
                 timeout.as_millis()
             )));
         };
         metrics::histogram!(APPEND_SECONDS).record(started.elapsed().as_secs_f64());
-        match result {
-            Ok(d) => Ok(Position {
-                partition: d.partition,
-                offset: d.offset,
-            }),
-            Err((e, _)) => match e.rdkafka_error_code() {
-                Some(
-                    rdkafka::types::RDKafkaErrorCode::MessageTimedOut
-                    | rdkafka::types::RDKafkaErrorCode::QueueFull
-                    | rdkafka::types::RDKafkaErrorCode::AllBrokersDown
-                    | rdkafka::types::RDKafkaErrorCode::BrokerTransportFailure,
-                ) => Err(LogError::Unavailable(e.to_string())),
-                _ => Err(e.into()),
-            },
-        }
+        results
+            .into_iter()
+            .map(|r| match r {
+                Ok(Ok(d)) => Ok(Position {
+                    partition: d.partition,
+                    offset: d.offset,
+                }),
+                Ok(Err((e, _))) => Err(classify(e)),
+                Err(_cancelled) => Err(LogError::Unavailable("producer closed".into())),
+            })
+            .collect()
     }
 
     /// Whether the broker answers a metadata request for the topic.
@@ -102,5 +121,19 @@ impl Producer {
     pub fn flush(&self, timeout: Duration) -> Result<(), LogError> {
         use rdkafka::producer::Producer as _;
         self.inner.flush(timeout).map_err(Into::into)
+    }
+}
+
+/// Errors that mean "the broker cannot be reached now" become
+/// [`LogError::Unavailable`] (a 503 to API callers); the rest stay as they are.
+fn classify(e: rdkafka::error::KafkaError) -> LogError {
+    match e.rdkafka_error_code() {
+        Some(
+            rdkafka::types::RDKafkaErrorCode::MessageTimedOut
+            | rdkafka::types::RDKafkaErrorCode::QueueFull
+            | rdkafka::types::RDKafkaErrorCode::AllBrokersDown
+            | rdkafka::types::RDKafkaErrorCode::BrokerTransportFailure,
+        ) => LogError::Unavailable(e.to_string()),
+        _ => e.into(),
     }
 }
