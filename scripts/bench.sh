@@ -6,6 +6,7 @@
 #   scripts/bench.sh [N] [C] [LATENCY_MS]     defaults: 1000 32 0
 #   POLL_MS=10 ...   how often each client polls its workflow (default 25;
 #                    0 = wait for it with GET ...?wait=finished, a long poll)
+#   AGENTFLOW_BIN=path  run this build of `agentflow` instead (A/B comparisons)
 #   MODE=memory scripts/bench.sh 10000 64 2000
 #       start N workflows (C requests at a time) against LATENCY_MS agents and
 #       report peak running workflows and the server's peak resident memory
@@ -23,7 +24,7 @@ mock_port=$(free_port)
 target/release/agentflow-mock-agent --addr "127.0.0.1:$mock_port" --latency-ms "$latency" >"$dir/mock.log" 2>&1 &
 pids+=($!)
 export AGENTFLOW_AGENT_URL_TEMPLATE="http://127.0.0.1:$mock_port/agents/{agent}"
-target/release/agentflow serve >"$dir/serve.log" 2>&1 &
+"${AGENTFLOW_BIN:-target/release/agentflow}" serve >"$dir/serve.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 300); do
   curl -sf "http://127.0.0.1:$api_port/readyz" >/dev/null && break
