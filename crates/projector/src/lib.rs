@@ -205,7 +205,7 @@ async fn write(store: &Store, topic: &str, progress: &Progress, batch: &[Positio
                     metrics::gauge!(LAG_SECONDS).set(age);
                 }
                 progress.advance(&out.next_offsets);
-                progress.workflows_changed(&out.changed);
+                progress.statuses_changed(&out.status_changed);
                 return;
             }
             Err(e) => {

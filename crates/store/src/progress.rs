@@ -17,8 +17,8 @@ use crate::Store;
 #[derive(Clone)]
 pub struct Progress {
     tx: Arc<watch::Sender<HashMap<i32, i64>>>,
-    /// One `Notify` per workflow someone is waiting on: a change wakes only
-    /// that workflow's waiters.
+    /// One `Notify` per workflow someone is waiting on: a change of its
+    /// status wakes only that workflow's waiters.
     waiters: Arc<Mutex<HashMap<WorkflowId, Arc<Notify>>>>,
 }
 
@@ -31,7 +31,7 @@ impl Default for Progress {
     }
 }
 
-/// Interest in one workflow's changes (see [`Progress::watch_workflow`]).
+/// Interest in one workflow's status (see [`Progress::watch_workflow`]).
 /// Dropping it ends the interest.
 pub struct WorkflowWatch {
     id: WorkflowId,
@@ -41,7 +41,7 @@ pub struct WorkflowWatch {
 
 impl WorkflowWatch {
     /// Runs `read`, and if `done` says so returns its result; otherwise
-    /// waits until the workflow's projection changes (or `at_most` passes:
+    /// waits until the workflow's status changes (or `at_most` passes:
     /// the projector may be another process that tells us nothing, then this
     /// is a poll) and reads again, until `deadline`.
     pub async fn read_until<T, E, F, Fut>(
@@ -81,9 +81,9 @@ impl Drop for WorkflowWatch {
 }
 
 impl Progress {
-    /// Records that these workflows' projections changed, waking whoever
-    /// waits on them.
-    pub fn workflows_changed(&self, ids: &[WorkflowId]) {
+    /// Records that these workflows' statuses changed, waking whoever waits
+    /// on them.
+    pub fn statuses_changed(&self, ids: &[WorkflowId]) {
         let waiters = self.waiters.lock().expect("not poisoned");
         if waiters.is_empty() {
             return;
@@ -95,7 +95,7 @@ impl Progress {
         }
     }
 
-    /// Starts watching one workflow's changes.
+    /// Starts watching one workflow's status.
     pub fn watch_workflow(&self, id: WorkflowId) -> WorkflowWatch {
         let notify = self
             .waiters
@@ -182,9 +182,9 @@ mod tests {
         let p2 = p.clone();
         let changer = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            p2.workflows_changed(&[other]);
+            p2.statuses_changed(&[other]);
             tokio::time::sleep(Duration::from_millis(50)).await;
-            p2.workflows_changed(&[mine]);
+            p2.statuses_changed(&[mine]);
         });
         let began = tokio::time::Instant::now();
         let n: Result<u32, ()> = watch

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use agentflow_core::{Record, WorkflowId, WorkflowState, apply};
+use agentflow_core::{Record, WorkflowId, WorkflowState, WorkflowStatus, apply};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{Postgres, Transaction};
@@ -31,8 +31,9 @@ pub struct BatchOutcome {
     pub duplicates: usize,
     /// The new next offset of each partition touched.
     pub next_offsets: Vec<(i32, i64)>,
-    /// The workflows whose projection changed.
-    pub changed: Vec<WorkflowId>,
+    /// The workflows whose status changed (what `?wait=finished` waits for;
+    /// a step's progress alone is not reported).
+    pub status_changed: Vec<WorkflowId>,
 }
 
 impl Store {
@@ -133,9 +134,9 @@ impl Store {
         let mut states = load_states(&mut tx, &ids).await?;
         // What identifies a change: seq, or a command that flags the state.
         let version = |s: &WorkflowState| (s.seq, s.cancel_requested);
-        let before: HashMap<WorkflowId, (u64, bool)> = states
+        let before: HashMap<WorkflowId, ((u64, bool), WorkflowStatus)> = states
             .iter()
-            .filter_map(|(k, v)| v.as_ref().map(|s| (*k, version(s))))
+            .filter_map(|(k, v)| v.as_ref().map(|s| (*k, (version(s), s.status))))
             .collect();
         let mut partition_of: HashMap<WorkflowId, i32> = HashMap::new();
         let mut trail = EventRows::default();
@@ -160,12 +161,15 @@ impl Store {
         for (id, st) in &states {
             let Some(st) = st else { continue };
             match before.get(id) {
-                Some(v) if *v == version(st) => continue,
-                Some(_) => {}
-                None => new_users.push(st.user_id.0),
+                Some((v, _)) if *v == version(st) => continue,
+                Some((_, status)) if *status == st.status => {}
+                Some(_) => out.status_changed.push(*id),
+                None => {
+                    new_users.push(st.user_id.0);
+                    out.status_changed.push(*id);
+                }
             }
             changed.push((st, partition_of[id]));
-            out.changed.push(*id);
         }
         save_states(&mut tx, &mut changed, &mut new_users, Utc::now()).await?;
         trail.insert(&mut tx, topic).await?;
