@@ -4,8 +4,8 @@
 # driver: N content-pipeline workflows at concurrency C.
 #
 #   scripts/bench.sh [N] [C] [LATENCY_MS]     defaults: 1000 32 0
-#   POLL_MS=10 ...   how often each client polls its workflow (default 25;
-#                    0 = wait for it with GET ...?wait=finished, a long poll)
+#   POLL_MS=25 ...   poll each workflow every 25 ms instead of waiting for it
+#                    with GET ...?wait=finished, a long poll (the default, 0)
 #   AGENTFLOW_BIN=path  run this build of `agentflow` instead (A/B comparisons)
 #   MODE=memory scripts/bench.sh 10000 64 2000
 #       start N workflows (C requests at a time) against LATENCY_MS agents and
@@ -36,6 +36,6 @@ if [ "${MODE:-}" = memory ]; then
   exit 0
 fi
 before=$(cpu_snapshot "${pids[1]}" "${pids[0]}")
-target/release/agentflow-bench --url "http://127.0.0.1:$api_port" -n "$n" -c "$c" --poll-ms "${POLL_MS:-25}"
+target/release/agentflow-bench --url "http://127.0.0.1:$api_port" -n "$n" -c "$c" --poll-ms "${POLL_MS:-0}"
 cpu_report "$before" "$(cpu_snapshot "${pids[1]}" "${pids[0]}")" "$n"
 echo "== agentflow serve resident memory: $(ps -o rss= -p "${pids[1]}" | awk '{printf "%.0f MiB", $1/1024}')"

@@ -163,13 +163,14 @@ pub async fn execute(
     append_and_wait(&s, &caller, record).await?;
     // The log decides: if another change took this seq first, ours was
     // ignored by the fold. Report what the projection now says.
-    if let Some(now) = s.store.get_workflow(st.workflow_id).await?
-        && now.seq >= seq
-        && now.runs <= st.runs
+    if let Some((now_seq, now_runs)) = s.store.workflow_version(st.workflow_id).await?
+        && now_seq >= seq
+        && now_runs <= st.runs
     {
+        let now = s.store.get_workflow(st.workflow_id).await?;
         return Err(ApiError::conflict(format!(
             "workflow changed meanwhile and is now {}",
-            now.status.as_str()
+            now.map_or("gone", |w| w.status.as_str())
         )));
     }
     let message = if from_step == 1 {
