@@ -152,6 +152,7 @@ pub async fn replay(config: &Config, args: ReplayArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let mut rx = read_log(config, ReadFrom::Beginning, false);
     let (mut read, mut applied, mut rejected) = (0u64, 0u64, 0u64);
+    let mut cache = agentflow_store::ProjectionCache::default();
     let mut bar = ProgressBar::hidden();
     while let Some(msg) = rx.recv().await {
         match msg {
@@ -178,7 +179,7 @@ pub async fn replay(config: &Config, args: ReplayArgs) -> anyhow::Result<()> {
                         }
                     })
                     .collect();
-                let out = store.apply_batch(&config.topic, &batch).await?;
+                let out = store.apply_batch(&config.topic, &batch, &mut cache).await?;
                 applied += out.applied as u64;
                 rejected += out.rejected as u64;
                 bar.set_position(read);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentflow_log::{Assigner, ConsumerEvent, LogConfig, LogError, StartAt, Subscription};
-use agentflow_store::{Positioned, Progress, Store};
+use agentflow_store::{Positioned, Progress, ProjectionCache, Store};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -119,6 +119,7 @@ async fn run(
     // Partition → the first offset not yet in Postgres.
     let mut owned: HashMap<i32, i64> = HashMap::new();
     let mut batch: Vec<Positioned> = Vec::with_capacity(MAX_BATCH);
+    let mut cache = ProjectionCache::default();
     loop {
         let Some(first) = events.recv().await else {
             return;
@@ -164,7 +165,7 @@ async fn run(
         if batch.is_empty() {
             continue;
         }
-        write(&store, &topic, &progress, &batch).await;
+        write(&store, &topic, &progress, &batch, &mut cache).await;
         batch.clear();
     }
 }
@@ -187,11 +188,17 @@ async fn claim(store: &Store, topic: &str, partitions: &[i32]) -> Vec<i64> {
 /// Writes one batch, retrying until Postgres takes it: the log keeps
 /// everything meanwhile, so nothing is lost, and the offsets in the same
 /// transaction make a retry after an unknown outcome harmless.
-async fn write(store: &Store, topic: &str, progress: &Progress, batch: &[Positioned]) {
+async fn write(
+    store: &Store,
+    topic: &str,
+    progress: &Progress,
+    batch: &[Positioned],
+    cache: &mut ProjectionCache,
+) {
     let mut delay = Duration::from_millis(100);
     loop {
         let started = Instant::now();
-        match store.apply_batch(topic, batch).await {
+        match store.apply_batch(topic, batch, cache).await {
             Ok(out) => {
                 metrics::histogram!(BATCH_SECONDS).record(started.elapsed().as_secs_f64());
                 metrics::counter!(RECORDS_APPLIED, "result" => "applied")

@@ -17,7 +17,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 pub use progress::{Progress, WorkflowWatch};
-pub use projection::{BatchOutcome, Positioned};
+pub use projection::{BatchOutcome, Positioned, ProjectionCache};
 pub use queries::{Cursor, ListFilter, WorkflowSummary};
 pub use snapshot::PartitionSnapshot;
 

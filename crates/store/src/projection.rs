@@ -36,6 +36,37 @@ pub struct BatchOutcome {
     pub status_changed: Vec<WorkflowId>,
 }
 
+/// The states of live workflows as this projector last wrote them, so a
+/// batch need not read them back from Postgres. A partition's entries are
+/// trusted only while its offset row still shows the offset this projector
+/// committed: anyone else writing that partition (another node after a
+/// rebalance, a replay) moves it, and the entries are dropped and read again.
+#[derive(Default)]
+pub struct ProjectionCache {
+    committed: HashMap<i32, i64>,
+    states: HashMap<WorkflowId, (i32, WorkflowState)>,
+}
+
+/// Above this many live workflows the cache starts again from empty (it is
+/// only a shortcut: what it misses is read from Postgres).
+const CACHE_MAX: usize = 50_000;
+
+impl ProjectionCache {
+    fn forget_partition(&mut self, partition: i32) {
+        if self.committed.remove(&partition).is_some() {
+            self.states.retain(|_, (p, _)| *p != partition);
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.states.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.states.is_empty()
+    }
+}
+
 impl Store {
     /// Makes sure each partition has an offset row (starting at 0), and
     /// returns the next offset to read for each, in the order given.
@@ -80,16 +111,33 @@ impl Store {
     }
 
     /// Folds `batch` (in log order) into the projection and advances the
-    /// offsets, all in one transaction.
+    /// offsets, all in one transaction. States in `cache` are used instead
+    /// of reading them, and the cache is updated once the write committed.
     pub async fn apply_batch(
         &self,
         topic: &str,
         batch: &[Positioned],
+        cache: &mut ProjectionCache,
     ) -> Result<BatchOutcome, StoreError> {
         let mut out = BatchOutcome::default();
         if batch.is_empty() {
             return Ok(out);
         }
+        let result = self.apply_batch_inner(topic, batch, cache, &mut out).await;
+        if result.is_err() {
+            // Whatever was taken out for this batch is gone; start afresh.
+            *cache = ProjectionCache::default();
+        }
+        result.map(|()| out)
+    }
+
+    async fn apply_batch_inner(
+        &self,
+        topic: &str,
+        batch: &[Positioned],
+        cache: &mut ProjectionCache,
+        out: &mut BatchOutcome,
+    ) -> Result<(), StoreError> {
         let mut tx = self.pool().begin().await.map_err(StoreError::classify)?;
         let partitions: Vec<i32> = {
             let mut p: Vec<i32> = batch.iter().map(|r| r.partition).collect();
@@ -111,6 +159,9 @@ impl Store {
         let mut next: BTreeMap<i32, i64> = locked.into_iter().collect();
         for p in &partitions {
             next.entry(*p).or_insert(0);
+            if cache.committed.get(p) != next.get(p) {
+                cache.forget_partition(*p);
+            }
         }
         let fresh: Vec<&Positioned> = batch
             .iter()
@@ -119,7 +170,7 @@ impl Store {
         out.duplicates = batch.len() - fresh.len();
         if fresh.is_empty() {
             tx.rollback().await.map_err(StoreError::classify)?;
-            return Ok(out);
+            return Ok(());
         }
 
         let ids: Vec<Uuid> = {
@@ -131,7 +182,19 @@ impl Store {
             ids.dedup();
             ids
         };
-        let mut states = load_states(&mut tx, &ids).await?;
+        let mut states: HashMap<WorkflowId, Option<WorkflowState>> = HashMap::new();
+        let mut to_read = Vec::new();
+        for id in ids {
+            match cache.states.remove(&WorkflowId::from(id)) {
+                Some((_, st)) => {
+                    states.insert(st.workflow_id, Some(st));
+                }
+                None => to_read.push(id),
+            }
+        }
+        if !to_read.is_empty() {
+            states.extend(load_states(&mut tx, &to_read).await?);
+        }
         // What identifies a change: seq, or a command that flags the state.
         let version = |s: &WorkflowState| (s.seq, s.cancel_requested);
         let before: HashMap<WorkflowId, ((u64, bool), WorkflowStatus)> = states
@@ -188,8 +251,22 @@ impl Store {
             .map_err(StoreError::classify)?;
         }
         tx.commit().await.map_err(StoreError::classify)?;
+        // Committed: this is now what Postgres holds.
+        for (p, o) in &next {
+            cache.committed.insert(*p, *o);
+        }
+        if cache.states.len() + states.len() > CACHE_MAX {
+            cache.states.clear();
+        }
+        for (id, st) in states {
+            if let Some(st) =
+                st.filter(|s| matches!(s.status, WorkflowStatus::Pending | WorkflowStatus::Running))
+            {
+                cache.states.insert(id, (partition_of[&id], st));
+            }
+        }
         out.next_offsets = next.into_iter().collect();
-        Ok(out)
+        Ok(())
     }
 }
 

@@ -1,7 +1,7 @@
 //! The projection against real Postgres: exactly once, the fold's verdicts.
 
 use agentflow_core::*;
-use agentflow_store::{Positioned, Store};
+use agentflow_store::{Positioned, ProjectionCache, Store};
 use chrono::Utc;
 use serde_json::json;
 
@@ -77,12 +77,19 @@ async fn a_batch_applies_once_however_often_it_is_delivered() {
     let recs = records(2);
     let batch = at(3, 0, &recs);
     store.claim_partitions("t", &[3]).await.unwrap();
-    let first = store.apply_batch("t", &batch[..3]).await.unwrap();
+    let mut cache = ProjectionCache::default();
+    let first = store
+        .apply_batch("t", &batch[..3], &mut cache)
+        .await
+        .unwrap();
     assert_eq!((first.applied, first.duplicates), (3, 0));
     // Redelivery after a restart overlaps what was written.
-    let second = store.apply_batch("t", &batch).await.unwrap();
+    let second = store
+        .apply_batch("t", &batch, &mut ProjectionCache::default())
+        .await
+        .unwrap();
     assert_eq!((second.applied, second.duplicates), (2, 3));
-    let again = store.apply_batch("t", &batch).await.unwrap();
+    let again = store.apply_batch("t", &batch, &mut cache).await.unwrap();
     assert_eq!((again.applied, again.duplicates), (0, 5));
     assert_eq!(store.claim_partitions("t", &[3]).await.unwrap(), vec![5]);
 
@@ -123,7 +130,10 @@ async fn records_the_fold_rejects_are_not_projected() {
         offset: 3,
         record: zombie,
     });
-    let out = store.apply_batch("t", &batch).await.unwrap();
+    let out = store
+        .apply_batch("t", &batch, &mut ProjectionCache::default())
+        .await
+        .unwrap();
     assert_eq!((out.applied, out.rejected), (3, 1));
     let st = store
         .get_workflow(recs[0].workflow_id)
@@ -170,8 +180,14 @@ async fn the_engine_snapshot_is_the_fold_of_the_log_up_to_its_offset() {
     let mut p0 = at(0, 0, &done);
     p0.extend(at(0, done.len() as i64, &running));
     p0.extend(at(0, (done.len() + running.len()) as i64, &pending));
-    store.apply_batch("t", &p0).await.unwrap();
-    store.apply_batch("t", &at(1, 0, &elsewhere)).await.unwrap();
+    store
+        .apply_batch("t", &p0, &mut ProjectionCache::default())
+        .await
+        .unwrap();
+    store
+        .apply_batch("t", &at(1, 0, &elsewhere), &mut ProjectionCache::default())
+        .await
+        .unwrap();
 
     let snaps = store.engine_snapshot("t", &[0, 2]).await.unwrap();
     assert_eq!(snaps.len(), 1, "partition 2 was never projected: replay it");
@@ -186,4 +202,33 @@ async fn the_engine_snapshot_is_the_fold_of_the_log_up_to_its_offset() {
     );
     assert!(got[1].cancel_requested);
     assert_eq!(got[1].timeout_ms, Some(60_000));
+}
+
+#[tokio::test]
+async fn a_projector_rereads_what_another_wrote_in_its_partition() {
+    let store = fresh_store().await;
+    let recs = records(2);
+    let batch = at(0, 0, &recs);
+    let (mut a, mut b) = (ProjectionCache::default(), ProjectionCache::default());
+    // A projects the start and keeps the running workflow in its cache.
+    store.apply_batch("t", &batch[..2], &mut a).await.unwrap();
+    assert_eq!(a.len(), 1);
+    // B (another node, after a rebalance) projects step 1.
+    let out = store.apply_batch("t", &batch[2..3], &mut b).await.unwrap();
+    assert_eq!(out.applied, 1);
+    // A gets the partition back: its cached state is behind, so it must read
+    // B's, or step 2 (seq 4) would not follow its seq 2 and be rejected.
+    let out = store.apply_batch("t", &batch[3..], &mut a).await.unwrap();
+    assert_eq!((out.applied, out.rejected), (2, 0));
+    assert!(a.is_empty(), "a finished workflow leaves the cache");
+    let st = store
+        .get_workflow(recs[0].workflow_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut folded = None;
+    for r in &recs {
+        apply(&mut folded, r).unwrap();
+    }
+    assert_eq!(Some(st), folded, "the projection is the fold of the log");
 }
