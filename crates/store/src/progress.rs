@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agentflow_core::WorkflowId;
+use agentflow_core::{WorkflowId, WorkflowState};
 use tokio::sync::{Notify, watch};
 
 use crate::Store;
@@ -17,9 +17,16 @@ use crate::Store;
 #[derive(Clone)]
 pub struct Progress {
     tx: Arc<watch::Sender<HashMap<i32, i64>>>,
-    /// One `Notify` per workflow someone is waiting on: a change of its
-    /// status wakes only that workflow's waiters.
-    waiters: Arc<Mutex<HashMap<WorkflowId, Arc<Notify>>>>,
+    /// One slot per workflow someone is waiting on: a change of its status
+    /// is put there and wakes only that workflow's waiters.
+    waiters: Arc<Mutex<HashMap<WorkflowId, Arc<Slot>>>>,
+}
+
+#[derive(Default)]
+struct Slot {
+    notify: Notify,
+    /// The state the projector last committed with a new status.
+    latest: Mutex<Option<Arc<WorkflowState>>>,
 }
 
 impl Default for Progress {
@@ -35,38 +42,54 @@ impl Default for Progress {
 /// Dropping it ends the interest.
 pub struct WorkflowWatch {
     id: WorkflowId,
-    notify: Arc<Notify>,
-    waiters: Arc<Mutex<HashMap<WorkflowId, Arc<Notify>>>>,
+    slot: Arc<Slot>,
+    waiters: Arc<Mutex<HashMap<WorkflowId, Arc<Slot>>>>,
 }
 
 impl WorkflowWatch {
     /// Runs `read`, and if `done` says so returns its result; otherwise
-    /// waits until the workflow's status changes (or `at_most` passes:
-    /// the projector may be another process that tells us nothing, then this
-    /// is a poll) and reads again, until `deadline`.
-    pub async fn read_until<T, E, F, Fut>(
+    /// waits until the workflow's status changes and takes the state the
+    /// projector committed (without reading it back), or after `at_most`
+    /// reads again (the projector may be another process that tells us
+    /// nothing: then this is a poll), until `deadline`.
+    pub async fn read_until<E, F, Fut>(
         &self,
         deadline: tokio::time::Instant,
         at_most: Duration,
         mut read: F,
-        done: impl Fn(&T) -> bool,
-    ) -> Result<T, E>
+        done: impl Fn(&WorkflowState) -> bool,
+    ) -> Result<WorkflowState, E>
     where
         F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<T, E>>,
+        Fut: std::future::Future<Output = Result<WorkflowState, E>>,
     {
+        let mut current: Option<WorkflowState> = None;
         loop {
             // Registered before the read, so a change during it is not lost.
-            let notified = self.notify.notified();
+            let notified = self.slot.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let value = read().await?;
+            let value = match current.as_ref().and_then(|c| self.newer_than(c)) {
+                Some(pushed) => pushed,
+                None => read().await?,
+            };
             let now = tokio::time::Instant::now();
             if done(&value) || now >= deadline {
                 return Ok(value);
             }
+            current = Some(value);
             let _ = tokio::time::timeout((deadline - now).min(at_most), notified).await;
         }
+    }
+
+    /// The pushed state, if it is newer than `than` (a push may trail a
+    /// read that already saw a later commit).
+    fn newer_than(&self, than: &WorkflowState) -> Option<WorkflowState> {
+        let latest = self.slot.latest.lock().expect("not poisoned");
+        latest
+            .as_deref()
+            .filter(|st| (st.runs, st.seq) > (than.runs, than.seq))
+            .cloned()
     }
 }
 
@@ -74,30 +97,31 @@ impl Drop for WorkflowWatch {
     fn drop(&mut self) {
         let mut waiters = self.waiters.lock().expect("not poisoned");
         // The map's and ours: nobody else waits on it.
-        if Arc::strong_count(&self.notify) <= 2 {
+        if Arc::strong_count(&self.slot) <= 2 {
             waiters.remove(&self.id);
         }
     }
 }
 
 impl Progress {
-    /// Records that these workflows' statuses changed, waking whoever waits
-    /// on them.
-    pub fn statuses_changed(&self, ids: &[WorkflowId]) {
+    /// Records the new states of workflows whose status changed (committed
+    /// by the projector), waking whoever waits on them.
+    pub fn statuses_changed(&self, states: &[WorkflowState]) {
         let waiters = self.waiters.lock().expect("not poisoned");
         if waiters.is_empty() {
             return;
         }
-        for id in ids {
-            if let Some(n) = waiters.get(id) {
-                n.notify_waiters();
+        for st in states {
+            if let Some(slot) = waiters.get(&st.workflow_id) {
+                *slot.latest.lock().expect("not poisoned") = Some(Arc::new(st.clone()));
+                slot.notify.notify_waiters();
             }
         }
     }
 
     /// Starts watching one workflow's status.
     pub fn watch_workflow(&self, id: WorkflowId) -> WorkflowWatch {
-        let notify = self
+        let slot = self
             .waiters
             .lock()
             .expect("not poisoned")
@@ -106,7 +130,7 @@ impl Progress {
             .clone();
         WorkflowWatch {
             id,
-            notify,
+            slot,
             waiters: self.waiters.clone(),
         }
     }
@@ -171,32 +195,88 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use agentflow_core::{AgentName, Event, Record, TaskDef, UserId, WorkflowStatus, apply};
+    use chrono::Utc;
+    use serde_json::json;
+
+    /// The states of a one-step workflow after each of its records:
+    /// pending, running, running (step done), completed.
+    fn states(id: WorkflowId) -> Vec<WorkflowState> {
+        let agent = AgentName::parse("a").unwrap();
+        let events = [
+            Event::Created {
+                name: "w".into(),
+                tasks: vec![TaskDef {
+                    agent: agent.clone(),
+                    input: json!({}),
+                    timeout_ms: None,
+                }],
+                timeout_ms: None,
+            },
+            Event::Started { from_step: 1 },
+            Event::AgentExecuted {
+                step: 1,
+                agent,
+                output: json!(1),
+                attempts: 1,
+                duration_ms: 1,
+            },
+            Event::Completed,
+        ];
+        let mut st: Option<WorkflowState> = None;
+        let mut out = vec![];
+        for (i, ev) in events.into_iter().enumerate() {
+            let mut r = Record::new(id, UserId(1), i as u64 + 1, Utc::now(), ev);
+            if let Some(prev) = &st {
+                r = r.after(prev.last_event_id);
+            }
+            apply(&mut st, &r).unwrap();
+            out.push(st.clone().unwrap());
+        }
+        out
+    }
 
     #[tokio::test]
-    async fn a_waiter_wakes_on_its_workflow_and_only_on_it() {
+    async fn a_waiter_takes_its_workflows_new_state_and_only_its_own() {
         let p = Progress::default();
         let (mine, other) = (WorkflowId::new(), WorkflowId::new());
+        let (mine_states, other_states) = (states(mine), states(other));
         let watch = p.watch_workflow(mine);
         let reads = std::sync::atomic::AtomicU32::new(0);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         let p2 = p.clone();
+        let pushes = (mine_states.clone(), other_states[3].clone());
         let changer = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(50)).await;
-            p2.statuses_changed(&[other]);
+            p2.statuses_changed(&[pushes.1]);
+            // A push older than what the waiter read is not taken for news.
+            p2.statuses_changed(&[pushes.0[0].clone()]);
             tokio::time::sleep(Duration::from_millis(50)).await;
-            p2.statuses_changed(&[mine]);
+            p2.statuses_changed(&[pushes.0[3].clone()]);
         });
         let began = tokio::time::Instant::now();
-        let n: Result<u32, ()> = watch
+        let got: Result<WorkflowState, ()> = watch
             .read_until(
                 deadline,
                 Duration::from_secs(5),
-                || async { Ok(reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1) },
-                |n| *n >= 2,
+                || async {
+                    reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    Ok(mine_states[1].clone())
+                },
+                |st| st.status == WorkflowStatus::Completed,
             )
             .await;
         changer.await.unwrap();
-        assert_eq!(n, Ok(2), "read once, woken once (by its own change)");
+        assert_eq!(
+            got,
+            Ok(mine_states[3].clone()),
+            "its own completion, as pushed"
+        );
+        assert_eq!(
+            reads.load(std::sync::atomic::Ordering::SeqCst),
+            2,
+            "read at the start and after the stale push; the completion is not read back"
+        );
         let took = began.elapsed();
         assert!(
             took >= Duration::from_millis(90) && took < Duration::from_secs(2),

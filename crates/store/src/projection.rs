@@ -21,7 +21,7 @@ pub struct Positioned {
     pub record: Record,
 }
 
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct BatchOutcome {
     pub applied: usize,
     /// Records the fold rejected (out of sequence, illegal): kept out of the
@@ -31,9 +31,9 @@ pub struct BatchOutcome {
     pub duplicates: usize,
     /// The new next offset of each partition touched.
     pub next_offsets: Vec<(i32, i64)>,
-    /// The workflows whose status changed (what `?wait=finished` waits for;
-    /// a step's progress alone is not reported).
-    pub status_changed: Vec<WorkflowId>,
+    /// The new states of the workflows whose status changed (what
+    /// `?wait=finished` waits for; a step's progress alone is not reported).
+    pub status_changed: Vec<WorkflowState>,
 }
 
 /// The states of live workflows as this projector last wrote them, so a
@@ -226,10 +226,10 @@ impl Store {
             match before.get(id) {
                 Some((v, _)) if *v == version(st) => continue,
                 Some((_, status)) if *status == st.status => {}
-                Some(_) => out.status_changed.push(*id),
+                Some(_) => out.status_changed.push(st.clone()),
                 None => {
                     new_users.push(st.user_id.0);
-                    out.status_changed.push(*id);
+                    out.status_changed.push(st.clone());
                 }
             }
             changed.push((st, partition_of[id]));

@@ -140,6 +140,10 @@ pub(crate) async fn load_states(
     .fetch_all(&mut **tx)
     .await
     .map_err(StoreError::classify)?;
+    if rows.is_empty() {
+        // New workflows: no steps to look for.
+        return Ok(HashMap::new());
+    }
     let steps: Vec<StepRow> = sqlx::query_as(
         "SELECT workflow_id, step, agent, status, attempts, duration_ms, error, finished_at
          FROM workflow_steps WHERE workflow_id = ANY($1) ORDER BY workflow_id, step",
