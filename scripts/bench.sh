@@ -7,6 +7,14 @@
 #   POLL_MS=25 ...   poll each workflow every 25 ms instead of waiting for it
 #                    with GET ...?wait=finished, a long poll (the default, 0)
 #   AGENTFLOW_BIN=path  run this build of `agentflow` instead (A/B comparisons)
+#   AGENTFLOW_PARTITIONS, AGENTFLOW_KAFKA_FETCH_WAIT_MS (and any other setting)
+#       default here to 1 partition and 1 ms: one node on Tansu. Tansu does
+#       work for every partition of every fetch and holds each fetch for the
+#       whole fetch wait, so the shipped defaults (8 partitions for many
+#       nodes, 10 ms) cost it three times the CPU and each hop ~15 ms; set
+#       AGENTFLOW_PARTITIONS=8 AGENTFLOW_KAFKA_FETCH_WAIT_MS=10 to measure them.
+#   Prints workflows/s, create→completed p50/p99 and the CPU time each part
+#   of the stack spent per workflow.
 #   MODE=memory scripts/bench.sh 10000 64 2000
 #       start N workflows (C requests at a time) against LATENCY_MS agents and
 #       report peak running workflows and the server's peak resident memory
@@ -20,6 +28,8 @@ cargo build --release --quiet --bin agentflow --bin agentflow-mock-agent --bin a
 # shellcheck source=scripts/bench-env.sh
 source scripts/bench-env.sh
 bench_stack bench
+export AGENTFLOW_PARTITIONS=${AGENTFLOW_PARTITIONS:-1}
+export AGENTFLOW_KAFKA_FETCH_WAIT_MS=${AGENTFLOW_KAFKA_FETCH_WAIT_MS:-1}
 mock_port=$(free_port)
 target/release/agentflow-mock-agent --addr "127.0.0.1:$mock_port" --latency-ms "$latency" >"$dir/mock.log" 2>&1 &
 pids+=($!)
@@ -30,7 +40,8 @@ for _ in $(seq 1 300); do
   curl -sf "http://127.0.0.1:$api_port/readyz" >/dev/null && break
   sleep 0.1
 done
-echo "== $n workflows, concurrency $c, agent latency ${latency} ms"
+echo "== $n workflows, concurrency $c, agent latency ${latency} ms;" \
+  "topic partitions $AGENTFLOW_PARTITIONS, fetch wait $AGENTFLOW_KAFKA_FETCH_WAIT_MS ms"
 if [ "${MODE:-}" = memory ]; then
   target/release/agentflow-bench --url "http://127.0.0.1:$api_port" -n "$n" -c "$c" --hold-pid "${pids[1]}"
   exit 0
