@@ -234,22 +234,16 @@ impl Store {
             }
             changed.push((st, partition_of[id]));
         }
-        save_states(&mut tx, &mut changed, &mut new_users, Utc::now()).await?;
-        trail.insert(&mut tx, topic).await?;
-        for (p, o) in &next {
-            sqlx::query(
-                "INSERT INTO projector_offsets (topic, partition, next_offset, updated_at)
-                 VALUES ($1, $2, $3, now())
-                 ON CONFLICT (topic, partition) DO UPDATE
-                 SET next_offset = EXCLUDED.next_offset, updated_at = now()",
-            )
-            .bind(topic)
-            .bind(p)
-            .bind(o)
-            .execute(&mut *tx)
-            .await
-            .map_err(StoreError::classify)?;
-        }
+        write_batch(
+            &mut tx,
+            topic,
+            &mut changed,
+            &mut new_users,
+            trail,
+            &next,
+            Utc::now(),
+        )
+        .await?;
         tx.commit().await.map_err(StoreError::classify)?;
         // Committed: this is now what Postgres holds.
         for (p, o) in &next {
@@ -288,64 +282,111 @@ impl EventRows {
         self.applied.push(applied);
         self.record.push(r.record.to_json());
     }
-
-    async fn insert(
-        self,
-        tx: &mut Transaction<'_, Postgres>,
-        topic: &str,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO workflow_events
-                (topic, log_partition, log_offset, workflow_id, applied, record)
-             SELECT $1, * FROM UNNEST($2::int[], $3::bigint[], $4::uuid[], $5::bool[],
-                                      $6::jsonb[])
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(topic)
-        .bind(self.partition)
-        .bind(self.offset)
-        .bind(self.workflow_id)
-        .bind(self.applied)
-        .bind(self.record)
-        .execute(&mut **tx)
-        .await
-        .map_err(StoreError::classify)?;
-        Ok(())
-    }
 }
 
-/// Writes the changed states, their steps, and the users of new workflows:
-/// one statement each for the whole batch, rows in id order (so concurrent
-/// writers lock them in one order).
-async fn save_states(
+/// Writes everything a batch changed in one statement (one round trip):
+/// the users of new workflows, the changed workflows and their steps (rows
+/// in id order, so concurrent writers lock them in one order), the audit
+/// trail and the partitions' next offsets.
+async fn write_batch(
     tx: &mut Transaction<'_, Postgres>,
+    topic: &str,
     changed: &mut [(&WorkflowState, i32)],
     new_users: &mut Vec<i64>,
+    trail: EventRows,
+    next: &BTreeMap<i32, i64>,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    if changed.is_empty() {
-        return Ok(());
-    }
     changed.sort_unstable_by_key(|(st, _)| st.workflow_id.as_uuid());
     new_users.sort_unstable();
     new_users.dedup();
-    if !new_users.is_empty() {
-        sqlx::query(
-            "INSERT INTO users (id) SELECT * FROM UNNEST($1::bigint[]) ON CONFLICT DO NOTHING",
-        )
-        .bind(&*new_users)
-        .execute(&mut **tx)
-        .await
-        .map_err(StoreError::classify)?;
-    }
     let mut w = WorkflowRows::default();
     let mut s = StepRows::default();
     for (st, partition) in changed.iter() {
         w.push(st, *partition);
         s.push(st);
     }
-    w.upsert(tx, now).await?;
-    s.upsert(tx).await
+    let (partitions, offsets): (Vec<i32>, Vec<i64>) = next.iter().map(|(p, o)| (*p, *o)).unzip();
+    // Data-modifying CTEs run in one statement; the foreign keys (steps →
+    // workflows → users) are checked at its end, when all rows are in.
+    sqlx::query(
+        "WITH users_in AS (
+             INSERT INTO users (id) SELECT * FROM UNNEST($2::bigint[]) ON CONFLICT DO NOTHING
+         ), workflows_in AS (
+             INSERT INTO workflows
+                (id, name, tasks, status, results, user_id, created_at, started_at, finished_at,
+                 seq, runs, error, last_event_id, timeout_ms, cancel_requested, log_partition,
+                 updated_at)
+             SELECT *, $19 FROM UNNEST($3::uuid[], $4::text[], $5::jsonb[], $6::text[],
+                 $7::jsonb[], $8::bigint[], $9::timestamptz[], $10::timestamptz[],
+                 $11::timestamptz[], $12::bigint[], $13::int[], $14::jsonb[], $15::uuid[],
+                 $16::bigint[], $17::bool[], $18::int[])
+             ON CONFLICT (id) DO UPDATE SET
+                status = EXCLUDED.status, results = EXCLUDED.results,
+                started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at,
+                updated_at = EXCLUDED.updated_at, seq = EXCLUDED.seq, runs = EXCLUDED.runs,
+                error = EXCLUDED.error, last_event_id = EXCLUDED.last_event_id,
+                cancel_requested = EXCLUDED.cancel_requested,
+                log_partition = EXCLUDED.log_partition
+         ), steps_in AS (
+             INSERT INTO workflow_steps
+                (workflow_id, step, agent, status, attempts, duration_ms, error, finished_at)
+             SELECT * FROM UNNEST($20::uuid[], $21::int[], $22::text[], $23::text[], $24::int[],
+                                  $25::bigint[], $26::jsonb[], $27::timestamptz[])
+             ON CONFLICT (workflow_id, step) DO UPDATE SET
+                status = EXCLUDED.status, attempts = EXCLUDED.attempts,
+                duration_ms = EXCLUDED.duration_ms, error = EXCLUDED.error,
+                finished_at = EXCLUDED.finished_at
+         ), events_in AS (
+             INSERT INTO workflow_events
+                (topic, log_partition, log_offset, workflow_id, applied, record)
+             SELECT $1, * FROM UNNEST($28::int[], $29::bigint[], $30::uuid[], $31::bool[],
+                                      $32::jsonb[])
+             ON CONFLICT DO NOTHING
+         )
+         INSERT INTO projector_offsets (topic, partition, next_offset, updated_at)
+         SELECT $1, *, now() FROM UNNEST($33::int[], $34::bigint[])
+         ON CONFLICT (topic, partition) DO UPDATE
+         SET next_offset = EXCLUDED.next_offset, updated_at = now()",
+    )
+    .bind(topic)
+    .bind(&*new_users)
+    .bind(w.id)
+    .bind(w.name)
+    .bind(w.tasks)
+    .bind(w.status)
+    .bind(w.results)
+    .bind(w.user_id)
+    .bind(w.created_at)
+    .bind(w.started_at)
+    .bind(w.finished_at)
+    .bind(w.seq)
+    .bind(w.runs)
+    .bind(w.error)
+    .bind(w.last_event_id)
+    .bind(w.timeout_ms)
+    .bind(w.cancel_requested)
+    .bind(w.log_partition)
+    .bind(now)
+    .bind(s.workflow_id)
+    .bind(s.step)
+    .bind(s.agent)
+    .bind(s.status)
+    .bind(s.attempts)
+    .bind(s.duration_ms)
+    .bind(s.error)
+    .bind(s.finished_at)
+    .bind(trail.partition)
+    .bind(trail.offset)
+    .bind(trail.workflow_id)
+    .bind(trail.applied)
+    .bind(trail.record)
+    .bind(partitions)
+    .bind(offsets)
+    .execute(&mut **tx)
+    .await
+    .map_err(StoreError::classify)?;
+    Ok(())
 }
 
 /// Changed workflows' rows, column by column.
@@ -394,51 +435,6 @@ impl WorkflowRows {
         self.cancel_requested.push(st.cancel_requested);
         self.log_partition.push(partition);
     }
-
-    async fn upsert(
-        self,
-        tx: &mut Transaction<'_, Postgres>,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO workflows
-                (id, name, tasks, status, results, user_id, created_at, started_at, finished_at,
-                 seq, runs, error, last_event_id, timeout_ms, cancel_requested, log_partition,
-                 updated_at)
-             SELECT *, $17 FROM UNNEST($1::uuid[], $2::text[], $3::jsonb[], $4::text[],
-                 $5::jsonb[], $6::bigint[], $7::timestamptz[], $8::timestamptz[],
-                 $9::timestamptz[], $10::bigint[], $11::int[], $12::jsonb[], $13::uuid[],
-                 $14::bigint[], $15::bool[], $16::int[])
-             ON CONFLICT (id) DO UPDATE SET
-                status = EXCLUDED.status, results = EXCLUDED.results,
-                started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at,
-                updated_at = EXCLUDED.updated_at, seq = EXCLUDED.seq, runs = EXCLUDED.runs,
-                error = EXCLUDED.error, last_event_id = EXCLUDED.last_event_id,
-                cancel_requested = EXCLUDED.cancel_requested,
-                log_partition = EXCLUDED.log_partition",
-        )
-        .bind(self.id)
-        .bind(self.name)
-        .bind(self.tasks)
-        .bind(self.status)
-        .bind(self.results)
-        .bind(self.user_id)
-        .bind(self.created_at)
-        .bind(self.started_at)
-        .bind(self.finished_at)
-        .bind(self.seq)
-        .bind(self.runs)
-        .bind(self.error)
-        .bind(self.last_event_id)
-        .bind(self.timeout_ms)
-        .bind(self.cancel_requested)
-        .bind(self.log_partition)
-        .bind(now)
-        .execute(&mut **tx)
-        .await
-        .map_err(StoreError::classify)?;
-        Ok(())
-    }
 }
 
 /// The changed workflows' step rows, column by column.
@@ -470,30 +466,5 @@ impl StepRows {
             );
             self.finished_at.push(s.finished_at);
         }
-    }
-
-    async fn upsert(self, tx: &mut Transaction<'_, Postgres>) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO workflow_steps
-                (workflow_id, step, agent, status, attempts, duration_ms, error, finished_at)
-             SELECT * FROM UNNEST($1::uuid[], $2::int[], $3::text[], $4::text[], $5::int[],
-                                  $6::bigint[], $7::jsonb[], $8::timestamptz[])
-             ON CONFLICT (workflow_id, step) DO UPDATE SET
-                status = EXCLUDED.status, attempts = EXCLUDED.attempts,
-                duration_ms = EXCLUDED.duration_ms, error = EXCLUDED.error,
-                finished_at = EXCLUDED.finished_at",
-        )
-        .bind(self.workflow_id)
-        .bind(self.step)
-        .bind(self.agent)
-        .bind(self.status)
-        .bind(self.attempts)
-        .bind(self.duration_ms)
-        .bind(self.error)
-        .bind(self.finished_at)
-        .execute(&mut **tx)
-        .await
-        .map_err(StoreError::classify)?;
-        Ok(())
     }
 }
