@@ -320,6 +320,23 @@ struct Wire {
     data: Value,
 }
 
+/// [`Wire`] for writing, borrowing what it can: a record is serialised
+/// straight to bytes, without building a JSON tree first.
+#[derive(Serialize)]
+struct WireRef<'a> {
+    event_id: Uuid,
+    event_type: &'static str,
+    workflow_id: WorkflowId,
+    user_id: UserId,
+    seq: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prev_event_id: Option<Uuid>,
+    timestamp: DateTime<Utc>,
+    version: u32,
+    metadata: &'a Map<String, Value>,
+    data: Value,
+}
+
 impl Record {
     pub fn new(
         workflow_id: WorkflowId,
@@ -357,24 +374,32 @@ impl Record {
         self.event.event_type()
     }
 
-    pub fn to_json(&self) -> Value {
-        serde_json::to_value(Wire {
+    fn wire(&self) -> WireRef<'_> {
+        WireRef {
             event_id: self.event_id,
-            event_type: self.event_type().to_owned(),
+            event_type: self.event_type(),
             workflow_id: self.workflow_id,
             user_id: self.user_id,
             seq: self.seq,
             prev_event_id: self.prev_event_id,
             timestamp: self.timestamp,
             version: RECORD_VERSION,
-            metadata: self.metadata.clone(),
+            metadata: &self.metadata,
             data: self.event.to_data(),
-        })
-        .expect("a record always serialises")
+        }
+    }
+
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(self.wire()).expect("a record always serialises")
+    }
+
+    /// The record as it is in the log (JSON text).
+    pub fn to_json_string(&self) -> String {
+        serde_json::to_string(&self.wire()).expect("a record always serialises")
     }
 
     pub fn to_bytes(&self) -> Vec<u8> {
-        serde_json::to_vec(&self.to_json()).expect("a record always serialises")
+        self.to_json_string().into_bytes()
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, RecordError> {

@@ -271,7 +271,8 @@ struct EventRows {
     offset: Vec<i64>,
     workflow_id: Vec<Uuid>,
     applied: Vec<bool>,
-    record: Vec<Value>,
+    /// The record's JSON text (Postgres makes it `jsonb`).
+    record: Vec<String>,
 }
 
 impl EventRows {
@@ -280,7 +281,7 @@ impl EventRows {
         self.offset.push(r.offset);
         self.workflow_id.push(r.record.workflow_id.as_uuid());
         self.applied.push(applied);
-        self.record.push(r.record.to_json());
+        self.record.push(r.record.to_json_string());
     }
 }
 
@@ -340,8 +341,9 @@ async fn write_batch(
          ), events_in AS (
              INSERT INTO workflow_events
                 (topic, log_partition, log_offset, workflow_id, applied, record)
-             SELECT $1, * FROM UNNEST($28::int[], $29::bigint[], $30::uuid[], $31::bool[],
-                                      $32::jsonb[])
+             SELECT $1, p, o, w, a, r::jsonb
+             FROM UNNEST($28::int[], $29::bigint[], $30::uuid[], $31::bool[], $32::text[])
+                 AS e(p, o, w, a, r)
              ON CONFLICT DO NOTHING
          )
          INSERT INTO projector_offsets (topic, partition, next_offset, updated_at)
