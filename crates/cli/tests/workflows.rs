@@ -563,3 +563,27 @@ async fn get_can_wait_until_the_workflow_is_finished() {
         .await;
     assert_eq!(st, 404);
 }
+
+#[tokio::test]
+async fn executes_at_the_same_time_run_the_workflow_once() {
+    let s = Stack::start().await;
+    let t = s.token(7);
+    let id = s.create(&t, pipeline("raced", &CONTENT)).await;
+    let answers = futures::future::join_all((0..8).map(|_| s.execute(&t, &id))).await;
+    for (st, b) in &answers {
+        assert!(*st == 202 || *st == 409, "{st} {b}");
+    }
+    assert!(answers.iter().any(|(st, _)| *st == 202), "{answers:?}");
+    let w = s.wait_done(&t, &id, Duration::from_secs(20)).await;
+    assert_eq!(
+        (w["status"].as_str(), w["runs"].as_u64()),
+        (Some("completed"), Some(1)),
+        "{w}"
+    );
+    let calls = s.agent.calls.snapshot();
+    for step in 1..=3 {
+        assert_eq!(calls.get(&format!("{id}:{step}")), Some(&1), "{calls:?}");
+    }
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    s.assert_projection_is_the_fold(&[id]).await;
+}

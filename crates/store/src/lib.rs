@@ -18,7 +18,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 pub use progress::{Progress, WorkflowWatch};
 pub use projection::{BatchOutcome, Positioned, ProjectionCache};
-pub use queries::{Cursor, ListFilter, WorkflowSummary};
+pub use queries::{Cursor, ListFilter, WorkflowHead, WorkflowSummary};
 pub use snapshot::PartitionSnapshot;
 
 #[derive(Debug, thiserror::Error)]

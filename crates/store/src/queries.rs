@@ -63,6 +63,16 @@ impl WorkflowSummary {
     }
 }
 
+/// The few columns of a workflow that say who owns it and where it stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkflowHead {
+    pub user_id: UserId,
+    pub status: WorkflowStatus,
+    pub seq: u64,
+    pub runs: u32,
+    pub last_event_id: Uuid,
+}
+
 impl Store {
     /// The projected state of one workflow, whoever owns it.
     pub async fn get_workflow(&self, id: WorkflowId) -> Result<Option<WorkflowState>, StoreError> {
@@ -127,15 +137,28 @@ impl Store {
             .collect())
     }
 
-    /// The workflow's `seq` and `runs`, if projected: enough to tell whether
-    /// a change of it took effect, without reading the whole state.
-    pub async fn workflow_version(&self, id: WorkflowId) -> Result<Option<(u64, u32)>, StoreError> {
-        let v: Option<(i64, i32)> = sqlx::query_as("SELECT seq, runs FROM workflows WHERE id = $1")
-            .bind(id.as_uuid())
-            .fetch_optional(self.pool())
-            .await
-            .map_err(StoreError::classify)?;
-        Ok(v.map(|(seq, runs)| (seq.max(0) as u64, runs.max(0) as u32)))
+    /// The workflow's owner, status and place in its chain, if projected:
+    /// enough to start a pending workflow, or to tell whether a change of it
+    /// took effect, without reading the whole state.
+    pub async fn workflow_head(&self, id: WorkflowId) -> Result<Option<WorkflowHead>, StoreError> {
+        let row: Option<(i64, String, i64, i32, Uuid)> = sqlx::query_as(
+            "SELECT user_id, status, seq, runs, last_event_id FROM workflows WHERE id = $1",
+        )
+        .bind(id.as_uuid())
+        .fetch_optional(self.pool())
+        .await
+        .map_err(StoreError::classify)?;
+        row.map(|(user_id, status, seq, runs, last_event_id)| {
+            Ok(WorkflowHead {
+                user_id: UserId(user_id),
+                status: WorkflowStatus::parse(&status)
+                    .ok_or_else(|| StoreError::Corrupt(format!("workflow {id}: status")))?,
+                seq: seq.max(0) as u64,
+                runs: runs.max(0) as u32,
+                last_event_id,
+            })
+        })
+        .transpose()
     }
 
     /// The log partition holding the workflow's records, if projected.

@@ -7,7 +7,7 @@ use agentflow_core::{
     AuditEntry, Event, Record, WorkflowDefinition, WorkflowId, WorkflowState, WorkflowStatus,
 };
 use agentflow_log::Position;
-use agentflow_store::{Cursor, ListFilter};
+use agentflow_store::{Cursor, ListFilter, WorkflowHead};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
@@ -144,33 +144,52 @@ pub async fn execute(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let st = load_visible(&s, &caller, &id).await?;
-    let Some(from_step) = st.start_step() else {
-        return Err(ApiError::conflict(format!(
-            "workflow is {}; only a pending or failed workflow can be executed",
-            st.status.as_str()
-        )));
+    let wid =
+        WorkflowId::parse(&id).map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))?;
+    let head = match s.store.workflow_head(wid).await? {
+        Some(h) if caller.may_see(h.user_id) => h,
+        _ => return Err(ApiError::not_found()),
     };
-    let seq = st.seq + 1;
+    // A pending workflow starts at step 1: its head is all we need. Any
+    // other is read whole (a failed one resumes at its failed step).
+    let (from_step, head) = if head.status == WorkflowStatus::Pending {
+        (1, head)
+    } else {
+        let st = load_visible(&s, &caller, &id).await?;
+        let Some(from_step) = st.start_step() else {
+            return Err(ApiError::conflict(format!(
+                "workflow is {}; only a pending or failed workflow can be executed",
+                st.status.as_str()
+            )));
+        };
+        let head = WorkflowHead {
+            user_id: st.user_id,
+            status: st.status,
+            seq: st.seq,
+            runs: st.runs,
+            last_event_id: st.last_event_id,
+        };
+        (from_step, head)
+    };
+    let seq = head.seq + 1;
     let record = Record::new(
-        st.workflow_id,
-        st.user_id,
+        wid,
+        head.user_id,
         seq,
         Utc::now(),
         Event::Started { from_step },
     )
-    .after(st.last_event_id);
+    .after(head.last_event_id);
     append_and_wait(&s, &caller, record).await?;
     // The log decides: if another change took this seq first, ours was
     // ignored by the fold. Report what the projection now says.
-    if let Some((now_seq, now_runs)) = s.store.workflow_version(st.workflow_id).await?
-        && now_seq >= seq
-        && now_runs <= st.runs
+    if let Some(now) = s.store.workflow_head(wid).await?
+        && now.seq >= seq
+        && now.runs <= head.runs
     {
-        let now = s.store.get_workflow(st.workflow_id).await?;
         return Err(ApiError::conflict(format!(
             "workflow changed meanwhile and is now {}",
-            now.map_or("gone", |w| w.status.as_str())
+            now.status.as_str()
         )));
     }
     let message = if from_step == 1 {
@@ -178,7 +197,7 @@ pub async fn execute(
     } else {
         format!("Workflow execution resumed from step {from_step}")
     };
-    let body = json!({"workflow_id": st.workflow_id, "status": "running", "message": message});
+    let body = json!({"workflow_id": wid, "status": "running", "message": message});
     Ok((StatusCode::ACCEPTED, axum::Json(body)).into_response())
 }
 
