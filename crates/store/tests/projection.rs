@@ -71,6 +71,20 @@ fn at(partition: i32, first_offset: i64, recs: &[Record]) -> Vec<Positioned> {
         .collect()
 }
 
+/// The workflow of `recs` in Postgres is the fold of `recs`.
+async fn assert_projected_as_folded(store: &Store, recs: &[Record]) {
+    let st = store
+        .get_workflow(recs[0].workflow_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut folded = None;
+    for r in recs {
+        apply(&mut folded, r).unwrap();
+    }
+    assert_eq!(Some(st), folded, "the projection is the fold of the log");
+}
+
 #[tokio::test]
 async fn a_batch_applies_once_however_often_it_is_delivered() {
     let store = fresh_store().await;
@@ -93,16 +107,7 @@ async fn a_batch_applies_once_however_often_it_is_delivered() {
     assert_eq!((again.applied, again.duplicates), (0, 5));
     assert_eq!(store.claim_partitions("t", &[3]).await.unwrap(), vec![5]);
 
-    let st = store
-        .get_workflow(recs[0].workflow_id)
-        .await
-        .unwrap()
-        .unwrap();
-    let mut folded = None;
-    for r in &recs {
-        apply(&mut folded, r).unwrap();
-    }
-    assert_eq!(Some(st), folded, "the projection is the fold of the log");
+    assert_projected_as_folded(&store, &recs).await;
 }
 
 #[tokio::test]
@@ -221,14 +226,5 @@ async fn a_projector_rereads_what_another_wrote_in_its_partition() {
     let out = store.apply_batch("t", &batch[3..], &mut a).await.unwrap();
     assert_eq!((out.applied, out.rejected), (2, 0));
     assert!(a.is_empty(), "a finished workflow leaves the cache");
-    let st = store
-        .get_workflow(recs[0].workflow_id)
-        .await
-        .unwrap()
-        .unwrap();
-    let mut folded = None;
-    for r in &recs {
-        apply(&mut folded, r).unwrap();
-    }
-    assert_eq!(Some(st), folded, "the projection is the fold of the log");
+    assert_projected_as_folded(&store, &recs).await;
 }
