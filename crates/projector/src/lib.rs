@@ -211,8 +211,9 @@ async fn write(
                     let age = chrono_age(last.record.timestamp);
                     metrics::gauge!(LAG_SECONDS).set(age);
                 }
-                progress.advance(&out.next_offsets);
+                // States first: whoever wakes at the offsets may look for them.
                 progress.statuses_changed(&out.status_changed);
+                progress.advance(&out.next_offsets);
                 return;
             }
             Err(e) => {

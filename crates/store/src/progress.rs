@@ -82,6 +82,13 @@ impl WorkflowWatch {
         }
     }
 
+    /// The state the in-process projector last pushed for this workflow (on
+    /// a status change), if any: possibly from before this watch began, so
+    /// check its `seq`. Nothing when another process projects it.
+    pub fn pushed(&self) -> Option<Arc<WorkflowState>> {
+        self.slot.latest.lock().expect("not poisoned").clone()
+    }
+
     /// The pushed state, if it is newer than `than` (a push may trail a
     /// read that already saw a later commit).
     fn newer_than(&self, than: &WorkflowState) -> Option<WorkflowState> {
@@ -234,6 +241,23 @@ mod tests {
             out.push(st.clone().unwrap());
         }
         out
+    }
+
+    #[test]
+    fn a_watch_holds_the_last_state_pushed_for_its_workflow_only() {
+        let p = Progress::default();
+        let (mine, other) = (WorkflowId::new(), WorkflowId::new());
+        let (mine_states, other_states) = (states(mine), states(other));
+        let watch = p.watch_workflow(mine);
+        assert!(watch.pushed().is_none(), "nothing pushed yet");
+        p.statuses_changed(&[other_states[1].clone()]);
+        assert!(watch.pushed().is_none(), "another workflow's push");
+        p.statuses_changed(&[mine_states[1].clone(), other_states[3].clone()]);
+        assert_eq!(watch.pushed().as_deref(), Some(&mine_states[1]));
+        // A second watch on the same workflow shares the slot, so what it
+        // sees may predate it: callers compare seq.
+        let later = p.watch_workflow(mine);
+        assert_eq!(later.pushed().as_deref(), Some(&mine_states[1]));
     }
 
     #[tokio::test]

@@ -73,6 +73,18 @@ pub struct WorkflowHead {
     pub last_event_id: Uuid,
 }
 
+impl WorkflowHead {
+    pub fn of(st: &WorkflowState) -> Self {
+        Self {
+            user_id: st.user_id,
+            status: st.status,
+            seq: st.seq,
+            runs: st.runs,
+            last_event_id: st.last_event_id,
+        }
+    }
+}
+
 impl Store {
     /// The projected state of one workflow, whoever owns it.
     pub async fn get_workflow(&self, id: WorkflowId) -> Result<Option<WorkflowState>, StoreError> {

@@ -162,13 +162,7 @@ pub async fn execute(
                 st.status.as_str()
             )));
         };
-        let head = WorkflowHead {
-            user_id: st.user_id,
-            status: st.status,
-            seq: st.seq,
-            runs: st.runs,
-            last_event_id: st.last_event_id,
-        };
+        let head = WorkflowHead::of(&st);
         (from_step, head)
     };
     let seq = head.seq + 1;
@@ -180,10 +174,18 @@ pub async fn execute(
         Event::Started { from_step },
     )
     .after(head.last_event_id);
+    // Start is a status change, so the in-process projector pushes the state
+    // it commits: watched from before the append, it answers the check below
+    // without reading the workflow back.
+    let watch = s.progress.watch_workflow(wid);
     append_and_wait(&s, &caller, record).await?;
     // The log decides: if another change took this seq first, ours was
     // ignored by the fold. Report what the projection now says.
-    if let Some(now) = s.store.workflow_head(wid).await?
+    let now = match watch.pushed().filter(|st| st.seq >= seq) {
+        Some(st) => Some(WorkflowHead::of(&st)),
+        None => s.store.workflow_head(wid).await?,
+    };
+    if let Some(now) = now
         && now.seq >= seq
         && now.runs <= head.runs
     {
