@@ -4,7 +4,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use agentflow_core::{Record, WorkflowId, WorkflowState, WorkflowStatus, apply};
+use agentflow_core::{
+    Record, StepError, StepState, StepStatus, WorkflowId, WorkflowState, WorkflowStatus, apply,
+};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{Postgres, Transaction};
@@ -197,9 +199,18 @@ impl Store {
         }
         // What identifies a change: seq, or a command that flags the state.
         let version = |s: &WorkflowState| (s.seq, s.cancel_requested);
-        let before: HashMap<WorkflowId, ((u64, bool), WorkflowStatus)> = states
+        let before: HashMap<WorkflowId, Before> = states
             .iter()
-            .filter_map(|(k, v)| v.as_ref().map(|s| (*k, (version(s), s.status))))
+            .filter_map(|(k, v)| {
+                v.as_ref().map(|s| {
+                    let before = Before {
+                        version: version(s),
+                        status: s.status,
+                        steps: s.steps.iter().map(StepRow::of).collect(),
+                    };
+                    (*k, before)
+                })
+            })
             .collect();
         let mut partition_of: HashMap<WorkflowId, i32> = HashMap::new();
         let mut trail = EventRows::default();
@@ -223,16 +234,21 @@ impl Store {
         let mut new_users = Vec::new();
         for (id, st) in &states {
             let Some(st) = st else { continue };
-            match before.get(id) {
-                Some((v, _)) if *v == version(st) => continue,
-                Some((_, status)) if *status == st.status => {}
+            let was = before.get(id);
+            match was {
+                Some(b) if b.version == version(st) => continue,
+                Some(b) if b.status == st.status => {}
                 Some(_) => out.status_changed.push(st.clone()),
                 None => {
                     new_users.push(st.user_id.0);
                     out.status_changed.push(st.clone());
                 }
             }
-            changed.push((st, partition_of[id]));
+            changed.push(Changed {
+                state: st,
+                partition: partition_of[id],
+                before: was,
+            });
         }
         write_batch(
             &mut tx,
@@ -264,6 +280,44 @@ impl Store {
     }
 }
 
+/// What a workflow's row and step rows held before the batch.
+struct Before {
+    version: (u64, bool),
+    status: WorkflowStatus,
+    steps: Vec<StepRow>,
+}
+
+/// A workflow the batch changed.
+struct Changed<'a> {
+    state: &'a WorkflowState,
+    partition: i32,
+    /// None: new to the projection.
+    before: Option<&'a Before>,
+}
+
+/// A step's columns in `workflow_steps` (its output lives in the workflow's
+/// `results`): a step row is written only when these change.
+#[derive(PartialEq)]
+struct StepRow {
+    status: StepStatus,
+    attempts: u32,
+    duration_ms: u64,
+    error: Option<StepError>,
+    finished_at: Option<DateTime<Utc>>,
+}
+
+impl StepRow {
+    fn of(s: &StepState) -> Self {
+        Self {
+            status: s.status,
+            attempts: s.attempts,
+            duration_ms: s.duration_ms,
+            error: s.error.clone(),
+            finished_at: s.finished_at,
+        }
+    }
+}
+
 /// The batch's records for `workflow_events`, column by column.
 #[derive(Default)]
 struct EventRows {
@@ -286,26 +340,26 @@ impl EventRows {
 }
 
 /// Writes everything a batch changed in one statement (one round trip):
-/// the users of new workflows, the changed workflows and their steps (rows
-/// in id order, so concurrent writers lock them in one order), the audit
-/// trail and the partitions' next offsets.
+/// the users of new workflows, the changed workflows and their changed steps
+/// (rows in id order, so concurrent writers lock them in one order), the
+/// audit trail and the partitions' next offsets.
 async fn write_batch(
     tx: &mut Transaction<'_, Postgres>,
     topic: &str,
-    changed: &mut [(&WorkflowState, i32)],
+    changed: &mut [Changed<'_>],
     new_users: &mut Vec<i64>,
     trail: EventRows,
     next: &BTreeMap<i32, i64>,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    changed.sort_unstable_by_key(|(st, _)| st.workflow_id.as_uuid());
+    changed.sort_unstable_by_key(|c| c.state.workflow_id.as_uuid());
     new_users.sort_unstable();
     new_users.dedup();
     let mut w = WorkflowRows::default();
     let mut s = StepRows::default();
-    for (st, partition) in changed.iter() {
-        w.push(st, *partition);
-        s.push(st);
+    for c in changed.iter() {
+        w.push(c.state, c.partition, c.before.is_none());
+        s.push(c.state, c.before.map(|b| b.steps.as_slice()));
     }
     let (partitions, offsets): (Vec<i32>, Vec<i64>) = next.iter().map(|(p, o)| (*p, *o)).unzip();
     // Data-modifying CTEs run in one statement; the foreign keys (steps →
@@ -413,11 +467,17 @@ struct WorkflowRows {
 }
 
 impl WorkflowRows {
-    fn push(&mut self, st: &WorkflowState, partition: i32) {
+    /// `new`: not in the projection yet. Name and tasks never change, so
+    /// they are sent only then (the upsert does not update them).
+    fn push(&mut self, st: &WorkflowState, partition: i32, new: bool) {
         self.id.push(st.workflow_id.as_uuid());
-        self.name.push(st.name.clone());
-        self.tasks
-            .push(serde_json::to_value(&st.tasks).expect("serialisable"));
+        self.name
+            .push(if new { st.name.clone() } else { String::new() });
+        self.tasks.push(if new {
+            serde_json::to_value(&st.tasks).expect("serialisable")
+        } else {
+            Value::Array(Vec::new())
+        });
         self.status.push(st.status.as_str());
         self.results.push(st.results());
         self.user_id.push(st.user_id.0);
@@ -453,8 +513,12 @@ struct StepRows {
 }
 
 impl StepRows {
-    fn push(&mut self, st: &WorkflowState) {
+    /// The steps whose row differs from `before` (all of them when new).
+    fn push(&mut self, st: &WorkflowState, before: Option<&[StepRow]>) {
         for (i, s) in st.steps.iter().enumerate() {
+            if before.and_then(|b| b.get(i)) == Some(&StepRow::of(s)) {
+                continue;
+            }
             self.workflow_id.push(st.workflow_id.as_uuid());
             self.step.push(i as i32 + 1);
             self.agent.push(s.agent.as_str().to_owned());
