@@ -6,10 +6,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agentflow_core::{WorkflowId, WorkflowState};
+use agentflow_core::{WorkflowId, WorkflowState, WorkflowStatus};
 use tokio::sync::{Notify, watch};
 
-use crate::Store;
+use crate::{Store, WorkflowHead};
 
 /// Shared by the in-process projector (which pushes) and the API (which
 /// waits). When the partition is projected by another process, the waiter
@@ -47,38 +47,53 @@ pub struct WorkflowWatch {
 }
 
 impl WorkflowWatch {
-    /// Runs `read`, and if `done` says so returns its result; otherwise
-    /// waits until the workflow's status changes and takes the state the
-    /// projector committed (without reading it back), or after `at_most`
-    /// reads again (the projector may be another process that tells us
-    /// nothing: then this is a poll), until `deadline`.
-    pub async fn read_until<E, F, Fut>(
+    /// Waits until `done` holds for the workflow's status, or `deadline`.
+    /// Only the workflow's head is read (`read`): at the start and, while
+    /// nothing is pushed, every `at_most` (the projector may be another
+    /// process that tells us nothing: then this is a poll). Returns the state
+    /// the projector pushed when a push ended the wait, so it is not read
+    /// back; `None` when a read did (`done`, or the deadline passed): the
+    /// caller then reads the state itself.
+    pub async fn wait_for<E, F, Fut>(
         &self,
         deadline: tokio::time::Instant,
         at_most: Duration,
         mut read: F,
-        done: impl Fn(&WorkflowState) -> bool,
-    ) -> Result<WorkflowState, E>
+        done: impl Fn(WorkflowStatus) -> bool,
+    ) -> Result<Option<WorkflowState>, E>
     where
         F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = Result<WorkflowState, E>>,
+        Fut: std::future::Future<Output = Result<WorkflowHead, E>>,
     {
-        let mut current: Option<WorkflowState> = None;
+        let mut current: Option<(u32, u64)> = None;
         loop {
             // Registered before the read, so a change during it is not lost.
             let notified = self.slot.notify.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let value = match current.as_ref().and_then(|c| self.newer_than(c)) {
-                Some(pushed) => pushed,
-                None => read().await?,
-            };
+            let pushed = current.and_then(|c| self.newer_than(c));
             let now = tokio::time::Instant::now();
-            if done(&value) || now >= deadline {
-                return Ok(value);
+            match pushed {
+                Some(st) => {
+                    if done(st.status) || now >= deadline {
+                        return Ok(Some(st));
+                    }
+                    current = Some((st.runs, st.seq));
+                }
+                None => {
+                    let head = read().await?;
+                    if done(head.status) || tokio::time::Instant::now() >= deadline {
+                        return Ok(None);
+                    }
+                    current = Some((head.runs, head.seq));
+                }
             }
-            current = Some(value);
-            let _ = tokio::time::timeout((deadline - now).min(at_most), notified).await;
+            let now = tokio::time::Instant::now();
+            let _ = tokio::time::timeout(
+                deadline.saturating_duration_since(now).min(at_most),
+                notified,
+            )
+            .await;
         }
     }
 
@@ -89,13 +104,13 @@ impl WorkflowWatch {
         self.slot.latest.lock().expect("not poisoned").clone()
     }
 
-    /// The pushed state, if it is newer than `than` (a push may trail a
-    /// read that already saw a later commit).
-    fn newer_than(&self, than: &WorkflowState) -> Option<WorkflowState> {
+    /// The pushed state, if it is newer than `(runs, seq)` (a push may trail
+    /// a read that already saw a later commit).
+    fn newer_than(&self, (runs, seq): (u32, u64)) -> Option<WorkflowState> {
         let latest = self.slot.latest.lock().expect("not poisoned");
         latest
             .as_deref()
-            .filter(|st| (st.runs, st.seq) > (than.runs, than.seq))
+            .filter(|st| (st.runs, st.seq) > (runs, seq))
             .cloned()
     }
 }
@@ -279,21 +294,21 @@ mod tests {
             p2.statuses_changed(&[pushes.0[3].clone()]);
         });
         let began = tokio::time::Instant::now();
-        let got: Result<WorkflowState, ()> = watch
-            .read_until(
+        let got: Result<Option<WorkflowState>, ()> = watch
+            .wait_for(
                 deadline,
                 Duration::from_secs(5),
                 || async {
                     reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    Ok(mine_states[1].clone())
+                    Ok(WorkflowHead::of(&mine_states[1]))
                 },
-                |st| st.status == WorkflowStatus::Completed,
+                |status| status == WorkflowStatus::Completed,
             )
             .await;
         changer.await.unwrap();
         assert_eq!(
             got,
-            Ok(mine_states[3].clone()),
+            Ok(Some(mine_states[3].clone())),
             "its own completion, as pushed"
         );
         assert_eq!(

@@ -330,22 +330,33 @@ pub async fn get(
     let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
     let wid =
         WorkflowId::parse(&id).map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))?;
-    let st = s
+    // Waits on the head (five columns); the state comes with the push that
+    // ends the wait, or is read once at the end.
+    let pushed = s
         .progress
         .watch_workflow(wid)
-        .read_until(
+        .wait_for(
             deadline,
             // A projector in another process wakes nobody here: poll.
             Duration::from_millis(250),
-            || load_visible(&s, &caller, &id),
-            |st| {
+            || async {
+                match s.store.workflow_head(wid).await? {
+                    Some(h) if caller.may_see(h.user_id) => Ok(h),
+                    _ => Err(ApiError::not_found()),
+                }
+            },
+            |status| {
                 matches!(
-                    st.status,
+                    status,
                     WorkflowStatus::Completed | WorkflowStatus::Failed | WorkflowStatus::Cancelled
                 )
             },
         )
         .await?;
+    let st = match pushed {
+        Some(st) => st,
+        None => load_visible(&s, &caller, &id).await?,
+    };
     Ok(axum::Json(views::workflow(&st)).into_response())
 }
 
