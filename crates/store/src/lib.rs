@@ -39,6 +39,15 @@ impl StoreError {
             sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
                 StoreError::Unavailable(e)
             }
+            // Connection exceptions (class 08) and the server shutting down
+            // or starting up (57P01-57P03): what a pooled connection reports
+            // when Postgres went away since its last query.
+            sqlx::Error::Database(ref d)
+                if d.code()
+                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57P")) =>
+            {
+                StoreError::Unavailable(e)
+            }
             e => StoreError::Database(e),
         }
     }
@@ -47,6 +56,9 @@ impl StoreError {
         matches!(self, StoreError::Unavailable(_))
     }
 }
+
+/// A pooled connection idle this long is pinged before it is handed out.
+const IDLE_BEFORE_PING: Duration = Duration::from_secs(5);
 
 /// The projections' database. Cheap to clone.
 #[derive(Clone)]
@@ -60,6 +72,19 @@ impl Store {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(5))
+            // sqlx pings every connection it hands out by default: a round
+            // trip per query, most of Postgres's traffic here. A connection
+            // used in the last seconds is known to be alive (and a dead one
+            // fails its query, which the callers retry or report as 503).
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > IDLE_BEFORE_PING {
+                        sqlx::Connection::ping(conn).await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(opts)
             .await
             .map_err(StoreError::classify)?;
