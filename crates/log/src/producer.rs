@@ -3,6 +3,7 @@ use std::time::{Duration, Instant};
 use agentflow_core::Record;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::{LogConfig, LogError};
 
@@ -14,15 +15,39 @@ pub struct Position {
 }
 
 /// Appends records to the log. Cheap to clone; share one per process.
+///
+/// Records are handed to librdkafka one batch at a time: whatever was
+/// appended while a batch was on its way goes together as the next batch,
+/// once every record of the previous one is acknowledged. librdkafka's
+/// idempotent producer has only one request per partition in flight anyway
+/// (it counts messages against its limit of five requests), and while
+/// records it holds wait for that request its broker thread polls without
+/// sleeping: a quarter of the server's CPU under load, taken from the broker
+/// it waits for. Holding them here costs nothing and lets it sleep.
 #[derive(Clone)]
 pub struct Producer {
     inner: FutureProducer,
     topic: String,
+    queue: mpsc::UnboundedSender<Pending>,
+}
+
+/// Records of one `append_all` call and where to answer.
+struct Pending {
+    records: Vec<Encoded>,
+    reply: oneshot::Sender<Result<Vec<Position>, LogError>>,
+}
+
+struct Encoded {
+    key: String,
+    payload: Vec<u8>,
+    event_type: &'static str,
 }
 
 pub const APPEND_SECONDS: &str = "agentflow_log_append_seconds";
 
 impl Producer {
+    /// Must be called within a Tokio runtime (it starts the task that hands
+    /// batches to librdkafka).
     pub fn new(config: &LogConfig) -> Result<Self, LogError> {
         let inner: FutureProducer = config
             .client()
@@ -32,9 +57,12 @@ impl Producer {
             // Same key → same partition as Java clients and Redpanda tooling.
             .set("partitioner", "murmur2_random")
             .create()?;
+        let (queue, rx) = mpsc::unbounded_channel();
+        tokio::spawn(send_batches(inner.clone(), config.topic.clone(), rx));
         Ok(Self {
             inner,
             topic: config.topic.clone(),
+            queue,
         })
     }
 
@@ -61,44 +89,29 @@ impl Producer {
         timeout: Duration,
     ) -> Result<Vec<Position>, LogError> {
         let started = Instant::now();
-        let mut deliveries = Vec::with_capacity(records.len());
-        for record in records {
-            let key = record.workflow_id.to_string();
-            let payload = record.to_bytes();
-            let headers = OwnedHeaders::new().insert(Header {
-                key: "event_type",
-                value: Some(record.event_type()),
-            });
-            let msg = FutureRecord::to(&self.topic)
-                .key(&key)
-                .payload(&payload)
-                .headers(headers);
-            // Queued now, in order; the acknowledgement comes through the future.
-            let delivery = self.inner.send_result(msg).map_err(|(e, _)| classify(e))?;
-            deliveries.push(delivery);
-        }
+        let records = records
+            .iter()
+            .map(|r| Encoded {
+                key: r.workflow_id.to_string(),
+                payload: r.to_bytes(),
+                event_type: r.event_type(),
+            })
+            .collect();
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Pending { records, reply })
+            .map_err(|_| LogError::Unavailable("producer closed".into()))?;
         // The delivery itself may take up to `message.timeout.ms` (minutes)
         // while the broker is down, so bound the whole wait here.
-        let Ok(results) =
-            tokio::time::timeout(timeout, futures::future::join_all(deliveries)).await
-        else {
+        let Ok(answer) = tokio::time::timeout(timeout, answer).await else {
             return Err(LogError::Unavailable(format!(
                 "no acknowledgement within {} ms",
                 timeout.as_millis()
             )));
         };
+        let positions = answer.map_err(|_| LogError::Unavailable("producer closed".into()))??;
         metrics::histogram!(APPEND_SECONDS).record(started.elapsed().as_secs_f64());
-        results
-            .into_iter()
-            .map(|r| match r {
-                Ok(Ok(d)) => Ok(Position {
-                    partition: d.partition,
-                    offset: d.offset,
-                }),
-                Ok(Err((e, _))) => Err(classify(e)),
-                Err(_cancelled) => Err(LogError::Unavailable("producer closed".into())),
-            })
-            .collect()
+        Ok(positions)
     }
 
     /// Whether the broker answers a metadata request for the topic.
@@ -121,6 +134,64 @@ impl Producer {
     pub fn flush(&self, timeout: Duration) -> Result<(), LogError> {
         use rdkafka::producer::Producer as _;
         self.inner.flush(timeout).map_err(Into::into)
+    }
+}
+
+/// Hands everything queued to librdkafka at once, waits for all of it to be
+/// acknowledged, answers each caller, and repeats.
+async fn send_batches(
+    inner: FutureProducer,
+    topic: String,
+    mut rx: mpsc::UnboundedReceiver<Pending>,
+) {
+    let mut batch: Vec<Pending> = Vec::new();
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+        }
+        let mut waits = Vec::with_capacity(batch.len());
+        for p in batch.drain(..) {
+            let mut deliveries = Vec::with_capacity(p.records.len());
+            let mut queued = Ok(());
+            for r in &p.records {
+                let headers = OwnedHeaders::new().insert(Header {
+                    key: "event_type",
+                    value: Some(r.event_type),
+                });
+                let msg = FutureRecord::to(&topic)
+                    .key(&r.key)
+                    .payload(&r.payload)
+                    .headers(headers);
+                match inner.send_result(msg) {
+                    Ok(d) => deliveries.push(d),
+                    Err((e, _)) => {
+                        queued = Err(classify(e));
+                        break;
+                    }
+                }
+            }
+            waits.push(async move {
+                let result = match queued {
+                    Err(e) => Err(e),
+                    Ok(()) => futures::future::join_all(deliveries)
+                        .await
+                        .into_iter()
+                        .map(|r| match r {
+                            Ok(Ok(d)) => Ok(Position {
+                                partition: d.partition,
+                                offset: d.offset,
+                            }),
+                            Ok(Err((e, _))) => Err(classify(e)),
+                            Err(_cancelled) => Err(LogError::Unavailable("producer closed".into())),
+                        })
+                        .collect(),
+                };
+                // The caller may have given up waiting.
+                let _ = p.reply.send(result);
+            });
+        }
+        futures::future::join_all(waits).await;
     }
 }
 
