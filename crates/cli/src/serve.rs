@@ -57,8 +57,16 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
         .context("connecting to Postgres")?;
     store.migrate().await.context("migrating")?;
     ensure_topic(&log).await.context("creating the topic")?;
-    let producer = Producer::new(&log)?;
     let progress = Progress::default();
+    // The projector takes what this process appends straight from the
+    // producer once the broker acknowledged it (the API's read-your-writes
+    // waits then skip a fetch round); the log's stream still brings all.
+    let (producer, acked) = if args.no_projector {
+        (Producer::new(&log)?, None)
+    } else {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        (Producer::with_acked(&log, tx)?, Some(rx))
+    };
 
     // With both in one process, the projector follows the engine's stream:
     // the broker then serves one fetch stream, not two (see README).
@@ -69,6 +77,7 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
             Some(tx),
             Some(Projector::follow(
                 rx,
+                acked,
                 store.clone(),
                 &log.topic,
                 progress.clone(),
@@ -79,7 +88,12 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     } else {
         (
             None,
-            Some(Projector::start(&log, store.clone(), progress.clone())?),
+            Some(Projector::start(
+                &log,
+                store.clone(),
+                progress.clone(),
+                acked,
+            )?),
         )
     };
     let engine = if args.no_engine {

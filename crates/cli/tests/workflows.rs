@@ -376,12 +376,15 @@ async fn metrics_expose_the_guides_four_metrics() {
     s.execute(&t, &bad).await;
     s.wait_done(&t, &bad, Duration::from_secs(30)).await;
     s.create(&t, pipeline("waiting", &CONTENT)).await;
-    // The engine counts the completion just after it lands in the projection.
+    // The engine counts what it consumes from the log, which may be after
+    // the projection (and so the API) shows it.
     let mut text = String::new();
     for _ in 0..100 {
         let (_, body) = s.req("GET", "/metrics", None, None).await;
         text = body.as_str().unwrap().to_owned();
-        if text.contains("workflow_executions_total{status=\"completed\"} 1") {
+        if text.contains("workflow_executions_total{status=\"completed\"} 1")
+            && text.contains("workflow_pending_count 1")
+        {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

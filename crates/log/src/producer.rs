@@ -5,7 +5,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{LogConfig, LogError};
+use crate::{LogConfig, LogError, LogRecord};
 
 /// Where a record landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +29,7 @@ pub struct Producer {
     inner: FutureProducer,
     topic: String,
     queue: mpsc::UnboundedSender<Pending>,
+    keep_records: bool,
 }
 
 /// Records of one `append_all` call and where to answer.
@@ -41,6 +42,8 @@ struct Encoded {
     key: String,
     payload: Vec<u8>,
     event_type: &'static str,
+    /// Kept for `acked`, when there is one.
+    record: Option<Record>,
 }
 
 pub const APPEND_SECONDS: &str = "agentflow_log_append_seconds";
@@ -49,6 +52,25 @@ impl Producer {
     /// Must be called within a Tokio runtime (it starts the task that hands
     /// batches to librdkafka).
     pub fn new(config: &LogConfig) -> Result<Self, LogError> {
+        Self::start(config, None)
+    }
+
+    /// Like [`Self::new`], and every record the broker acknowledges is also
+    /// sent to `acked` with where it landed, in log order per partition, before
+    /// its appender hears of it. Lets this process's projector write what
+    /// this process appended without waiting to fetch it back (see
+    /// `agentflow_projector::Projector::follow`).
+    pub fn with_acked(
+        config: &LogConfig,
+        acked: mpsc::UnboundedSender<LogRecord>,
+    ) -> Result<Self, LogError> {
+        Self::start(config, Some(acked))
+    }
+
+    fn start(
+        config: &LogConfig,
+        acked: Option<mpsc::UnboundedSender<LogRecord>>,
+    ) -> Result<Self, LogError> {
         let inner: FutureProducer = config
             .client()
             .set("enable.idempotence", "true")
@@ -58,11 +80,13 @@ impl Producer {
             .set("partitioner", "murmur2_random")
             .create()?;
         let (queue, rx) = mpsc::unbounded_channel();
-        tokio::spawn(send_batches(inner.clone(), config.topic.clone(), rx));
+        let keep_records = acked.is_some();
+        tokio::spawn(send_batches(inner.clone(), config.topic.clone(), rx, acked));
         Ok(Self {
             inner,
             topic: config.topic.clone(),
             queue,
+            keep_records,
         })
     }
 
@@ -95,6 +119,7 @@ impl Producer {
                 key: r.workflow_id.to_string(),
                 payload: r.to_bytes(),
                 event_type: r.event_type(),
+                record: self.keep_records.then(|| r.clone()),
             })
             .collect();
         let (reply, answer) = oneshot::channel();
@@ -138,11 +163,12 @@ impl Producer {
 }
 
 /// Hands everything queued to librdkafka at once, waits for all of it to be
-/// acknowledged, answers each caller, and repeats.
+/// acknowledged, passes it to `acked`, answers each caller, and repeats.
 async fn send_batches(
     inner: FutureProducer,
     topic: String,
     mut rx: mpsc::UnboundedReceiver<Pending>,
+    acked: Option<mpsc::UnboundedSender<LogRecord>>,
 ) {
     let mut batch: Vec<Pending> = Vec::new();
     while let Some(first) = rx.recv().await {
@@ -150,8 +176,7 @@ async fn send_batches(
         while let Ok(more) = rx.try_recv() {
             batch.push(more);
         }
-        let mut waits = Vec::with_capacity(batch.len());
-        for p in batch.drain(..) {
+        let waits = batch.drain(..).map(|p| {
             let mut deliveries = Vec::with_capacity(p.records.len());
             let mut queued = Ok(());
             for r in &p.records {
@@ -171,8 +196,8 @@ async fn send_batches(
                     }
                 }
             }
-            waits.push(async move {
-                let result = match queued {
+            async move {
+                let result: Result<Vec<Position>, LogError> = match queued {
                     Err(e) => Err(e),
                     Ok(()) => futures::future::join_all(deliveries)
                         .await
@@ -187,11 +212,34 @@ async fn send_batches(
                         })
                         .collect(),
                 };
-                // The caller may have given up waiting.
-                let _ = p.reply.send(result);
-            });
+                (p, result)
+            }
+        });
+        let mut done = futures::future::join_all(waits).await;
+        if let Some(to) = &acked {
+            let mut landed: Vec<LogRecord> = Vec::new();
+            for (p, result) in &mut done {
+                let Ok(positions) = result else { continue };
+                for (r, pos) in p.records.iter_mut().zip(positions.iter()) {
+                    if let Some(record) = r.record.take() {
+                        landed.push(LogRecord {
+                            partition: pos.partition,
+                            offset: pos.offset,
+                            record: Ok(record),
+                        });
+                    }
+                }
+            }
+            landed.sort_unstable_by_key(|r| (r.partition, r.offset));
+            for r in landed {
+                // The follower is gone: nothing else to tell.
+                let _ = to.send(r);
+            }
         }
-        futures::future::join_all(waits).await;
+        for (p, result) in done {
+            // The caller may have given up waiting.
+            let _ = p.reply.send(result);
+        }
     }
 }
 

@@ -7,7 +7,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agentflow_log::{Assigner, ConsumerEvent, LogConfig, LogError, StartAt, Subscription};
+use agentflow_log::{
+    Assigner, ConsumerEvent, LogConfig, LogError, LogRecord, StartAt, Subscription,
+};
 use agentflow_store::{Positioned, Progress, ProjectionCache, Store};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -54,7 +56,16 @@ pub struct Projector {
 }
 
 impl Projector {
-    pub fn start(log: &LogConfig, store: Store, progress: Progress) -> Result<Self, LogError> {
+    /// Joins the `projector` group. With `acked` (see
+    /// [`agentflow_log::Producer::with_acked`]), what this process appends is
+    /// projected as soon as the broker acknowledges it, without waiting to
+    /// fetch it back; the group's stream still delivers everything.
+    pub fn start(
+        log: &LogConfig,
+        store: Store,
+        progress: Progress,
+        acked: Option<mpsc::UnboundedReceiver<LogRecord>>,
+    ) -> Result<Self, LogError> {
         describe();
         let assigner = StoredOffsets {
             store: store.clone(),
@@ -63,7 +74,12 @@ impl Projector {
         };
         let (subscription, events) =
             Subscription::start(log, CONSUMER_GROUP, Arc::new(assigner), 8192)?;
-        let task = tokio::spawn(run(events, store, log.topic.clone(), progress));
+        let task = tokio::spawn(run(
+            Inputs { events, acked },
+            store,
+            log.topic.clone(),
+            progress,
+        ));
         Ok(Self {
             subscription: std::sync::Mutex::new(Some(subscription)),
             task,
@@ -73,28 +89,24 @@ impl Projector {
     /// Follows another consumer's stream (the engine's, in one process)
     /// instead of a subscription of its own. That stream starts partitions at
     /// the checkpoint or earlier; records below the stored offsets are
-    /// skipped.
+    /// skipped. `acked` as for [`Self::start`].
+    ///
+    /// The sender never waits for us: while Postgres is down the backlog
+    /// waits here, in memory, and is written when it is back.
     pub fn follow(
-        mut events: mpsc::UnboundedReceiver<ConsumerEvent>,
+        events: mpsc::UnboundedReceiver<ConsumerEvent>,
+        acked: Option<mpsc::UnboundedReceiver<LogRecord>>,
         store: Store,
         topic: &str,
         progress: Progress,
     ) -> Self {
         describe();
-        // The sender never waits for us: while Postgres is down the backlog
-        // waits here, in memory, and is written when it is back.
-        let (tx, rx) = mpsc::channel(MAX_BATCH);
-        let topic = topic.to_owned();
-        let task = tokio::spawn(async move {
-            let forward = async move {
-                while let Some(ev) = events.recv().await {
-                    if tx.send(ev).await.is_err() {
-                        break;
-                    }
-                }
-            };
-            tokio::join!(forward, run(rx, store, topic, progress));
-        });
+        let task = tokio::spawn(run(
+            Inputs { events, acked },
+            store,
+            topic.to_owned(),
+            progress,
+        ));
         Self {
             subscription: std::sync::Mutex::new(None),
             task,
@@ -110,56 +122,112 @@ impl Projector {
     }
 }
 
-async fn run(
-    mut events: mpsc::Receiver<ConsumerEvent>,
+/// A record, and whether it came from the log's stream or from this
+/// process's producer (acknowledged, possibly not fetched yet).
+enum Input {
+    Consumed(ConsumerEvent),
+    Acked(LogRecord),
+}
+
+/// The consumer group's stream, bounded or not.
+trait EventSource: Send {
+    fn recv(&mut self) -> impl std::future::Future<Output = Option<ConsumerEvent>> + Send;
+    fn try_recv(&mut self) -> Option<ConsumerEvent>;
+}
+
+impl EventSource for mpsc::Receiver<ConsumerEvent> {
+    async fn recv(&mut self) -> Option<ConsumerEvent> {
+        mpsc::Receiver::recv(self).await
+    }
+    fn try_recv(&mut self) -> Option<ConsumerEvent> {
+        mpsc::Receiver::try_recv(self).ok()
+    }
+}
+
+impl EventSource for mpsc::UnboundedReceiver<ConsumerEvent> {
+    async fn recv(&mut self) -> Option<ConsumerEvent> {
+        mpsc::UnboundedReceiver::recv(self).await
+    }
+    fn try_recv(&mut self) -> Option<ConsumerEvent> {
+        mpsc::UnboundedReceiver::try_recv(self).ok()
+    }
+}
+
+/// The stream and `acked`, `acked` first (it is the earlier of the two).
+struct Inputs<E> {
+    events: E,
+    acked: Option<mpsc::UnboundedReceiver<LogRecord>>,
+}
+
+impl<E: EventSource> Inputs<E> {
+    /// None when the stream ends.
+    async fn recv(&mut self) -> Option<Input> {
+        loop {
+            let Some(acked) = &mut self.acked else {
+                return self.events.recv().await.map(Input::Consumed);
+            };
+            tokio::select! {
+                biased;
+                r = acked.recv() => match r {
+                    Some(r) => return Some(Input::Acked(r)),
+                    None => self.acked = None,
+                },
+                ev = self.events.recv() => return ev.map(Input::Consumed),
+            }
+        }
+    }
+
+    fn try_recv(&mut self) -> Option<Input> {
+        if let Some(r) = self.acked.as_mut().and_then(|t| t.try_recv().ok()) {
+            return Some(Input::Acked(r));
+        }
+        self.events.try_recv().map(Input::Consumed)
+    }
+}
+
+async fn run<E: EventSource>(
+    mut inputs: Inputs<E>,
     store: Store,
     topic: String,
     progress: Progress,
 ) {
-    // Partition → the first offset not yet in Postgres.
+    // Partition → the next offset to take: everything before it is in
+    // Postgres or in the batch being written.
     let mut owned: HashMap<i32, i64> = HashMap::new();
     let mut batch: Vec<Positioned> = Vec::with_capacity(MAX_BATCH);
     let mut cache = ProjectionCache::default();
     loop {
-        let Some(first) = events.recv().await else {
+        let Some(first) = inputs.recv().await else {
             return;
         };
         let mut next = Some(first);
         // Take what is already waiting, up to a batch.
-        while let Some(ev) = next.take() {
-            match ev {
-                ConsumerEvent::Assigned(parts) => {
+        while let Some(input) = next.take() {
+            match input {
+                Input::Consumed(ConsumerEvent::Assigned(parts)) => {
                     let partitions: Vec<i32> = parts.iter().map(|a| a.partition).collect();
                     let from = claim(&store, &topic, &partitions).await;
                     owned.extend(partitions.into_iter().zip(from));
                 }
-                ConsumerEvent::Revoked(parts) => {
+                Input::Consumed(ConsumerEvent::Revoked(parts)) => {
                     for p in &parts {
                         owned.remove(p);
                     }
                     batch.retain(|r| owned.contains_key(&r.partition));
                 }
-                ConsumerEvent::Record(lr) => match lr.record {
-                    Ok(record)
-                        if owned
-                            .get(&lr.partition)
-                            .is_some_and(|from| lr.offset >= *from) =>
-                    {
-                        batch.push(Positioned {
-                            partition: lr.partition,
-                            offset: lr.offset,
-                            record,
-                        });
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::error!(partition = lr.partition, offset = lr.offset, error = %e,
-                            "unreadable record skipped by the projector");
-                    }
-                },
+                // The stream is in log order and may skip offsets (records
+                // it will never deliver); the next acknowledged record is taken only
+                // if it is the very next offset: a gap means another process
+                // wrote in between, and the stream brings those first.
+                Input::Consumed(ConsumerEvent::Record(lr)) => {
+                    take(&mut owned, &mut batch, lr, streamed_due);
+                }
+                Input::Acked(lr) => {
+                    take(&mut owned, &mut batch, lr, acked_due);
+                }
             }
             if batch.len() < MAX_BATCH {
-                next = events.try_recv().ok();
+                next = inputs.try_recv();
             }
         }
         if batch.is_empty() {
@@ -167,6 +235,44 @@ async fn run(
         }
         write(&store, &topic, &progress, &batch, &mut cache).await;
         batch.clear();
+    }
+}
+
+/// The stream's records come in log order, possibly skipping offsets.
+fn streamed_due(next: i64, offset: i64) -> bool {
+    offset >= next
+}
+
+/// An acknowledged record only if nothing is missing before it.
+fn acked_due(next: i64, offset: i64) -> bool {
+    offset == next
+}
+
+/// Adds the record to the batch if its partition is ours and `due` says its
+/// offset is the one to take next.
+fn take(
+    owned: &mut HashMap<i32, i64>,
+    batch: &mut Vec<Positioned>,
+    lr: LogRecord,
+    due: impl Fn(i64, i64) -> bool,
+) {
+    let Some(next) = owned.get_mut(&lr.partition) else {
+        return;
+    };
+    if !due(*next, lr.offset) {
+        return;
+    }
+    *next = lr.offset + 1;
+    match lr.record {
+        Ok(record) => batch.push(Positioned {
+            partition: lr.partition,
+            offset: lr.offset,
+            record,
+        }),
+        Err(e) => {
+            tracing::error!(partition = lr.partition, offset = lr.offset, error = %e,
+                "unreadable record skipped by the projector");
+        }
     }
 }
 
@@ -227,4 +333,60 @@ async fn write(
 
 fn chrono_age(ts: chrono::DateTime<chrono::Utc>) -> f64 {
     (chrono::Utc::now() - ts).num_milliseconds().max(0) as f64 / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agentflow_core::{Event, Record, UserId, WorkflowId};
+
+    fn at(partition: i32, offset: i64) -> LogRecord {
+        LogRecord {
+            partition,
+            offset,
+            record: Ok(Record::new(
+                WorkflowId::new(),
+                UserId(1),
+                1,
+                chrono::Utc::now(),
+                Event::Cancelled,
+            )),
+        }
+    }
+
+    fn offsets(batch: &[Positioned]) -> Vec<(i32, i64)> {
+        batch.iter().map(|r| (r.partition, r.offset)).collect()
+    }
+
+    #[test]
+    fn acknowledged_records_are_taken_only_in_order_and_the_stream_fills_gaps() {
+        // Partition 0 is ours from offset 10 (what Postgres holds); 1 is not.
+        let mut owned = HashMap::from([(0, 10)]);
+        let mut batch = Vec::new();
+        take(&mut owned, &mut batch, at(1, 0), acked_due);
+        take(&mut owned, &mut batch, at(1, 0), streamed_due);
+        assert!(batch.is_empty(), "not our partition");
+
+        take(&mut owned, &mut batch, at(0, 10), acked_due);
+        take(&mut owned, &mut batch, at(0, 11), acked_due);
+        // Another process wrote 12: our 13 waits for the stream.
+        take(&mut owned, &mut batch, at(0, 13), acked_due);
+        assert_eq!(offsets(&batch), [(0, 10), (0, 11)]);
+
+        // The stream catches up: what was taken already is not taken again.
+        for o in 9..=13 {
+            take(&mut owned, &mut batch, at(0, o), streamed_due);
+        }
+        assert_eq!(offsets(&batch), [(0, 10), (0, 11), (0, 12), (0, 13)]);
+        // Its copy of 13 came too late for the acknowledgement's.
+        take(&mut owned, &mut batch, at(0, 13), acked_due);
+        take(&mut owned, &mut batch, at(0, 14), acked_due);
+        // The stream may skip offsets it will never deliver.
+        take(&mut owned, &mut batch, at(0, 17), streamed_due);
+        assert_eq!(
+            offsets(&batch),
+            [(0, 10), (0, 11), (0, 12), (0, 13), (0, 14), (0, 17)]
+        );
+        assert_eq!(owned[&0], 18);
+    }
 }
