@@ -58,15 +58,20 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     store.migrate().await.context("migrating")?;
     ensure_topic(&log).await.context("creating the topic")?;
     let progress = Progress::default();
-    // The projector takes what this process appends straight from the
-    // producer once the broker acknowledged it (the API's read-your-writes
-    // waits then skip a fetch round); the log's stream still brings all.
-    let (producer, acked) = if args.no_projector {
-        (Producer::new(&log)?, None)
-    } else {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        (Producer::with_acked(&log, tx)?, Some(rx))
+    // The projector and the engine take what this process appends straight
+    // from the producer once the broker acknowledged it (a read-your-writes
+    // wait, or the start of a workflow, then skips a fetch round trip); the
+    // log's stream still brings everything.
+    let mut acked_to = Vec::new();
+    let mut acked_by = |wanted: bool| {
+        wanted.then(|| {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            acked_to.push(tx);
+            rx
+        })
     };
+    let (acked, engine_acked) = (acked_by(!args.no_projector), acked_by(!args.no_engine));
+    let producer = Producer::with_acked(&log, acked_to)?;
 
     // With both in one process, the projector follows the engine's stream:
     // the broker then serves one fetch stream, not two (see README).
@@ -109,6 +114,7 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
         let options = EngineOptions {
             checkpoints: config.engine_checkpoints,
             tap,
+            acked: engine_acked,
         };
         Some(Arc::new(
             Engine::start(&log, worker, Some(store.clone()), options).await?,

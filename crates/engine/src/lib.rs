@@ -16,7 +16,7 @@ mod workflow_actor;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentflow_log::{ConsumerEvent, LogConfig, LogError, Producer, Subscription};
+use agentflow_log::{ConsumerEvent, LogConfig, LogError, LogRecord, Producer, Subscription};
 use agentflow_store::Store;
 use ractor::{Actor, ActorRef};
 
@@ -52,6 +52,10 @@ pub struct EngineOptions {
     pub checkpoints: bool,
     /// Also send every consumed event here (the in-process projector).
     pub tap: Option<tokio::sync::mpsc::UnboundedSender<ConsumerEvent>>,
+    /// What this process appends, as the broker acknowledges it (see
+    /// [`agentflow_log::Producer::with_acked`]): acted on at once instead of
+    /// after a fetch round trip.
+    pub acked: Option<tokio::sync::mpsc::UnboundedReceiver<LogRecord>>,
 }
 
 /// The engine's view of itself, for `/readyz` and tests.
@@ -116,8 +120,28 @@ impl Engine {
             ))
         });
         let to = supervisor.clone();
+        let mut acked = options.acked;
         let forwarder = tokio::spawn(async move {
-            while let Some(ev) = events.recv().await {
+            loop {
+                let ev = match &mut acked {
+                    Some(rx) => tokio::select! {
+                        biased;
+                        r = rx.recv() => {
+                            match r {
+                                Some(r) => {
+                                    if to.send_message(SupervisorMsg::Acked(r)).is_err() {
+                                        break;
+                                    }
+                                }
+                                None => acked = None,
+                            }
+                            continue;
+                        }
+                        ev = events.recv() => ev,
+                    },
+                    None => events.recv().await,
+                };
+                let Some(ev) = ev else { break };
                 if let Some(tap) = &tap
                     && tap.send(ev.clone()).is_err()
                 {

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use agentflow_core::{Record, WorkflowId, WorkflowState, WorkflowStatus, apply};
-use agentflow_log::{Assigned, ConsumerEvent};
+use agentflow_log::{Assigned, ConsumerEvent, LogRecord, Origin};
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use crate::checkpoints::Stash;
@@ -22,7 +22,24 @@ struct Partition {
     /// Records below this offset existed when the partition was assigned.
     replay_until: i64,
     live: bool,
+    /// The next offset to fold: everything before it has been.
+    next_offset: i64,
     workflows: HashMap<WorkflowId, WorkflowState>,
+}
+
+impl SupervisorState {
+    /// Whether the record at `offset` is one to fold now (see `handle`);
+    /// if so the partition moves past it.
+    fn take(&mut self, partition: i32, offset: i64, origin: Origin) -> bool {
+        let Some(part) = self.partitions.get_mut(&partition) else {
+            return false;
+        };
+        if (origin == Origin::Acked && !part.live) || !origin.due(part.next_offset, offset) {
+            return false;
+        }
+        part.next_offset = offset + 1;
+        true
+    }
 }
 
 pub struct SupervisorState {
@@ -45,6 +62,9 @@ pub struct SupervisorState {
 
 pub enum SupervisorMsg {
     Log(ConsumerEvent),
+    /// A record this process appended, as soon as the broker acknowledged it
+    /// (the log's stream brings it again later).
+    Acked(LogRecord),
     Status(ractor::RpcReplyPort<EngineStatus>),
     /// Start no more steps: each actor finishes the one in flight and stops.
     Drain,
@@ -109,6 +129,7 @@ impl Actor for Supervisor {
                     let p = Partition {
                         replay_until: high_watermark,
                         live: false,
+                        next_offset: start,
                         workflows,
                     };
                     state.pending += count_pending(&p);
@@ -147,7 +168,27 @@ impl Actor for Supervisor {
                 state.changed_at = std::time::Instant::now();
                 partition_metrics(state);
             }
+            // Each offset is folded once, from whichever brings it first
+            // (acknowledged records only once the partition is live).
             SupervisorMsg::Log(ConsumerEvent::Record(lr)) => {
+                if !state.take(lr.partition, lr.offset, Origin::Stream) {
+                    return Ok(());
+                }
+                let rec = match lr.record {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!(partition = lr.partition, offset = lr.offset, error = %e,
+                            "unreadable record skipped");
+                        return Ok(());
+                    }
+                };
+                self.on_record(&myself, state, lr.partition, lr.offset, rec)
+                    .await;
+            }
+            SupervisorMsg::Acked(lr) => {
+                if !state.take(lr.partition, lr.offset, Origin::Acked) {
+                    return Ok(());
+                }
                 let rec = match lr.record {
                     Ok(r) => r,
                     Err(e) => {

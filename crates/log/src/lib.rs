@@ -19,6 +19,6 @@ pub use error::LogError;
 pub use producer::{Position, Producer};
 pub use reader::{ReadFrom, Reader};
 pub use subscription::{
-    Assigned, Assigner, ConsumerEvent, LogRecord, RejoinHandle, StartAt, Subscription,
+    Assigned, Assigner, ConsumerEvent, LogRecord, Origin, RejoinHandle, StartAt, Subscription,
 };
 pub use topic::{ensure_topic, partition_count, partition_high_watermarks};

@@ -52,24 +52,24 @@ impl Producer {
     /// Must be called within a Tokio runtime (it starts the task that hands
     /// batches to librdkafka).
     pub fn new(config: &LogConfig) -> Result<Self, LogError> {
-        Self::start(config, None)
+        Self::start(config, Vec::new())
     }
 
     /// Like [`Self::new`], and every record the broker acknowledges is also
-    /// sent to `acked` with where it landed, in log order per partition, before
-    /// its appender hears of it. Lets this process's projector write what
-    /// this process appended without waiting to fetch it back (see
-    /// `agentflow_projector::Projector::follow`).
+    /// sent to each of `acked` with where it landed, in log order per
+    /// partition, before its appender hears of it. Lets this process's
+    /// engine and projector act on what this process appended without
+    /// waiting to fetch it back.
     pub fn with_acked(
         config: &LogConfig,
-        acked: mpsc::UnboundedSender<LogRecord>,
+        acked: Vec<mpsc::UnboundedSender<LogRecord>>,
     ) -> Result<Self, LogError> {
-        Self::start(config, Some(acked))
+        Self::start(config, acked)
     }
 
     fn start(
         config: &LogConfig,
-        acked: Option<mpsc::UnboundedSender<LogRecord>>,
+        acked: Vec<mpsc::UnboundedSender<LogRecord>>,
     ) -> Result<Self, LogError> {
         let inner: FutureProducer = config
             .client()
@@ -80,7 +80,7 @@ impl Producer {
             .set("partitioner", "murmur2_random")
             .create()?;
         let (queue, rx) = mpsc::unbounded_channel();
-        let keep_records = acked.is_some();
+        let keep_records = !acked.is_empty();
         tokio::spawn(send_batches(inner.clone(), config.topic.clone(), rx, acked));
         Ok(Self {
             inner,
@@ -168,7 +168,7 @@ async fn send_batches(
     inner: FutureProducer,
     topic: String,
     mut rx: mpsc::UnboundedReceiver<Pending>,
-    acked: Option<mpsc::UnboundedSender<LogRecord>>,
+    acked: Vec<mpsc::UnboundedSender<LogRecord>>,
 ) {
     let mut batch: Vec<Pending> = Vec::new();
     while let Some(first) = rx.recv().await {
@@ -216,7 +216,7 @@ async fn send_batches(
             }
         });
         let mut done = futures::future::join_all(waits).await;
-        if let Some(to) = &acked {
+        if !acked.is_empty() {
             let mut landed: Vec<LogRecord> = Vec::new();
             for (p, result) in &mut done {
                 let Ok(positions) = result else { continue };
@@ -232,8 +232,11 @@ async fn send_batches(
             }
             landed.sort_unstable_by_key(|r| (r.partition, r.offset));
             for r in landed {
-                // The follower is gone: nothing else to tell.
-                let _ = to.send(r);
+                // A follower that is gone has nothing else to hear.
+                for to in &acked[1..] {
+                    let _ = to.send(r.clone());
+                }
+                let _ = acked[0].send(r);
             }
         }
         for (p, result) in done {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentflow_log::{
-    Assigner, ConsumerEvent, LogConfig, LogError, LogRecord, StartAt, Subscription,
+    Assigner, ConsumerEvent, LogConfig, LogError, LogRecord, Origin, StartAt, Subscription,
 };
 use agentflow_store::{Positioned, Progress, ProjectionCache, Store};
 use tokio::sync::mpsc;
@@ -215,15 +215,11 @@ async fn run<E: EventSource>(
                     }
                     batch.retain(|r| owned.contains_key(&r.partition));
                 }
-                // The stream is in log order and may skip offsets (records
-                // it will never deliver); the next acknowledged record is taken only
-                // if it is the very next offset: a gap means another process
-                // wrote in between, and the stream brings those first.
                 Input::Consumed(ConsumerEvent::Record(lr)) => {
-                    take(&mut owned, &mut batch, lr, streamed_due);
+                    take(&mut owned, &mut batch, lr, Origin::Stream);
                 }
                 Input::Acked(lr) => {
-                    take(&mut owned, &mut batch, lr, acked_due);
+                    take(&mut owned, &mut batch, lr, Origin::Acked);
                 }
             }
             if batch.len() < MAX_BATCH {
@@ -238,28 +234,12 @@ async fn run<E: EventSource>(
     }
 }
 
-/// The stream's records come in log order, possibly skipping offsets.
-fn streamed_due(next: i64, offset: i64) -> bool {
-    offset >= next
-}
-
-/// An acknowledged record only if nothing is missing before it.
-fn acked_due(next: i64, offset: i64) -> bool {
-    offset == next
-}
-
-/// Adds the record to the batch if its partition is ours and `due` says its
-/// offset is the one to take next.
-fn take(
-    owned: &mut HashMap<i32, i64>,
-    batch: &mut Vec<Positioned>,
-    lr: LogRecord,
-    due: impl Fn(i64, i64) -> bool,
-) {
+/// Adds the record to the batch if its partition is ours and it is due.
+fn take(owned: &mut HashMap<i32, i64>, batch: &mut Vec<Positioned>, lr: LogRecord, origin: Origin) {
     let Some(next) = owned.get_mut(&lr.partition) else {
         return;
     };
-    if !due(*next, lr.offset) {
+    if !origin.due(*next, lr.offset) {
         return;
     }
     *next = lr.offset + 1;
@@ -363,26 +343,26 @@ mod tests {
         // Partition 0 is ours from offset 10 (what Postgres holds); 1 is not.
         let mut owned = HashMap::from([(0, 10)]);
         let mut batch = Vec::new();
-        take(&mut owned, &mut batch, at(1, 0), acked_due);
-        take(&mut owned, &mut batch, at(1, 0), streamed_due);
+        take(&mut owned, &mut batch, at(1, 0), Origin::Acked);
+        take(&mut owned, &mut batch, at(1, 0), Origin::Stream);
         assert!(batch.is_empty(), "not our partition");
 
-        take(&mut owned, &mut batch, at(0, 10), acked_due);
-        take(&mut owned, &mut batch, at(0, 11), acked_due);
+        take(&mut owned, &mut batch, at(0, 10), Origin::Acked);
+        take(&mut owned, &mut batch, at(0, 11), Origin::Acked);
         // Another process wrote 12: our 13 waits for the stream.
-        take(&mut owned, &mut batch, at(0, 13), acked_due);
+        take(&mut owned, &mut batch, at(0, 13), Origin::Acked);
         assert_eq!(offsets(&batch), [(0, 10), (0, 11)]);
 
         // The stream catches up: what was taken already is not taken again.
         for o in 9..=13 {
-            take(&mut owned, &mut batch, at(0, o), streamed_due);
+            take(&mut owned, &mut batch, at(0, o), Origin::Stream);
         }
         assert_eq!(offsets(&batch), [(0, 10), (0, 11), (0, 12), (0, 13)]);
         // Its copy of 13 came too late for the acknowledgement's.
-        take(&mut owned, &mut batch, at(0, 13), acked_due);
-        take(&mut owned, &mut batch, at(0, 14), acked_due);
+        take(&mut owned, &mut batch, at(0, 13), Origin::Acked);
+        take(&mut owned, &mut batch, at(0, 14), Origin::Acked);
         // The stream may skip offsets it will never deliver.
-        take(&mut owned, &mut batch, at(0, 17), streamed_due);
+        take(&mut owned, &mut batch, at(0, 17), Origin::Stream);
         assert_eq!(
             offsets(&batch),
             [(0, 10), (0, 11), (0, 12), (0, 13), (0, 14), (0, 17)]
