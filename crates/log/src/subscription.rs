@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use agentflow_core::{Record, RecordError};
 use rdkafka::ClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::error::KafkaResult;
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
@@ -152,7 +153,12 @@ impl ConsumerContext for Ctx {
                 {
                     self.stop.store(true, Ordering::Relaxed);
                 }
-                if let Err(e) = consumer.assign(tpl) {
+                let assigned = if cooperative(consumer) {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                };
+                if let Err(e) = assigned {
                     tracing::error!(error = %e, "assign failed");
                 }
             }
@@ -165,15 +171,32 @@ impl ConsumerContext for Ctx {
                 {
                     self.stop.store(true, Ordering::Relaxed);
                 }
-                if let Err(e) = consumer.unassign() {
+                if let Err(e) = unassign(consumer, tpl) {
                     tracing::error!(error = %e, "unassign failed");
                 }
             }
             other => {
                 tracing::error!(error = ?other, "rebalance error");
-                let _ = consumer.unassign();
+                let _ = unassign(consumer, tpl);
             }
         }
+    }
+}
+
+/// Whether the group rebalances incrementally (only the partitions that
+/// move are revoked and assigned), as `cooperative-sticky` does.
+fn cooperative(consumer: &BaseConsumer<Ctx>) -> bool {
+    matches!(
+        consumer.rebalance_protocol(),
+        RebalanceProtocol::Cooperative
+    )
+}
+
+fn unassign(consumer: &BaseConsumer<Ctx>, tpl: &TopicPartitionList) -> KafkaResult<()> {
+    if cooperative(consumer) {
+        consumer.incremental_unassign(tpl)
+    } else {
+        consumer.unassign()
     }
 }
 
@@ -238,7 +261,13 @@ impl Subscription {
                 "fetch.wait.max.ms",
                 config.fetch_wait.as_millis().to_string(),
             )
-            .set("partition.assignment.strategy", "range")
+            // Incremental rebalancing: when a node joins or leaves, only the
+            // partitions that move are revoked. With an eager strategy every
+            // member gives up every partition at each rebalance, and the
+            // engine stops the workflows of a revoked partition mid-step:
+            // the survivors would repeat calls whenever another node comes
+            // or goes.
+            .set("partition.assignment.strategy", "cooperative-sticky")
             .create_with_context(ctx)?;
         consumer.subscribe(&[&config.topic])?;
         let thread_stop = stop.clone();
