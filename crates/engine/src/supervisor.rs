@@ -168,37 +168,11 @@ impl Actor for Supervisor {
                 state.changed_at = std::time::Instant::now();
                 partition_metrics(state);
             }
-            // Each offset is folded once, from whichever brings it first
-            // (acknowledged records only once the partition is live).
             SupervisorMsg::Log(ConsumerEvent::Record(lr)) => {
-                if !state.take(lr.partition, lr.offset, Origin::Stream) {
-                    return Ok(());
-                }
-                let rec = match lr.record {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::error!(partition = lr.partition, offset = lr.offset, error = %e,
-                            "unreadable record skipped");
-                        return Ok(());
-                    }
-                };
-                self.on_record(&myself, state, lr.partition, lr.offset, rec)
-                    .await;
+                self.take_record(&myself, state, lr, Origin::Stream).await;
             }
             SupervisorMsg::Acked(lr) => {
-                if !state.take(lr.partition, lr.offset, Origin::Acked) {
-                    return Ok(());
-                }
-                let rec = match lr.record {
-                    Ok(r) => r,
-                    Err(e) => {
-                        tracing::error!(partition = lr.partition, offset = lr.offset, error = %e,
-                            "unreadable record skipped");
-                        return Ok(());
-                    }
-                };
-                self.on_record(&myself, state, lr.partition, lr.offset, rec)
-                    .await;
+                self.take_record(&myself, state, lr, Origin::Acked).await;
             }
             SupervisorMsg::Owned(reply) => {
                 let mut owned: Vec<i32> = state.partitions.keys().copied().collect();
@@ -262,6 +236,28 @@ impl Supervisor {
             state.children.remove(&id);
         }
         Some(id)
+    }
+
+    /// Each offset is folded once, from whichever brings it first
+    /// (acknowledged records only once the partition is live).
+    async fn take_record(
+        &self,
+        myself: &ActorRef<SupervisorMsg>,
+        state: &mut SupervisorState,
+        lr: LogRecord,
+        origin: Origin,
+    ) {
+        if !state.take(lr.partition, lr.offset, origin) {
+            return;
+        }
+        match lr.record {
+            Ok(rec) => {
+                self.on_record(myself, state, lr.partition, lr.offset, rec)
+                    .await
+            }
+            Err(e) => tracing::error!(partition = lr.partition, offset = lr.offset, error = %e,
+                "unreadable record skipped"),
+        }
     }
 
     async fn on_record(
