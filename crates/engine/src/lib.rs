@@ -16,7 +16,9 @@ mod workflow_actor;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentflow_log::{ConsumerEvent, LogConfig, LogError, LogRecord, Producer, Subscription};
+use agentflow_log::{
+    ConsumerEvent, Input, Inputs, LogConfig, LogError, LogRecord, Producer, Subscription,
+};
 use agentflow_store::Store;
 use ractor::{Actor, ActorRef};
 
@@ -108,7 +110,7 @@ impl Engine {
             runtime: tokio::runtime::Handle::current(),
             stash,
         };
-        let (subscription, mut events) =
+        let (subscription, events) =
             Subscription::start(log, CONSUMER_GROUP, Arc::new(assigner), 4096)?;
         let watch = store.map(|store| {
             tokio::spawn(ownership::watch(
@@ -120,34 +122,21 @@ impl Engine {
             ))
         });
         let to = supervisor.clone();
-        let mut acked = options.acked;
+        let mut inputs = Inputs::new(events, options.acked);
         let forwarder = tokio::spawn(async move {
-            loop {
-                let ev = match &mut acked {
-                    Some(rx) => tokio::select! {
-                        biased;
-                        r = rx.recv() => {
-                            match r {
-                                Some(r) => {
-                                    if to.send_message(SupervisorMsg::Acked(r)).is_err() {
-                                        break;
-                                    }
-                                }
-                                None => acked = None,
-                            }
-                            continue;
+            while let Some(input) = inputs.recv().await {
+                let msg = match input {
+                    Input::Acked(r) => SupervisorMsg::Acked(r),
+                    Input::Stream(ev) => {
+                        if let Some(tap) = &tap
+                            && tap.send(ev.clone()).is_err()
+                        {
+                            tracing::error!("the projector stopped following the engine's stream");
                         }
-                        ev = events.recv() => ev,
-                    },
-                    None => events.recv().await,
+                        SupervisorMsg::Log(ev)
+                    }
                 };
-                let Some(ev) = ev else { break };
-                if let Some(tap) = &tap
-                    && tap.send(ev.clone()).is_err()
-                {
-                    tracing::error!("the projector stopped following the engine's stream");
-                }
-                if to.send_message(SupervisorMsg::Log(ev)).is_err() {
+                if to.send_message(msg).is_err() {
                     break;
                 }
             }

@@ -5,10 +5,13 @@
 //! - [`Subscription`] follows the topic as a member of a consumer group, on a
 //!   thread of its own, and lets its owner choose where each newly assigned
 //!   partition starts ([`Assigner`]).
+//! - [`Inputs`] follows a subscription's stream and this process's own
+//!   acknowledged appends together; [`Origin::due`] says which copy to take.
 //! - [`ensure_topic`] creates the topic with the configured partitions.
 
 mod config;
 mod error;
+mod follow;
 mod producer;
 mod reader;
 mod subscription;
@@ -16,9 +19,10 @@ mod topic;
 
 pub use config::LogConfig;
 pub use error::LogError;
+pub use follow::{EventSource, Input, Inputs, Origin};
 pub use producer::{Position, Producer};
 pub use reader::{ReadFrom, Reader};
 pub use subscription::{
-    Assigned, Assigner, ConsumerEvent, LogRecord, Origin, RejoinHandle, StartAt, Subscription,
+    Assigned, Assigner, ConsumerEvent, LogRecord, RejoinHandle, StartAt, Subscription,
 };
 pub use topic::{ensure_topic, partition_count, partition_high_watermarks};

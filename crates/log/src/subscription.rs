@@ -51,30 +51,6 @@ pub struct LogRecord {
     pub record: Result<Record, RecordError>,
 }
 
-/// Where a follower got a record: from the log's stream, or from this
-/// process's producer as the broker acknowledged it
-/// ([`crate::Producer::with_acked`]). A follower taking both folds each
-/// offset once, in log order, by taking a record only when it is [`Self::due`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
-    Stream,
-    Acked,
-}
-
-impl Origin {
-    /// Whether a record at `offset` is the one to take when everything
-    /// before `next` has been taken. The stream is in log order and may skip
-    /// offsets (records it will never deliver); an acknowledged record is
-    /// due only at exactly `next`: a gap means another process wrote in
-    /// between, and the stream brings that first.
-    pub fn due(self, next: i64, offset: i64) -> bool {
-        match self {
-            Origin::Stream => offset >= next,
-            Origin::Acked => offset == next,
-        }
-    }
-}
-
 #[derive(Debug, Clone)]
 pub enum ConsumerEvent {
     /// Always sent before the first record of those partitions.

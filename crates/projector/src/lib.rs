@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentflow_log::{
-    Assigner, ConsumerEvent, LogConfig, LogError, LogRecord, Origin, StartAt, Subscription,
+    Assigner, ConsumerEvent, EventSource, Input, Inputs, LogConfig, LogError, LogRecord, Origin,
+    StartAt, Subscription,
 };
 use agentflow_store::{Positioned, Progress, ProjectionCache, Store};
 use tokio::sync::mpsc;
@@ -75,7 +76,7 @@ impl Projector {
         let (subscription, events) =
             Subscription::start(log, CONSUMER_GROUP, Arc::new(assigner), 8192)?;
         let task = tokio::spawn(run(
-            Inputs { events, acked },
+            Inputs::new(events, acked),
             store,
             log.topic.clone(),
             progress,
@@ -102,7 +103,7 @@ impl Projector {
     ) -> Self {
         describe();
         let task = tokio::spawn(run(
-            Inputs { events, acked },
+            Inputs::new(events, acked),
             store,
             topic.to_owned(),
             progress,
@@ -119,69 +120,6 @@ impl Projector {
             s.stop(Duration::from_secs(5)).await;
         }
         self.task.abort();
-    }
-}
-
-/// A record, and whether it came from the log's stream or from this
-/// process's producer (acknowledged, possibly not fetched yet).
-enum Input {
-    Consumed(ConsumerEvent),
-    Acked(LogRecord),
-}
-
-/// The consumer group's stream, bounded or not.
-trait EventSource: Send {
-    fn recv(&mut self) -> impl std::future::Future<Output = Option<ConsumerEvent>> + Send;
-    fn try_recv(&mut self) -> Option<ConsumerEvent>;
-}
-
-impl EventSource for mpsc::Receiver<ConsumerEvent> {
-    async fn recv(&mut self) -> Option<ConsumerEvent> {
-        mpsc::Receiver::recv(self).await
-    }
-    fn try_recv(&mut self) -> Option<ConsumerEvent> {
-        mpsc::Receiver::try_recv(self).ok()
-    }
-}
-
-impl EventSource for mpsc::UnboundedReceiver<ConsumerEvent> {
-    async fn recv(&mut self) -> Option<ConsumerEvent> {
-        mpsc::UnboundedReceiver::recv(self).await
-    }
-    fn try_recv(&mut self) -> Option<ConsumerEvent> {
-        mpsc::UnboundedReceiver::try_recv(self).ok()
-    }
-}
-
-/// The stream and `acked`, `acked` first (it is the earlier of the two).
-struct Inputs<E> {
-    events: E,
-    acked: Option<mpsc::UnboundedReceiver<LogRecord>>,
-}
-
-impl<E: EventSource> Inputs<E> {
-    /// None when the stream ends.
-    async fn recv(&mut self) -> Option<Input> {
-        loop {
-            let Some(acked) = &mut self.acked else {
-                return self.events.recv().await.map(Input::Consumed);
-            };
-            tokio::select! {
-                biased;
-                r = acked.recv() => match r {
-                    Some(r) => return Some(Input::Acked(r)),
-                    None => self.acked = None,
-                },
-                ev = self.events.recv() => return ev.map(Input::Consumed),
-            }
-        }
-    }
-
-    fn try_recv(&mut self) -> Option<Input> {
-        if let Some(r) = self.acked.as_mut().and_then(|t| t.try_recv().ok()) {
-            return Some(Input::Acked(r));
-        }
-        self.events.try_recv().map(Input::Consumed)
     }
 }
 
@@ -204,18 +142,18 @@ async fn run<E: EventSource>(
         // Take what is already waiting, up to a batch.
         while let Some(input) = next.take() {
             match input {
-                Input::Consumed(ConsumerEvent::Assigned(parts)) => {
+                Input::Stream(ConsumerEvent::Assigned(parts)) => {
                     let partitions: Vec<i32> = parts.iter().map(|a| a.partition).collect();
                     let from = claim(&store, &topic, &partitions).await;
                     owned.extend(partitions.into_iter().zip(from));
                 }
-                Input::Consumed(ConsumerEvent::Revoked(parts)) => {
+                Input::Stream(ConsumerEvent::Revoked(parts)) => {
                     for p in &parts {
                         owned.remove(p);
                     }
                     batch.retain(|r| owned.contains_key(&r.partition));
                 }
-                Input::Consumed(ConsumerEvent::Record(lr)) => {
+                Input::Stream(ConsumerEvent::Record(lr)) => {
                     take(&mut owned, &mut batch, lr, Origin::Stream);
                 }
                 Input::Acked(lr) => {
