@@ -1,4 +1,4 @@
-# Sourced by the benchmark scripts: a stack of their own (Postgres + Tansu in
+# Sourced by the benchmark scripts: a stack of their own (Postgres + Kafka in
 # a temporary directory, stopped on exit with every process in $pids) and the
 # environment `agentflow serve` needs there, API on $api_port.
 #
@@ -30,13 +30,13 @@ bench_stack() {
 }
 
 # CPU time used so far, in clock ticks, by each part of the stack, one
-# "name ticks" line each: agentflow (pid $1), mock agent (pid $2), tansu,
+# "name ticks" line each: agentflow (pid $1), mock agent (pid $2), kafka,
 # postgres (the postmaster and all its backends) and the whole machine
 # (busy time from /proc/stat). Two snapshots give CPU per workflow.
 cpu_snapshot() {
-  python3 - "$1" "$2" "$(cat "$dir/tansu/broker.pid")" "$(head -1 "$dir/pg/postmaster.pid")" <<'PY'
+  python3 - "$1" "$2" "$(cat "$dir/kafka/1/pid")" "$(head -1 "$dir/pg/postmaster.pid")" <<'PY'
 import os, sys
-serve, mock, tansu, pg = (int(a) for a in sys.argv[1:5])
+serve, mock, kafka, pg = (int(a) for a in sys.argv[1:5])
 def stat(pid):
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -49,7 +49,7 @@ pg_ticks = stat(pg)[1] + sum(
 with open("/proc/stat") as f:
     cpu = [int(x) for x in f.readline().split()[1:]]
 busy = sum(cpu) - cpu[3] - cpu[4]  # all but idle and iowait
-print(f"agentflow {stat(serve)[1]}\nmock-agent {stat(mock)[1]}\ntansu {stat(tansu)[1]}\npostgres {pg_ticks}\nmachine {busy}")
+print(f"agentflow {stat(serve)[1]}\nmock-agent {stat(mock)[1]}\nkafka {stat(kafka)[1]}\npostgres {pg_ticks}\nmachine {busy}")
 PY
 }
 

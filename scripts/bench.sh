@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Benchmark: the whole stack on this machine (Postgres, Tansu, the mock agent
+# Benchmark: the whole stack on this machine (Postgres, Kafka, the mock agent
 # with LATENCY_MS per call, `agentflow serve` in release mode) and the load
 # driver: N content-pipeline workflows at concurrency C.
 #
@@ -7,12 +7,8 @@
 #   POLL_MS=25 ...   poll each workflow every 25 ms instead of waiting for it
 #                    with GET ...?wait=finished, a long poll (the default, 0)
 #   AGENTFLOW_BIN=path  run this build of `agentflow` instead (A/B comparisons)
-#   AGENTFLOW_PARTITIONS, AGENTFLOW_KAFKA_FETCH_WAIT_MS (and any other setting)
-#       default here to 1 partition and 1 ms: one node on Tansu. Tansu does
-#       work for every partition of every fetch and holds each fetch for the
-#       whole fetch wait, so the shipped defaults (8 partitions for many
-#       nodes, 10 ms) cost it three times the CPU and each hop ~15 ms; set
-#       AGENTFLOW_PARTITIONS=8 AGENTFLOW_KAFKA_FETCH_WAIT_MS=10 to measure them.
+#   AGENTFLOW_* (any setting) passes through; unset, the shipped defaults
+#       of config/agentflow.toml are measured (8 partitions, default fetch wait).
 #   Prints workflows/s, create→completed p50/p99 and the CPU time each part
 #   of the stack spent per workflow.
 #   MODE=memory scripts/bench.sh 10000 64 2000
@@ -28,8 +24,6 @@ cargo build --release --quiet --bin agentflow --bin agentflow-mock-agent --bin a
 # shellcheck source=scripts/bench-env.sh
 source scripts/bench-env.sh
 bench_stack bench
-export AGENTFLOW_PARTITIONS=${AGENTFLOW_PARTITIONS:-1}
-export AGENTFLOW_KAFKA_FETCH_WAIT_MS=${AGENTFLOW_KAFKA_FETCH_WAIT_MS:-1}
 mock_port=$(free_port)
 target/release/agentflow-mock-agent --addr "127.0.0.1:$mock_port" --latency-ms "$latency" >"$dir/mock.log" 2>&1 &
 pids+=($!)
@@ -41,7 +35,7 @@ for _ in $(seq 1 300); do
   sleep 0.1
 done
 echo "== $n workflows, concurrency $c, agent latency ${latency} ms;" \
-  "topic partitions $AGENTFLOW_PARTITIONS, fetch wait $AGENTFLOW_KAFKA_FETCH_WAIT_MS ms"
+  "topic partitions ${AGENTFLOW_PARTITIONS:-default}, fetch wait ${AGENTFLOW_KAFKA_FETCH_WAIT_MS:-default} ms"
 if [ "${MODE:-}" = memory ]; then
   target/release/agentflow-bench --url "http://127.0.0.1:$api_port" -n "$n" -c "$c" --hold-pid "${pids[1]}"
   exit 0

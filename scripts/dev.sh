@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs agentflow locally with everything it needs: installs Postgres and the
-# Tansu broker if missing, builds agentflow, and runs `agentflow dev`, which
+# Runs agentflow locally with everything it needs: installs Postgres and Apache
+# Kafka (jars from Maven Central) if missing, builds agentflow, and runs `agentflow dev`, which
 # starts them (data in .dev/), the mock agents for the guide's example agents
 # on :9100 and the API on :8080, and prints a dev token and curl lines.
 # Ctrl-C stops it all.

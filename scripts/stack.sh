@@ -1,21 +1,36 @@
 #!/usr/bin/env bash
 # The real parts agentflow needs, on this machine, with no Docker:
-# a Postgres cluster and a Kafka-API broker (Tansu, SQLite storage), each on a
-# free loopback port under one directory.
+# a Postgres cluster and Apache Kafka (KRaft, jars from Maven Central), each on
+# free loopback ports under one directory.
 #
-#   scripts/stack.sh install          install what is missing: Postgres, promtool,
-#                                     docker-compose, kcat (Debian), Tansu (cargo)
+#   scripts/stack.sh install [test]   install what is missing: Postgres, kcat
+#                                     (Debian), Kafka's jars (Maven); with
+#                                     `test`, also promtool, docker-compose
+#                                     (Debian) and cargo-nextest (cargo)
 #   scripts/stack.sh start DIR [PG_PORT KAFKA_PORT]
 #                                     start both under DIR; writes DIR/env
 #   scripts/stack.sh stop DIR         stop both
 #   scripts/stack.sh pg-start DIR [PORT]   only Postgres (again, same port)
 #   scripts/stack.sh pg-stop DIR           only Postgres (outage tests)
+#   scripts/stack.sh kafka-start DIR [NODES [PORT]]
+#                                     only Kafka: one node, or a cluster of
+#                                     NODES (replication factor 3 when NODES >= 3);
+#                                     prints the bootstrap list
+#   scripts/stack.sh kafka-node DIR N start|stop|kill|pause|resume
+#                                     one node of it (fault tests); start again
+#                                     keeps its ports and data
+#   scripts/stack.sh kafka-stop DIR   stop every node
 #
 # DIR/env holds AGENTFLOW_DATABASE_URL, AGENTFLOW_KAFKA_BROKERS and
 # AGENTFLOW_TEST_ADMIN_URL (a superuser URL tests use to make databases).
 set -euo pipefail
 
-TANSU_VERSION=0.6.0
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$HERE/kafka/pom.xml")
+CACHE=${AGENTFLOW_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/agentflow}
+KAFKA_JARS=$CACHE/kafka-$KAFKA_VERSION
+# Small heap: a test or dev broker holds little; Kafka's own scripts default to 1 GiB.
+KAFKA_HEAP_OPTS=${KAFKA_HEAP_OPTS:--Xms128m -Xmx512m}
 
 log() { printf '[stack] %s\n' "$*" >&2; }
 
@@ -25,24 +40,39 @@ pg_bindir() {
   [ -n "$d" ] && [ -x "$d/initdb" ] && echo "$d"
 }
 
+# What running agentflow needs: Postgres, Java and Maven (for Kafka), Kafka's
+# jars, kcat (the README's command-line subscriber). With `test`, also what
+# the checks need: promtool (checks and unit-tests the alert rules),
+# docker-compose (validates docker-compose.yml, no Docker engine needed for
+# that) and cargo-nextest.
 install() {
-  # Postgres; promtool (checks and unit-tests the alert rules); docker-compose
-  # (validates docker-compose.yml, no Docker engine needed for that); kcat
-  # (the README's command-line subscriber, tested).
+  local for_tests=${1:-}
   local missing=()
   [ -n "$(pg_bindir)" ] || missing+=(postgresql)
-  command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
-  command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+  command -v java >/dev/null 2>&1 || missing+=(openjdk-17-jre-headless)
+  command -v mvn >/dev/null 2>&1 || missing+=(maven)
   command -v kcat >/dev/null 2>&1 || missing+=(kcat)
+  if [ "$for_tests" = test ]; then
+    command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+    command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+  fi
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]} from Debian packages"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
-  if ! command -v tansu >/dev/null 2>&1; then
-    log "building the Tansu broker (once, several minutes)"
-    cargo install --locked tansu --version "$TANSU_VERSION" --features dynostore,libsql,postgres
+  if [ ! -f "$KAFKA_JARS/.complete" ]; then
+    log "fetching Apache Kafka $KAFKA_VERSION's jars from Maven Central into $KAFKA_JARS (once)"
+    rm -rf "$KAFKA_JARS.tmp"
+    mvn -q -B -f "$HERE/kafka/pom.xml" dependency:copy-dependencies \
+      -DincludeScope=runtime -DoutputDirectory="$KAFKA_JARS.tmp" >&2
+    rm -rf "$KAFKA_JARS" && mv "$KAFKA_JARS.tmp" "$KAFKA_JARS"
+    touch "$KAFKA_JARS/.complete"
+  fi
+  if [ "$for_tests" = test ] && ! cargo nextest --version >/dev/null 2>&1; then
+    log "building cargo-nextest (once, a few minutes)"
+    cargo install --quiet --locked cargo-nextest >&2
   fi
 }
 
@@ -62,27 +92,6 @@ wait_port() {
 as_pg() {
   # postgres refuses to run as root.
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
-}
-
-# Tansu 0.6's SQLite schema has no index on `header (topition, offset_id)`,
-# which every fetch looks up: each fetch then scans every header ever written,
-# and the broker slows down as the log grows (measured: 2,300 → 1,100
-# records/s over 15k records; with the index a steady 3,100). Add the index
-# once Tansu has created its schema.
-index_tansu() {
-  python3 - "$1" <<'PY'
-import sqlite3, sys, time
-db = sqlite3.connect(sys.argv[1], timeout=30)
-for _ in range(200):
-    if db.execute("SELECT 1 FROM sqlite_master WHERE name = 'header'").fetchone():
-        break
-    time.sleep(0.05)
-else:
-    sys.exit("tansu did not create its schema")
-db.execute("CREATE INDEX IF NOT EXISTS agentflow_header_record ON header (topition, offset_id)")
-db.execute("CREATE INDEX IF NOT EXISTS agentflow_watermark_topition ON watermark (topition)")
-db.commit()
-PY
 }
 
 # Starts (or restarts) the Postgres cluster under DIR/pg; the port is kept in
@@ -121,50 +130,188 @@ pg_stop() {
   fi
 }
 
-start() {
-  local dir=$1 pg_port=${2:-} kafka_port=${3:-$(free_port)}
-  command -v tansu >/dev/null || { log "tansu missing: run scripts/stack.sh install"; exit 1; }
-  mkdir -p "$dir/tansu"
+# --- Kafka ------------------------------------------------------------------
+# One KRaft node is broker and controller at once. A cluster of N nodes has N
+# voters (static quorum). Node n of DIR keeps everything under DIR/kafka/n:
+# server.properties, data/, broker.log, pid; ports are chosen once and kept,
+# so a node started again comes back where it was.
+
+# The JVM's arguments: the cached jars; logging is warnings only, plus the
+# line that says a node is up; the serial collector (one small heap, two cores).
+kafka_java_args() {
+  # shellcheck disable=SC2086
+  printf '%s\n' $KAFKA_HEAP_OPTS -XX:+UseSerialGC -Djava.awt.headless=true \
+    "-Dlog4j2.configurationFile=$HERE/kafka/log4j2.yaml" -cp "$KAFKA_JARS/*"
+}
+
+kafka_java() {
+  local args; mapfile -t args < <(kafka_java_args)
+  java "${args[@]}" "$@"
+}
+
+kafka_start() {
+  local dir=$1 nodes=${2:-1} port=${3:-}
+  [ -f "$KAFKA_JARS/.complete" ] || { log "Kafka's jars missing: run scripts/stack.sh install"; exit 1; }
+  mkdir -p "$dir/kafka"
   dir=$(cd "$dir" && pwd)
-  pg_start "$dir" "$pg_port"
+  local k=$dir/kafka
+  if [ ! -f "$k/cluster.id" ]; then
+    python3 -c 'import uuid, base64; print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="))' >"$k/cluster.id"
+    echo "$nodes" >"$k/nodes"
+    local n voters="" brokers=""
+    for n in $(seq 1 "$nodes"); do
+      mkdir -p "$k/$n"
+      if [ "$n" = 1 ] && [ -n "$port" ]; then echo "$port" >"$k/$n/port"; else free_port >"$k/$n/port"; fi
+      free_port >"$k/$n/controller.port"
+      voters+="${voters:+,}$n@127.0.0.1:$(cat "$k/$n/controller.port")"
+      brokers+="${brokers:+,}127.0.0.1:$(cat "$k/$n/port")"
+    done
+    echo "$brokers" >"$k/brokers"
+    local rf=1 isr=1
+    if [ "$nodes" -ge 3 ]; then rf=3; isr=2; fi
+    for n in $(seq 1 "$nodes"); do
+      local quorum
+      if [ "$nodes" = 1 ]; then
+        quorum="controller.quorum.bootstrap.servers=127.0.0.1:$(cat "$k/1/controller.port")"
+      else
+        quorum="controller.quorum.voters=$voters"
+      fi
+      cat >"$k/$n/server.properties" <<PROPS
+# A KRaft node for tests and development. What differs from production, and
+# why, is in the README (Development broker).
+process.roles=broker,controller
+node.id=$n
+$quorum
+listeners=PLAINTEXT://127.0.0.1:$(cat "$k/$n/port"),CONTROLLER://127.0.0.1:$(cat "$k/$n/controller.port")
+advertised.listeners=PLAINTEXT://127.0.0.1:$(cat "$k/$n/port")
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+log.dirs=$k/$n/data
+# A consumer group forms as soon as its first member joins, instead of
+# waiting 3 s for more members.
+group.initial.rebalance.delay.ms=0
+# Internal topics sized for $nodes node(s).
+offsets.topic.replication.factor=$rf
+offsets.topic.num.partitions=${KAFKA_OFFSETS_PARTITIONS:-4}
+transaction.state.log.replication.factor=$rf
+transaction.state.log.min.isr=$isr
+share.coordinator.state.topic.replication.factor=$rf
+share.coordinator.state.topic.min.isr=$isr
+default.replication.factor=$rf
+min.insync.replicas=$isr
+# Few threads: every test and the dev stack share two cores.
+num.network.threads=2
+num.io.threads=2
+num.recovery.threads.per.data.dir=1
+background.threads=2
+log.cleaner.threads=1
+PROPS
+      if [ "$nodes" = 1 ]; then
+        kafka_java kafka.tools.StorageTool format --standalone -t "$(cat "$k/cluster.id")" \
+          -c "$k/$n/server.properties" >"$k/$n/format.log" 2>&1 \
+          || { cat "$k/$n/format.log" >&2; exit 1; }
+      else
+        kafka_java kafka.tools.StorageTool format -t "$(cat "$k/cluster.id")" \
+          -c "$k/$n/server.properties" >"$k/$n/format.log" 2>&1 \
+          || { cat "$k/$n/format.log" >&2; exit 1; }
+      fi
+    done
+  fi
+  nodes=$(cat "$k/nodes")
+  local n
+  for n in $(seq 1 "$nodes"); do kafka_node_start "$dir" "$n" nowait; done
+  for n in $(seq 1 "$nodes"); do kafka_node_wait "$dir" "$n"; done
+  cat "$k/brokers"
+}
+
+kafka_node_start() {
+  local dir=$1 n=$2 wait=${3:-wait}
+  local k=$dir/kafka/$n
+  if [ -f "$k/pid" ] && kill -0 "$(cat "$k/pid")" 2>/dev/null; then return 0; fi
+  : >"$k/broker.log"
+  # `exec` so that $! is the JVM itself.
+  local args; mapfile -t args < <(kafka_java_args)
+  (cd "$k" && exec java "${args[@]}" kafka.Kafka server.properties >>"$k/broker.log" 2>&1 </dev/null) &
+  echo $! >"$k/pid"
+  [ "$wait" = wait ] && kafka_node_wait "$dir" "$n"
+  return 0
+}
+
+kafka_node_wait() {
+  local dir=$1 n=$2
+  local k=$dir/kafka/$n
+  for _ in $(seq 1 1200); do
+    if grep -q "Kafka Server started" "$k/broker.log" 2>/dev/null; then return 0; fi
+    if ! kill -0 "$(cat "$k/pid")" 2>/dev/null; then
+      log "Kafka node $n exited:"; tail -n 20 "$k/broker.log" >&2; return 1
+    fi
+    sleep 0.05
+  done
+  log "Kafka node $n did not start in 60 s:"; tail -n 20 "$k/broker.log" >&2; return 1
+}
+
+kafka_node() {
+  local dir=$1 n=$2 what=$3
+  dir=$(cd "$dir" && pwd)
+  local pidf=$dir/kafka/$n/pid
+  case "$what" in
+    start) kafka_node_start "$dir" "$n" ;;
+    stop | kill)
+      [ -f "$pidf" ] || return 0
+      local pid sig=TERM; pid=$(cat "$pidf")
+      [ "$what" = kill ] && sig=KILL
+      kill -CONT "$pid" 2>/dev/null || true
+      kill -"$sig" "$pid" 2>/dev/null || true
+      for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+      kill -9 "$pid" 2>/dev/null || true
+      rm -f "$pidf" ;;
+    pause) kill -STOP "$(cat "$pidf")" ;;
+    resume) kill -CONT "$(cat "$pidf")" ;;
+    *) log "kafka-node: start|stop|kill|pause|resume"; exit 2 ;;
+  esac
+}
+
+kafka_stop() {
+  local dir=$1 n
+  [ -f "$dir/kafka/nodes" ] || return 0
+  # Kill: a clean shutdown of a cluster waits on its controllers, and these
+  # logs are thrown away.
+  for n in $(seq 1 "$(cat "$dir/kafka/nodes")"); do kafka_node "$dir" "$n" kill; done
+}
+
+start() {
+  local dir=$1 pg_port=${2:-} kafka_port=${3:-}
+  mkdir -p "$dir"
+  dir=$(cd "$dir" && pwd)
+  pg_start "$dir" "$pg_port" &
+  local pg=$!
+  local brokers; brokers=$(kafka_start "$dir" 1 "$kafka_port")
+  wait "$pg"
   pg_port=$(cat "$dir/pg.port")
   local admin="postgres://postgres@127.0.0.1:$pg_port/postgres"
-
-  # Tansu resolves the SQLite path against its working directory. `exec` so
-  # that $! is the broker itself, not a subshell.
-  (cd "$dir/tansu" && exec tansu broker \
-      --listener-url "tcp://127.0.0.1:$kafka_port" \
-      --advertised-listener-url "tcp://127.0.0.1:$kafka_port" \
-      --storage-engine "sqlite://tansu.db" >"$dir/tansu/broker.log" 2>&1 </dev/null) &
-  echo $! >"$dir/tansu/broker.pid"
-  wait_port "$kafka_port" tansu
-  index_tansu "$dir/tansu/tansu.db"
-
   cat >"$dir/env" <<ENV
 export AGENTFLOW_DATABASE_URL=postgres://agentflow@127.0.0.1:$pg_port/agentflow
-export AGENTFLOW_KAFKA_BROKERS=127.0.0.1:$kafka_port
+export AGENTFLOW_KAFKA_BROKERS=$brokers
 export AGENTFLOW_TEST_ADMIN_URL=$admin
 ENV
-  log "Postgres on 127.0.0.1:$pg_port, Tansu on 127.0.0.1:$kafka_port (env in $dir/env)"
+  log "Postgres on 127.0.0.1:$pg_port, Kafka $KAFKA_VERSION on $brokers (env in $dir/env)"
 }
 
 stop() {
   local dir=$1
-  if [ -f "$dir/tansu/broker.pid" ]; then
-    local pid; pid=$(cat "$dir/tansu/broker.pid")
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-    rm -f "$dir/tansu/broker.pid"
-  fi
+  kafka_stop "$dir"
   pg_stop "$dir"
 }
 
 case "${1:-}" in
-  install) install ;;
+  install) shift; install "$@" ;;
   start) shift; start "$@" ;;
   stop) shift; stop "$@" ;;
   pg-start) shift; pg_start "$@" ;;
   pg-stop) shift; pg_stop "$@" ;;
-  *) echo "usage: $0 install | start DIR [PG_PORT KAFKA_PORT] | stop DIR | pg-start DIR [PORT] | pg-stop DIR" >&2; exit 2 ;;
+  kafka-start) shift; kafka_start "$@" ;;
+  kafka-node) shift; kafka_node "$@" ;;
+  kafka-stop) shift; kafka_stop "$@" ;;
+  *) echo "usage: $0 install | start DIR [PG_PORT KAFKA_PORT] | stop DIR | pg-start DIR [PORT] | pg-stop DIR | kafka-start DIR [NODES [PORT]] | kafka-node DIR N start|stop|kill|pause|resume | kafka-stop DIR" >&2; exit 2 ;;
 esac

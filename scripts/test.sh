@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-scripts/stack.sh install
+scripts/stack.sh install test
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check

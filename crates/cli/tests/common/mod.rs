@@ -325,67 +325,91 @@ impl Stack {
     }
 }
 
-/// A Tansu broker of a test's own (SQLite storage in a temp dir), for tests
-/// that stop and restart the broker.
+/// An Apache Kafka of a test's own (scripts/stack.sh, KRaft, data in a temp
+/// dir): one node, or a cluster of three (replication factor 3,
+/// `min.insync.replicas=2`), for tests that stop, kill or pause brokers.
 pub struct OwnBroker {
     dir: std::path::PathBuf,
-    pub port: u16,
-    child: Option<Child>,
+    brokers: String,
+    pub nodes: usize,
 }
 
 impl OwnBroker {
     pub fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir = std::env::temp_dir().join(format!("tansu-{}", uuid::Uuid::new_v4().simple()));
+        Self::cluster(1)
+    }
+
+    /// `nodes` KRaft nodes, each broker and controller.
+    pub fn cluster(nodes: usize) -> Self {
+        let dir = std::env::temp_dir().join(format!("kafka-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut b = Self {
+        let out = stack_sh_output(&["kafka-start", dir.to_str().unwrap(), &nodes.to_string()]);
+        Self {
             dir,
-            port,
-            child: None,
-        };
-        b.restart();
-        b
+            brokers: out.trim().to_owned(),
+            nodes,
+        }
     }
 
+    /// The bootstrap list, `host:port,...`.
     pub fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        self.brokers.clone()
     }
 
-    /// Starts it (again) from the same storage.
-    pub fn restart(&mut self) {
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let child = Command::new("tansu")
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                "--storage-engine",
-                "sqlite://tansu.db",
-            ])
-            .current_dir(&self.dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("tansu on PATH (scripts/stack.sh install)");
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    /// Node `n`'s (1-based) address.
+    pub fn node_addr(&self, n: usize) -> String {
+        self.brokers.split(',').nth(n - 1).unwrap().to_owned()
     }
 
+    /// SIGKILL node `n`: no shutdown, no goodbye to the controller.
+    pub fn kill_node(&self, n: usize) {
+        stack_sh(&[
+            "kafka-node",
+            self.dir.to_str().unwrap(),
+            &n.to_string(),
+            "kill",
+        ]);
+    }
+
+    /// Starts node `n` again from its data, on its ports, and waits until it is up.
+    pub fn start_node(&self, n: usize) {
+        stack_sh(&[
+            "kafka-node",
+            self.dir.to_str().unwrap(),
+            &n.to_string(),
+            "start",
+        ]);
+    }
+
+    /// Kills every node.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+        for n in 1..=self.nodes {
+            self.kill_node(n);
         }
+    }
+
+    /// Starts every node again from its data.
+    pub fn restart(&mut self) {
+        stack_sh_output(&[
+            "kafka-start",
+            self.dir.to_str().unwrap(),
+            &self.nodes.to_string(),
+        ]);
+    }
+
+    /// The node that leads `partition` of `topic`, from the cluster's metadata.
+    pub fn leader(&self, topic: &str, partition: i32) -> usize {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let c: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .create()
+            .unwrap();
+        let md = c
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .unwrap();
+        let t = md.topics().iter().find(|t| t.name() == topic).unwrap();
+        let p = t.partitions().iter().find(|p| p.id() == partition).unwrap();
+        p.leader() as usize
     }
 }
 
@@ -396,15 +420,21 @@ pub struct OwnPostgres {
     pub admin_url: String,
 }
 
+const STACK_SH: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/stack.sh");
+
 fn stack_sh(args: &[&str]) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/stack.sh");
-    let ok = Command::new(script)
+    stack_sh_output(args);
+}
+
+/// Runs scripts/stack.sh and returns what it printed.
+fn stack_sh_output(args: &[&str]) -> String {
+    let out = Command::new(STACK_SH)
         .args(args)
-        .stdout(Stdio::null())
-        .status()
-        .expect("scripts/stack.sh")
-        .success();
-    assert!(ok, "scripts/stack.sh {args:?}");
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("scripts/stack.sh");
+    assert!(out.status.success(), "scripts/stack.sh {args:?}");
+    String::from_utf8(out.stdout).unwrap()
 }
 
 impl OwnPostgres {
@@ -436,7 +466,9 @@ impl Drop for OwnPostgres {
 
 impl Drop for OwnBroker {
     fn drop(&mut self) {
-        self.kill9();
+        let _ = Command::new(STACK_SH)
+            .args(["kafka-stop", self.dir.to_str().unwrap()])
+            .status();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
