@@ -40,6 +40,10 @@ pub struct Config {
     pub agent_backoff_base_ms: u64,
     pub agent_backoff_max_ms: u64,
     pub node_id: String,
+    /// Whether `node_id` was given (then it is this node's static member
+    /// name in the consumer groups) rather than made up from host and pid.
+    #[serde(skip)]
+    pub node_id_given: bool,
     pub log_format: String,
 }
 
@@ -85,6 +89,7 @@ impl Config {
             table.insert(key, parsed);
         }
         let mut cfg: Config = table.try_into().context("invalid configuration")?;
+        cfg.node_id_given = !cfg.node_id.is_empty();
         if cfg.node_id.is_empty() {
             let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "node".into());
             cfg.node_id = format!("{}-{}", host.trim(), std::process::id());
@@ -130,6 +135,7 @@ impl Config {
         c.group_prefix = self.group_prefix.clone();
         c.client_id = format!("agentflow-{}", self.node_id);
         c.session_timeout = Duration::from_millis(self.kafka_session_timeout_ms);
+        c.group_instance_id = self.node_id_given.then(|| self.node_id.clone());
         c.linger = Duration::from_millis(self.kafka_linger_ms);
         c.fetch_wait = Duration::from_millis(self.kafka_fetch_wait_ms);
         c

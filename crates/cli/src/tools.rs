@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use agentflow_core::{AuditEntry, Event, Record, WorkflowId, WorkflowState, apply, audit};
 use agentflow_log::{LogRecord, ReadFrom, Reader};
@@ -138,15 +138,33 @@ pub async fn replay(config: &Config, args: ReplayArgs) -> anyhow::Result<()> {
     if args.verify {
         return verify(config, &store, args.json).await;
     }
-    let live = store
-        .live_engine_nodes(&config.topic, std::time::Duration::from_secs(30))
-        .await?;
-    if !live.is_empty() && !args.force {
-        anyhow::bail!(
-            "engine nodes are running against this database ({}): stop them first, \
-             replay into a new database (AGENTFLOW_DATABASE_URL), or pass --force",
-            live.join(", ")
-        );
+    if !args.force && store.has_projection(&config.topic).await? {
+        // This database is a projection of the topic: nodes that follow the
+        // topic (the group coordinator knows them) may be writing into it
+        // while it is rebuilt.
+        let log = config.log();
+        let live = tokio::task::spawn_blocking(move || {
+            let mut live = vec![];
+            for group in [
+                agentflow_engine::CONSUMER_GROUP,
+                agentflow_projector::CONSUMER_GROUP,
+            ] {
+                live.extend(agentflow_log::group_members(
+                    &log,
+                    group,
+                    Duration::from_secs(10),
+                )?);
+            }
+            Ok::<_, agentflow_log::LogError>(live)
+        })
+        .await??;
+        if !live.is_empty() {
+            anyhow::bail!(
+                "agentflow nodes are running on this topic ({}) and this database holds its projection: stop them first, \
+                 replay into a new database (AGENTFLOW_DATABASE_URL), or pass --force",
+                live.join(", ")
+            );
+        }
     }
     store.reset_projections(&config.topic).await?;
     let started = Instant::now();

@@ -166,7 +166,7 @@ async fn replay_into_an_empty_database_gives_the_same_answers_and_verify_catches
     let o = run(&s, &["replay"], &[]);
     assert!(!o.status.success());
     assert!(
-        String::from_utf8_lossy(&o.stderr).contains("engine nodes are running"),
+        String::from_utf8_lossy(&o.stderr).contains("agentflow nodes are running"),
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );

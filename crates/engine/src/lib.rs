@@ -9,7 +9,6 @@
 mod agents;
 mod checkpoints;
 pub mod metrics;
-mod ownership;
 mod supervisor;
 mod workflow_actor;
 
@@ -43,7 +42,6 @@ pub struct Engine {
     supervisor: ActorRef<SupervisorMsg>,
     subscription: std::sync::Mutex<Option<Subscription>>,
     forwarder: tokio::task::JoinHandle<()>,
-    watch: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// How the engine runs beside the other roles.
@@ -79,11 +77,9 @@ impl EngineStatus {
 }
 
 impl Engine {
-    /// Joins the `engine` group and runs. With the `store` (Postgres) it
-    /// reports the partitions it owns and watches for partitions no live
-    /// node owns; with `options.checkpoints` too, a partition it is given
-    /// starts from the projection's checkpoint and replays only the log's
-    /// tail. With `options.tap`, every event the engine consumes is also
+    /// Joins the `engine` group and runs. With the `store` (Postgres) and
+    /// `options.checkpoints`, a partition it is given starts from the
+    /// projection's checkpoint and replays only the log's tail. With `options.tap`, every event the engine consumes is also
     /// sent there (the in-process projector follows the same stream, so the
     /// broker serves one fetch stream instead of two). The tap never blocks
     /// the engine: while Postgres is down the projector falls behind in
@@ -95,7 +91,6 @@ impl Engine {
         options: EngineOptions,
     ) -> Result<Self, EngineError> {
         metrics::describe();
-        let node_id = worker.node_id.clone();
         let producer = worker.producer.clone();
         let checkpoints = store.clone().filter(|_| options.checkpoints);
         let tap = options.tap;
@@ -112,15 +107,6 @@ impl Engine {
         };
         let (subscription, events) =
             Subscription::start(log, CONSUMER_GROUP, Arc::new(assigner), 4096)?;
-        let watch = store.map(|store| {
-            tokio::spawn(ownership::watch(
-                supervisor.clone(),
-                subscription.rejoin_handle(),
-                store,
-                log.clone(),
-                node_id,
-            ))
-        });
         let to = supervisor.clone();
         let mut inputs = Inputs::new(events, options.acked);
         let forwarder = tokio::spawn(async move {
@@ -145,7 +131,6 @@ impl Engine {
             supervisor,
             subscription: std::sync::Mutex::new(Some(subscription)),
             forwarder,
-            watch,
         })
     }
 
@@ -176,9 +161,6 @@ impl Engine {
                 }
                 None => break,
             }
-        }
-        if let Some(w) = &self.watch {
-            w.abort();
         }
         let sub = self.subscription.lock().expect("not poisoned").take();
         if let Some(s) = sub {

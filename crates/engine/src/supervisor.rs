@@ -51,8 +51,6 @@ pub struct SupervisorState {
     by_actor: HashMap<ActorId, WorkflowId>,
     /// Shutting down: no new actors; running ones finish their step.
     draining: bool,
-    /// When the set of owned partitions last changed.
-    changed_at: std::time::Instant,
     /// Whether the group has given this node its first assignment (which
     /// may be empty).
     joined: bool,
@@ -68,8 +66,6 @@ pub enum SupervisorMsg {
     Status(ractor::RpcReplyPort<EngineStatus>),
     /// Start no more steps: each actor finishes the one in flight and stops.
     Drain,
-    /// Answers with the partitions owned and how long ago that set changed.
-    Owned(ractor::RpcReplyPort<(Vec<i32>, std::time::Duration)>),
 }
 
 impl Actor for Supervisor {
@@ -90,7 +86,6 @@ impl Actor for Supervisor {
             children: HashMap::new(),
             by_actor: HashMap::new(),
             draining: false,
-            changed_at: std::time::Instant::now(),
             joined: false,
             pending: 0,
         })
@@ -138,7 +133,6 @@ impl Actor for Supervisor {
                         self.go_live(&myself, state, partition).await;
                     }
                 }
-                state.changed_at = std::time::Instant::now();
                 partition_metrics(state);
             }
             SupervisorMsg::Log(ConsumerEvent::Revoked(parts)) => {
@@ -165,7 +159,6 @@ impl Actor for Supervisor {
                     }
                 }
                 metrics::gauge!(m::ACTIVE).set(state.children.len() as f64);
-                state.changed_at = std::time::Instant::now();
                 partition_metrics(state);
             }
             SupervisorMsg::Log(ConsumerEvent::Record(lr)) => {
@@ -173,11 +166,6 @@ impl Actor for Supervisor {
             }
             SupervisorMsg::Acked(lr) => {
                 self.take_record(&myself, state, lr, Origin::Acked).await;
-            }
-            SupervisorMsg::Owned(reply) => {
-                let mut owned: Vec<i32> = state.partitions.keys().copied().collect();
-                owned.sort_unstable();
-                let _ = reply.send((owned, state.changed_at.elapsed()));
             }
             SupervisorMsg::Drain => {
                 state.draining = true;

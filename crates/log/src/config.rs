@@ -17,6 +17,9 @@ pub struct LogConfig {
     pub client_id: String,
     /// Consumer group session timeout: how soon a dead node's partitions move.
     pub session_timeout: Duration,
+    /// This member's stable name in its consumer groups (static membership,
+    /// `group.instance.id`); `None` joins as a new member each time.
+    pub group_instance_id: Option<String>,
     /// How long a producer batch may wait to fill (`linger.ms`).
     pub linger: Duration,
     /// How long the broker may hold a fetch that has no data (`fetch.wait.max.ms`).
@@ -33,6 +36,7 @@ impl LogConfig {
             replication_factor: 1,
             client_id: "agentflow".into(),
             session_timeout: Duration::from_secs(10),
+            group_instance_id: None,
             linger: Duration::from_millis(1),
             fetch_wait: Duration::from_millis(10),
         }

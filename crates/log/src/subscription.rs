@@ -60,21 +60,10 @@ pub enum ConsumerEvent {
     Record(LogRecord),
 }
 
-/// See [`Subscription::rejoin_handle`].
-#[derive(Clone)]
-pub struct RejoinHandle(Arc<AtomicBool>);
-
-impl RejoinHandle {
-    pub fn rejoin(&self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-}
-
 /// A consumer group member following the topic on a thread of its own.
 /// Dropping it stops the thread (it leaves the group on its way out).
 pub struct Subscription {
     stop: Arc<AtomicBool>,
-    rejoin: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -217,8 +206,19 @@ impl Subscription {
             watermarks: config.client().create()?,
             stop: stop.clone(),
         };
-        let consumer: BaseConsumer<Ctx> = config
-            .client()
+        let mut client = config.client();
+        // Static membership (KIP-345): a member that names itself keeps its
+        // partitions across a restart within the session timeout — the
+        // coordinator hands the same member its assignment back at once,
+        // with no rebalance — instead of joining as a stranger and waiting
+        // for its dead self to expire.
+        if let Some(id) = &config.group_instance_id {
+            client.set(
+                "group.instance.id",
+                format!("{}{group}-{id}", config.group_prefix),
+            );
+        }
+        let consumer: BaseConsumer<Ctx> = client
             .set("group.id", format!("{}{group}", config.group_prefix))
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -247,28 +247,17 @@ impl Subscription {
             .create_with_context(ctx)?;
         consumer.subscribe(&[&config.topic])?;
         let thread_stop = stop.clone();
-        let rejoin = Arc::new(AtomicBool::new(false));
-        let thread_rejoin = rejoin.clone();
-        let topic = config.topic.clone();
         let thread = std::thread::Builder::new()
             .name(format!("log-{group}"))
-            .spawn(move || run(consumer, tx, thread_stop, thread_rejoin, topic))
+            .spawn(move || run(consumer, tx, thread_stop))
             .map_err(|e| LogError::Unavailable(e.to_string()))?;
         Ok((
             Self {
                 stop,
-                rejoin,
                 thread: Some(thread),
             },
             rx,
         ))
-    }
-
-    /// A handle that makes this member leave the group and join it again as
-    /// a new member, which makes the broker form the group anew (its
-    /// partitions are revoked, then the new assignment arrives as usual).
-    pub fn rejoin_handle(&self) -> RejoinHandle {
-        RejoinHandle(self.rejoin.clone())
     }
 
     /// Stops following the topic and leaves the group, waiting at most
@@ -294,21 +283,9 @@ impl Drop for Subscription {
     }
 }
 
-fn run(
-    consumer: BaseConsumer<Ctx>,
-    tx: mpsc::Sender<ConsumerEvent>,
-    stop: Arc<AtomicBool>,
-    rejoin: Arc<AtomicBool>,
-    topic: String,
-) {
+fn run(consumer: BaseConsumer<Ctx>, tx: mpsc::Sender<ConsumerEvent>, stop: Arc<AtomicBool>) {
     let counter = metrics::counter!(RECORDS_CONSUMED);
     while !stop.load(Ordering::Relaxed) {
-        if rejoin.swap(false, Ordering::Relaxed) {
-            consumer.unsubscribe();
-            if let Err(e) = consumer.subscribe(&[&topic]) {
-                tracing::error!(error = %e, "cannot rejoin the group");
-            }
-        }
         match consumer.poll(Duration::from_millis(100)) {
             None => {}
             Some(Err(e)) => {
@@ -330,8 +307,10 @@ fn run(
         }
     }
     // Leave the group so the partitions move at once rather than after the
-    // session timeout. Closing can hang in librdkafka; this thread is ours
-    // alone, so at worst it lingers.
+    // session timeout (a static member does not leave: it keeps its
+    // partitions for the session timeout, to take them back if it restarts).
+    // Closing can hang in librdkafka; this thread is ours alone, so at worst
+    // it lingers.
     consumer.unsubscribe();
     drop(consumer);
 }

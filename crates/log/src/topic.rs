@@ -84,3 +84,22 @@ pub fn partition_count(config: &LogConfig, timeout: Duration) -> Result<usize, L
         .find(|t| t.name() == config.topic)
         .map_or(0, |t| t.partitions().len()))
 }
+
+/// The members of consumer group `group` (prefixed as configured), as the
+/// group coordinator sees them: their client ids. Blocks: call it from a
+/// blocking thread.
+pub fn group_members(
+    config: &LogConfig,
+    group: &str,
+    timeout: Duration,
+) -> Result<Vec<String>, LogError> {
+    let c: BaseConsumer = config.client().create()?;
+    let name = format!("{}{group}", config.group_prefix);
+    let groups = c.fetch_group_list(Some(&name), timeout)?;
+    Ok(groups
+        .groups()
+        .iter()
+        .filter(|g| g.name() == name)
+        .flat_map(|g| g.members().iter().map(|m| m.client_id().to_owned()))
+        .collect())
+}

@@ -5,7 +5,6 @@
 //! one transaction ([`Store::apply_batch`]); the read API queries the rows
 //! ([`Store::get_workflow`], [`Store::list_workflows`]).
 
-mod ownership;
 mod progress;
 mod projection;
 mod queries;

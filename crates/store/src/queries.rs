@@ -196,6 +196,16 @@ impl Store {
     /// Empties every projection of `topic` (rows, audit trail, offsets), so
     /// that a replay from offset 0 rebuilds them. Never while a projector
     /// is running against this database.
+    /// Whether this database holds a projection of `topic` (a projector
+    /// has stored offsets for it).
+    pub async fn has_projection(&self, topic: &str) -> Result<bool, StoreError> {
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM projector_offsets WHERE topic = $1)")
+            .bind(topic)
+            .fetch_one(self.pool())
+            .await
+            .map_err(StoreError::classify)
+    }
+
     pub async fn reset_projections(&self, topic: &str) -> Result<(), StoreError> {
         let mut tx = self.pool().begin().await.map_err(StoreError::classify)?;
         for q in [

@@ -147,7 +147,6 @@ impl Stack {
             .env("AGENTFLOW_AGENT_TIMEOUT_MS", "5000")
             .env("AGENTFLOW_AGENT_BACKOFF_BASE_MS", "10")
             .env("AGENTFLOW_AGENT_BACKOFF_MAX_MS", "50")
-            .env("AGENTFLOW_KAFKA_SESSION_TIMEOUT_MS", "6000")
             .env("AGENTFLOW_DATABASE_MAX_CONNECTIONS", "8")
             .env("AGENTFLOW_LOG", "warn,agentflow=info")
             .stdout(Stdio::piped())
