@@ -136,6 +136,7 @@ impl Config {
         c.client_id = format!("agentflow-{}", self.node_id);
         c.session_timeout = Duration::from_millis(self.kafka_session_timeout_ms);
         c.group_instance_id = self.node_id_given.then(|| self.node_id.clone());
+        c.revoke_grace = Duration::from_millis(self.shutdown_grace_ms);
         c.linger = Duration::from_millis(self.kafka_linger_ms);
         c.fetch_wait = Duration::from_millis(self.kafka_fetch_wait_ms);
         c

@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentflow_log::{
-    ConsumerEvent, Input, Inputs, LogConfig, LogError, LogRecord, Producer, Subscription,
+    ConsumerEvent, Input, Inputs, LogConfig, LogError, LogRecord, Producer, RevokeGuard,
+    Subscription,
 };
 use agentflow_store::Store;
 use ractor::{Actor, ActorRef};
@@ -114,8 +115,16 @@ impl Engine {
                 let msg = match input {
                     Input::Acked(r) => SupervisorMsg::Acked(r),
                     Input::Stream(ev) => {
+                        // The projector's copy of a revocation does not hold
+                        // it open (it may be far behind, e.g. Postgres down).
+                        let copy = || match &ev {
+                            ConsumerEvent::Revoked(parts, _) => {
+                                ConsumerEvent::Revoked(parts.clone(), RevokeGuard::detached())
+                            }
+                            other => other.clone(),
+                        };
                         if let Some(tap) = &tap
-                            && tap.send(ev.clone()).is_err()
+                            && tap.send(copy()).is_err()
                         {
                             tracing::error!("the projector stopped following the engine's stream");
                         }

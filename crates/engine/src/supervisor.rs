@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use agentflow_core::{Record, WorkflowId, WorkflowState, WorkflowStatus, apply};
-use agentflow_log::{Assigned, ConsumerEvent, LogRecord, Origin};
+use agentflow_log::{Assigned, ConsumerEvent, LogRecord, Origin, RevokeGuard};
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use crate::checkpoints::Stash;
@@ -51,6 +51,9 @@ pub struct SupervisorState {
     by_actor: HashMap<ActorId, WorkflowId>,
     /// Shutting down: no new actors; running ones finish their step.
     draining: bool,
+    /// Actors of revoked partitions finishing their step; each holds the
+    /// revocation open until it stops.
+    handing_over: HashMap<ActorId, RevokeGuard>,
     /// Whether the group has given this node its first assignment (which
     /// may be empty).
     joined: bool,
@@ -86,6 +89,7 @@ impl Actor for Supervisor {
             children: HashMap::new(),
             by_actor: HashMap::new(),
             draining: false,
+            handing_over: HashMap::new(),
             joined: false,
             pending: 0,
         })
@@ -135,7 +139,7 @@ impl Actor for Supervisor {
                 }
                 partition_metrics(state);
             }
-            SupervisorMsg::Log(ConsumerEvent::Revoked(parts)) => {
+            SupervisorMsg::Log(ConsumerEvent::Revoked(parts, guard)) => {
                 for partition in parts {
                     if let Some(p) = state.partitions.remove(&partition) {
                         state.pending -= count_pending(&p);
@@ -150,11 +154,13 @@ impl Actor for Supervisor {
                         .filter(|(_, (p, _))| *p == partition)
                         .map(|(id, _)| *id)
                         .collect();
+                    // Each finishes the step in flight (its result reaches
+                    // the log) and stops; the partition goes when all have
+                    // stopped, so the next owner repeats nothing.
                     for id in gone {
-                        if let Some((_, child)) = state.children.remove(&id) {
-                            state.by_actor.remove(&child.get_id());
-                            // The new owner replays and re-runs an in-flight step.
-                            child.kill();
+                        if let Some((_, child)) = state.children.get(&id) {
+                            let _ = child.send_message(WorkflowMsg::Drain);
+                            state.handing_over.insert(child.get_id(), guard.clone());
                         }
                     }
                 }
@@ -215,6 +221,7 @@ impl Actor for Supervisor {
 
 impl Supervisor {
     fn forget(&self, state: &mut SupervisorState, cell: &ActorCell) -> Option<WorkflowId> {
+        state.handing_over.remove(&cell.get_id());
         let id = state.by_actor.remove(&cell.get_id())?;
         if state
             .children

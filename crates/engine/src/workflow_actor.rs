@@ -126,7 +126,10 @@ impl WorkflowActor {
             .st
             .as_ref()
             .is_some_and(|s| s.status == WorkflowStatus::Running);
-        if !running && state.unconfirmed.is_empty() {
+        // Draining (shutdown or a revoked partition) it need not wait for
+        // the log to echo what the broker acknowledged: the next owner
+        // replays the log.
+        if !running && (state.unconfirmed.is_empty() || state.draining) {
             myself.stop(None);
         }
     }

@@ -17,6 +17,9 @@ pub struct LogConfig {
     pub client_id: String,
     /// Consumer group session timeout: how soon a dead node's partitions move.
     pub session_timeout: Duration,
+    /// How long a member may keep revoked partitions while it finishes the
+    /// work in flight on them (see [`crate::RevokeGuard`]).
+    pub revoke_grace: Duration,
     /// This member's stable name in its consumer groups (static membership,
     /// `group.instance.id`); `None` joins as a new member each time.
     pub group_instance_id: Option<String>,
@@ -37,6 +40,7 @@ impl LogConfig {
             client_id: "agentflow".into(),
             session_timeout: Duration::from_secs(10),
             group_instance_id: None,
+            revoke_grace: Duration::from_secs(30),
             linger: Duration::from_millis(1),
             fetch_wait: Duration::from_millis(10),
         }

@@ -22,5 +22,7 @@ pub use error::LogError;
 pub use follow::{EventSource, Input, Inputs, Origin};
 pub use producer::{Position, Producer};
 pub use reader::{ReadFrom, Reader};
-pub use subscription::{Assigned, Assigner, ConsumerEvent, LogRecord, StartAt, Subscription};
+pub use subscription::{
+    Assigned, Assigner, ConsumerEvent, LogRecord, RevokeGuard, RevokeWait, StartAt, Subscription,
+};
 pub use topic::{ensure_topic, group_members, partition_count, partition_high_watermarks};

@@ -55,9 +55,46 @@ pub struct LogRecord {
 pub enum ConsumerEvent {
     /// Always sent before the first record of those partitions.
     Assigned(Vec<Assigned>),
-    /// Sent before the partitions are given up.
-    Revoked(Vec<i32>),
+    /// Sent before the partitions are given up. The partitions go (and
+    /// another member may take them) once every clone of the guard is
+    /// dropped, or after [`LogConfig::revoke_grace`].
+    Revoked(Vec<i32>, RevokeGuard),
     Record(LogRecord),
+}
+
+/// Holds a revocation open: whoever still has work on revoked partitions
+/// (an agent call in flight whose result must reach the log) keeps a clone
+/// until it is done. Dropping the last clone lets the partitions go.
+#[derive(Debug, Clone)]
+pub struct RevokeGuard(#[allow(dead_code)] Arc<std::sync::mpsc::SyncSender<()>>);
+
+impl RevokeGuard {
+    /// A guard and the wait that ends when every clone of it is dropped.
+    pub fn new() -> (Self, RevokeWait) {
+        let (tx, rx) = std::sync::mpsc::sync_channel(0);
+        (Self(Arc::new(tx)), RevokeWait(rx))
+    }
+}
+
+impl RevokeGuard {
+    /// A guard that holds nothing open, for copies of the event handed to
+    /// someone who has no say in the revocation.
+    pub fn detached() -> Self {
+        Self::new().0
+    }
+}
+
+/// See [`RevokeGuard::new`].
+pub struct RevokeWait(std::sync::mpsc::Receiver<()>);
+
+impl RevokeWait {
+    /// Blocks until every guard is dropped or `limit` passes; true if they were.
+    pub fn wait(self, limit: Duration) -> bool {
+        !matches!(
+            self.0.recv_timeout(limit),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+        )
+    }
 }
 
 /// A consumer group member following the topic on a thread of its own.
@@ -75,6 +112,7 @@ struct Ctx {
     topic: String,
     watermarks: BaseConsumer,
     stop: Arc<AtomicBool>,
+    revoke_grace: Duration,
 }
 
 impl ClientContext for Ctx {}
@@ -129,13 +167,25 @@ impl ConsumerContext for Ctx {
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 tracing::info!(?partitions, "partitions revoked");
+                let (guard, wait) = RevokeGuard::new();
                 if self
                     .tx
-                    .blocking_send(ConsumerEvent::Revoked(partitions))
+                    .blocking_send(ConsumerEvent::Revoked(partitions.clone(), guard))
                     .is_err()
                 {
                     self.stop.store(true, Ordering::Relaxed);
                 }
+                // Hand over cleanly: the owner finishes what it has in flight
+                // on these partitions (and its results reach the log) before
+                // another member may take them, so a rebalance repeats no
+                // call. The other partitions of the group are not held up
+                // (incremental rebalancing).
+                let began = std::time::Instant::now();
+                if !wait.wait(self.revoke_grace) {
+                    tracing::warn!(?partitions, grace = ?self.revoke_grace,
+                        "work on revoked partitions still in flight after the grace; giving them up");
+                }
+                tracing::debug!(?partitions, took = ?began.elapsed(), "revocation done");
                 if let Err(e) = unassign(consumer, tpl) {
                     tracing::error!(error = %e, "unassign failed");
                 }
@@ -205,6 +255,7 @@ impl Subscription {
             topic: config.topic.clone(),
             watermarks: config.client().create()?,
             stop: stop.clone(),
+            revoke_grace: config.revoke_grace,
         };
         let mut client = config.client();
         // Static membership (KIP-345): a member that names itself keeps its

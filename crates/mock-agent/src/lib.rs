@@ -10,7 +10,8 @@
 //! - `{"delay_ms": 500}`: answer after that long;
 //! - `{"not_json": true}`: answer 200 with a body that is not JSON.
 //!
-//! `GET /calls` returns how many calls each `Idempotency-Key` got.
+//! `GET /calls` returns how many calls each `Idempotency-Key` got;
+//! [`MockAgent::in_flight`] tells which are being answered right now.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -49,15 +50,53 @@ impl Calls {
     }
 }
 
+/// The calls being answered right now, by `Idempotency-Key` (a call whose
+/// client hung up counts as over).
+#[derive(Clone, Default)]
+pub struct InFlight(Arc<Mutex<HashMap<String, u32>>>);
+
+impl InFlight {
+    /// The keys with a call under way.
+    pub fn keys(&self) -> std::collections::HashSet<String> {
+        self.0.lock().expect("not poisoned").keys().cloned().collect()
+    }
+
+    fn open(&self, key: &str) -> OpenCall {
+        *self
+            .0
+            .lock()
+            .expect("not poisoned")
+            .entry(key.to_owned())
+            .or_insert(0) += 1;
+        OpenCall(self.clone(), key.to_owned())
+    }
+}
+
+struct OpenCall(InFlight, String);
+
+impl Drop for OpenCall {
+    fn drop(&mut self) {
+        let mut m = self.0.0.lock().expect("not poisoned");
+        if let Some(n) = m.get_mut(&self.1) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.1);
+            }
+        }
+    }
+}
+
 #[derive(Clone)]
 struct AppState {
     latency: Duration,
     calls: Calls,
+    in_flight: InFlight,
 }
 
 pub struct MockAgent {
     pub addr: SocketAddr,
     pub calls: Calls,
+    pub in_flight: InFlight,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -66,11 +105,17 @@ impl MockAgent {
     pub fn serve(listener: tokio::net::TcpListener, latency: Duration) -> std::io::Result<Self> {
         let addr = listener.local_addr()?;
         let calls = Calls::default();
-        let app = router(latency, calls.clone());
+        let in_flight = InFlight::default();
+        let app = router_with(latency, calls.clone(), in_flight.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Ok(Self { addr, calls, task })
+        Ok(Self {
+            addr,
+            calls,
+            in_flight,
+            task,
+        })
     }
 
     /// The base URL template for `AGENTFLOW_AGENT_URL_TEMPLATE`.
@@ -86,11 +131,19 @@ impl Drop for MockAgent {
 }
 
 pub fn router(latency: Duration, calls: Calls) -> Router {
+    router_with(latency, calls, InFlight::default())
+}
+
+fn router_with(latency: Duration, calls: Calls, in_flight: InFlight) -> Router {
     Router::new()
         .route("/agents/{agent}/api/v1/execute", post(execute))
         .route("/calls", get(list_calls))
         .route("/healthz", get(|| async { "ok" }))
-        .with_state(AppState { latency, calls })
+        .with_state(AppState {
+            latency,
+            calls,
+            in_flight,
+        })
 }
 
 async fn list_calls(State(s): State<AppState>) -> Response {
@@ -108,6 +161,7 @@ async fn execute(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
+    let _open = s.in_flight.open(&key);
     let n = s.calls.record(&key);
     let input: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,

@@ -147,7 +147,7 @@ async fn run<E: EventSource>(
                     let from = claim(&store, &topic, &partitions).await;
                     owned.extend(partitions.into_iter().zip(from));
                 }
-                Input::Stream(ConsumerEvent::Revoked(parts)) => {
+                Input::Stream(ConsumerEvent::Revoked(parts, _)) => {
                     for p in &parts {
                         owned.remove(p);
                     }
