@@ -8,6 +8,7 @@
 
 mod agents;
 mod checkpoints;
+mod liveness;
 pub mod metrics;
 mod supervisor;
 mod workflow_actor;
@@ -92,6 +93,7 @@ impl Engine {
         options: EngineOptions,
     ) -> Result<Self, EngineError> {
         metrics::describe();
+        liveness::start(log.session_timeout);
         let producer = worker.producer.clone();
         let checkpoints = store.clone().filter(|_| options.checkpoints);
         let tap = options.tap;
@@ -118,9 +120,10 @@ impl Engine {
                         // The projector's copy of a revocation does not hold
                         // it open (it may be far behind, e.g. Postgres down).
                         let copy = || match &ev {
-                            ConsumerEvent::Revoked(parts, _) => {
-                                ConsumerEvent::Revoked(parts.clone(), RevokeGuard::detached())
-                            }
+                            ConsumerEvent::Revoked(parts, guard) => ConsumerEvent::Revoked(
+                                parts.clone(),
+                                RevokeGuard::detached(guard.lost()),
+                            ),
                             other => other.clone(),
                         };
                         if let Some(tap) = &tap

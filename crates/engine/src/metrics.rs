@@ -11,6 +11,7 @@ pub const PENDING: &str = "workflow_pending_count";
 pub const STEP_FAILURES: &str = "workflow_step_failures_total";
 pub const PARTITIONS_OWNED: &str = "agentflow_engine_partitions_owned";
 pub const PARTITIONS_REPLAYING: &str = "agentflow_engine_partitions_replaying";
+pub const STALLS: &str = "agentflow_engine_stalls_total";
 
 pub fn describe() {
     metrics::describe_counter!(
@@ -37,6 +38,10 @@ pub fn describe() {
         "Steps that failed for good (after retries), by agent."
     );
     metrics::describe_counter!(AGENT_CALLS, "Agent call attempts by agent and outcome.");
+    metrics::describe_counter!(
+        STALLS,
+        "Times this process was found stalled (stopped, frozen) long enough to risk its group session; agent calls and appends were held until the group confirmed its partitions."
+    );
     metrics::describe_counter!(
         RECORDS_REJECTED,
         "Records the fold rejected (out of sequence or illegal)."

@@ -154,11 +154,18 @@ impl Actor for Supervisor {
                         .filter(|(_, (p, _))| *p == partition)
                         .map(|(id, _)| *id)
                         .collect();
-                    // Each finishes the step in flight (its result reaches
-                    // the log) and stops; the partition goes when all have
-                    // stopped, so the next owner repeats nothing.
+                    // Handed over: each finishes the step in flight (its
+                    // result reaches the log) and stops; the partition goes
+                    // when all have stopped, so the next owner repeats
+                    // nothing. Lost: another node may own it already, so
+                    // they stop at once and write nothing more.
                     for id in gone {
-                        if let Some((_, child)) = state.children.get(&id) {
+                        if guard.lost() {
+                            if let Some((_, child)) = state.children.remove(&id) {
+                                state.by_actor.remove(&child.get_id());
+                                child.kill();
+                            }
+                        } else if let Some((_, child)) = state.children.get(&id) {
                             let _ = child.send_message(WorkflowMsg::Drain);
                             state.handing_over.insert(child.get_id(), guard.clone());
                         }

@@ -162,6 +162,8 @@ impl WorkflowActor {
                 attempt_timeout_ms,
                 deadline,
             } => {
+                // A stalled process may have lost this workflow to another node.
+                crate::liveness::hold_while_suspect().await;
                 let span = tracing::info_span!("step", workflow_id = %st.workflow_id, step, agent = %agent);
                 let cancelling = state.cancelling.clone();
                 let id = st.workflow_id.as_uuid();
@@ -262,6 +264,7 @@ impl WorkflowActor {
                 _ => break,
             }
         }
+        crate::liveness::hold_while_suspect().await;
         w.append_until_acked(&records).await;
         // Acknowledged: durable. Apply them and go on; the log will confirm.
         state.st = Some(next);

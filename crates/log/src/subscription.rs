@@ -66,21 +66,38 @@ pub enum ConsumerEvent {
 /// (an agent call in flight whose result must reach the log) keeps a clone
 /// until it is done. Dropping the last clone lets the partitions go.
 #[derive(Debug, Clone)]
-pub struct RevokeGuard(#[allow(dead_code)] Arc<std::sync::mpsc::SyncSender<()>>);
+pub struct RevokeGuard {
+    _held: Arc<std::sync::mpsc::SyncSender<()>>,
+    lost: bool,
+}
 
 impl RevokeGuard {
     /// A guard and the wait that ends when every clone of it is dropped.
-    pub fn new() -> (Self, RevokeWait) {
+    /// `lost`: see [`RevokeGuard::lost`].
+    pub fn new(lost: bool) -> (Self, RevokeWait) {
         let (tx, rx) = std::sync::mpsc::sync_channel(0);
-        (Self(Arc::new(tx)), RevokeWait(rx))
+        (
+            Self {
+                _held: Arc::new(tx),
+                lost,
+            },
+            RevokeWait(rx),
+        )
+    }
+
+    /// The partitions were lost, not handed over: this member's session
+    /// expired (it was stalled or cut off) and another member may own them
+    /// already. Nothing more may be written for them: stop, don't finish.
+    pub fn lost(&self) -> bool {
+        self.lost
     }
 }
 
 impl RevokeGuard {
     /// A guard that holds nothing open, for copies of the event handed to
     /// someone who has no say in the revocation.
-    pub fn detached() -> Self {
-        Self::new().0
+    pub fn detached(lost: bool) -> Self {
+        Self::new(lost).0
     }
 }
 
@@ -166,8 +183,13 @@ impl ConsumerContext for Ctx {
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                tracing::info!(?partitions, "partitions revoked");
-                let (guard, wait) = RevokeGuard::new();
+                tracing::info!(
+                    ?partitions,
+                    lost = consumer.assignment_lost(),
+                    "partitions revoked"
+                );
+                let lost = consumer.assignment_lost();
+                let (guard, wait) = RevokeGuard::new(lost);
                 if self
                     .tx
                     .blocking_send(ConsumerEvent::Revoked(partitions.clone(), guard))

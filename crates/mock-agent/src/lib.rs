@@ -58,7 +58,12 @@ pub struct InFlight(Arc<Mutex<HashMap<String, u32>>>);
 impl InFlight {
     /// The keys with a call under way.
     pub fn keys(&self) -> std::collections::HashSet<String> {
-        self.0.lock().expect("not poisoned").keys().cloned().collect()
+        self.0
+            .lock()
+            .expect("not poisoned")
+            .keys()
+            .cloned()
+            .collect()
     }
 
     fn open(&self, key: &str) -> OpenCall {
