@@ -24,6 +24,7 @@ pub struct Config {
     pub kafka_brokers: String,
     pub topic: String,
     pub partitions: i32,
+    pub replication_factor: i32,
     pub group_prefix: String,
     pub kafka_session_timeout_ms: u64,
     pub kafka_linger_ms: u64,
@@ -102,6 +103,9 @@ impl Config {
         if self.partitions < 1 {
             bail!("partitions must be at least 1");
         }
+        if self.replication_factor == 0 || self.replication_factor < -1 {
+            bail!("replication_factor must be -1 (the broker's default) or at least 1");
+        }
         if !self.agent_url_template.contains("{agent}") {
             bail!("agent_url_template must contain {{agent}}");
         }
@@ -132,6 +136,7 @@ impl Config {
     pub fn log(&self) -> LogConfig {
         let mut c = LogConfig::new(&self.kafka_brokers, &self.topic);
         c.partitions = self.partitions;
+        c.replication_factor = self.replication_factor;
         c.group_prefix = self.group_prefix.clone();
         c.client_id = format!("agentflow-{}", self.node_id);
         c.session_timeout = Duration::from_millis(self.kafka_session_timeout_ms);

@@ -1,6 +1,7 @@
 //! The broker goes away: writes answer 503 with Retry-After within the
 //! bounded wait (never hang, never 500), reads keep answering from Postgres,
-//! and writes work again once it is back.
+//! and writes work again once it is back. Each with one broker, and with a
+//! three-broker cluster of which every broker goes.
 
 mod common;
 
@@ -11,7 +12,15 @@ use serde_json::json;
 
 #[tokio::test]
 async fn writes_answer_503_while_the_broker_is_down_and_reads_keep_working() {
-    let mut broker = OwnBroker::start();
+    writes_503_reads_work(OwnBroker::start()).await;
+}
+
+#[tokio::test]
+async fn writes_answer_503_while_a_whole_cluster_is_down_and_reads_keep_working() {
+    writes_503_reads_work(OwnBroker::cluster(3)).await;
+}
+
+async fn writes_503_reads_work(mut broker: OwnBroker) {
     let brokers = broker.brokers();
     let s = Stack::start_with(
         Duration::ZERO,
@@ -86,7 +95,17 @@ async fn writes_answer_503_while_the_broker_is_down_and_reads_keep_working() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn running_workflows_pause_while_the_broker_is_down_and_finish_after() {
-    let mut broker = OwnBroker::start();
+    running_workflows_pause(OwnBroker::start()).await;
+}
+
+// Every broker of a replicated cluster (RF 3, min.insync.replicas 2) killed,
+// then started again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_workflows_pause_while_a_whole_cluster_is_down_and_finish_after() {
+    running_workflows_pause(OwnBroker::cluster(3)).await;
+}
+
+async fn running_workflows_pause(mut broker: OwnBroker) {
     let brokers = broker.brokers();
     let s = Stack::start_with(
         Duration::from_millis(400),

@@ -12,6 +12,7 @@ pub struct LogConfig {
     pub partitions: i32,
     /// Prepended to consumer group names.
     pub group_prefix: String,
+    /// Replicas per partition for a topic created here (-1: the broker's default).
     pub replication_factor: i32,
     /// Identifies this process to the broker (`client.id`).
     pub client_id: String,
@@ -36,7 +37,7 @@ impl LogConfig {
             topic: topic.into(),
             partitions: 8,
             group_prefix: String::new(),
-            replication_factor: 1,
+            replication_factor: -1,
             client_id: "agentflow".into(),
             session_timeout: Duration::from_secs(10),
             group_instance_id: None,
