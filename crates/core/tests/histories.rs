@@ -11,7 +11,7 @@ use agentflow_core::*;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::{Config, TestRunner};
-use support::histories::{Script, arb_script, run};
+use support::histories::{Call, Script, arb_script, run_with_calls};
 
 fn fold(records: &[Record]) -> Option<WorkflowState> {
     let mut st = None;
@@ -129,8 +129,23 @@ fn check(log: &[Record]) -> Result<Vec<WorkflowStatus>, TestCaseError> {
     Ok(seen)
 }
 
+/// Calls made on states the log confirmed carry one input per key
+/// (`{workflow_id}:{step}`); returns whether a call on an unconfirmed
+/// state (what the actor did before issue 11.4) carried another.
+fn check_calls(calls: &[Call]) -> Result<bool, TestCaseError> {
+    let mut input: BTreeMap<u32, &serde_json::Value> = BTreeMap::new();
+    for c in calls.iter().filter(|c| c.confirmed) {
+        let first = *input.entry(c.step).or_insert(&c.input);
+        prop_assert_eq!(first, &c.input, "two inputs under key :{}", c.step);
+    }
+    Ok(calls
+        .iter()
+        .any(|c| !c.confirmed && input.get(&c.step).is_some_and(|i| *i != &c.input)))
+}
+
 fn check_script(script: &Script) -> Result<Vec<WorkflowStatus>, TestCaseError> {
-    let log = run(WorkflowId::new(), UserId(7), script);
+    let (log, calls) = run_with_calls(WorkflowId::new(), UserId(7), script);
+    check_calls(&calls)?;
     check(&log)
 }
 
@@ -157,9 +172,13 @@ fn generated_histories_reach_every_status() {
     let mut records = 0;
     let mut ignored = 0;
     let mut raced = 0;
+    let mut unconfirmed_differs = 0;
     for _ in 0..CASES {
         let script = strategy.new_tree(&mut runner).unwrap().current();
-        let log = run(WorkflowId::new(), UserId(7), &script);
+        let (log, calls) = run_with_calls(WorkflowId::new(), UserId(7), &script);
+        if check_calls(&calls).unwrap_or_else(|e| panic!("{e}\n{script:?}")) {
+            unconfirmed_differs += 1;
+        }
         let (trail, st) = audit(&log);
         records += log.len();
         ignored += trail.iter().filter(|e| !e.applied).count();
@@ -195,6 +214,10 @@ fn generated_histories_reach_every_status() {
     println!(
         "a cancel request racing the actor's end (issue 11.3) in {:.1}%",
         pct(raced)
+    );
+    println!(
+        "a call on an unconfirmed state with another input than the key's (issue 11.4) in {:.1}%",
+        pct(unconfirmed_differs)
     );
     for s in WorkflowStatus::ALL {
         let (r, e) = (

@@ -102,8 +102,23 @@ struct Writer {
     unconfirmed: VecDeque<(u64, uuid::Uuid)>,
 }
 
+/// An agent call a writer made: its step, its input, and whether the log
+/// had confirmed every record the writer appended (the engine's actor
+/// calls only then; issue 11.4).
+#[derive(Debug, Clone)]
+pub struct Call {
+    pub step: u32,
+    pub input: serde_json::Value,
+    pub confirmed: bool,
+}
+
 /// Runs `script` and returns the log it leaves.
 pub fn run(id: WorkflowId, user: UserId, script: &Script) -> Vec<Record> {
+    run_with_calls(id, user, script).0
+}
+
+/// Runs `script` and returns the log it leaves and the agent calls made.
+pub fn run_with_calls(id: WorkflowId, user: UserId, script: &Script) -> (Vec<Record>, Vec<Call>) {
     let agents = ["a", "b", "c"];
     let tasks = (0..script.steps as usize)
         .map(|i| TaskDef {
@@ -125,6 +140,7 @@ pub fn run(id: WorkflowId, user: UserId, script: &Script) -> Vec<Record> {
         writers: vec![Writer::default(); WRITERS as usize],
         now: 0,
         calls: 0,
+        made: vec![],
     };
     sim.push(Record::new(
         id,
@@ -141,7 +157,7 @@ pub fn run(id: WorkflowId, user: UserId, script: &Script) -> Vec<Record> {
         sim.now += 1;
         sim.op(op);
     }
-    sim.log
+    (sim.log, sim.made)
 }
 
 struct Sim {
@@ -155,6 +171,7 @@ struct Sim {
     writers: Vec<Writer>,
     now: i64,
     calls: u64,
+    made: Vec<Call>,
 }
 
 impl Sim {
@@ -275,8 +292,15 @@ impl Sim {
         let event = match decide(&st, now) {
             None => return,
             Some(Action::Append { event, .. }) => event,
-            Some(Action::CallAgent { step, agent, .. }) => {
+            Some(Action::CallAgent {
+                step, agent, input, ..
+            }) => {
                 self.calls += 1;
+                self.made.push(Call {
+                    step,
+                    input,
+                    confirmed: self.writers[w].unconfirmed.is_empty(),
+                });
                 match outcome {
                     Outcome::Answered => Event::AgentExecuted {
                         step,
