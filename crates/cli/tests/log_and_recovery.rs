@@ -207,10 +207,10 @@ async fn a_stale_writer_that_wins_a_seq_is_followed_and_the_actor_restarts_from_
         serde_json::json!({"from": "zombie"}),
         "step 2 was decided on the log's step 1, not the actor's own"
     );
-    // The log holds the losing records too: the actor's own step 1 and,
-    // if it raced ahead before it saw the zombie's record, the steps it
-    // chained onto it. The fold applies exactly one record per seq, 1..=5,
-    // one of them the completion; every other record is marked ignored.
+    // The log holds the losing record too: the actor's own step 1, and
+    // nothing chained onto it (the actor calls an agent only on a state the
+    // log confirmed). The fold applies exactly one record per seq, 1..=5,
+    // one of them the completion; the loser is marked ignored.
     let recs: Vec<agentflow_core::Record> = read_topic(&s)
         .into_iter()
         .filter(|(k, _, _)| *k == id)
@@ -233,9 +233,16 @@ async fn a_stale_writer_that_wins_a_seq_is_followed_and_the_actor_restarts_from_
         ],
         "{trail:#?}"
     );
-    assert!(
-        trail.iter().filter(|e| !e.applied).count() >= 1,
-        "the loser is in the log"
+    let ignored: Vec<(u64, &str)> = trail
+        .iter()
+        .filter(|e| !e.applied)
+        .map(|e| (e.seq, e.event_type))
+        .collect();
+    assert_eq!(ignored, [(3, "agent.executed")], "{trail:#?}");
+    // The agent's view: step 2 was called once, with the zombie's step 1.
+    assert_eq!(
+        s.agent.calls.bodies(&format!("{id}:2")),
+        [serde_json::json!({"content": {"from": "zombie"}})]
     );
     assert_eq!(
         state.unwrap().status,

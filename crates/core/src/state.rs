@@ -101,7 +101,8 @@ pub struct WorkflowState {
     /// Each run's deadline, from its start (`None`: no deadline).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
-    /// A user asked to cancel it while it was running.
+    /// A user asked to cancel it during this run (only ever true while
+    /// running: every end and every start clears it).
     #[serde(default)]
     pub cancel_requested: bool,
     pub created_at: DateTime<Utc>,
@@ -201,6 +202,32 @@ impl WorkflowState {
             WorkflowStatus::Failed => self.failed_step(),
             _ => None,
         }
+    }
+
+    /// Ends the workflow with `status`: the steps not run are skipped.
+    ///
+    /// A cancel accepted while it was running wins over the end its writer
+    /// decided: the writer (the actor) decided `workflow.failed` or
+    /// `workflow.completed` on a state without the request, which reached the
+    /// log first. `decide` on the log's state would have cancelled it (the
+    /// request comes before everything), and the user was told
+    /// `cancelling`, so the workflow ends `cancelled`. Either way no request
+    /// outlives the run it was made in.
+    fn end(&mut self, status: WorkflowStatus, record: &Record) {
+        for s in self
+            .steps
+            .iter_mut()
+            .filter(|s| s.status == StepStatus::Pending)
+        {
+            s.status = StepStatus::Skipped;
+        }
+        self.status = if self.cancel_requested {
+            WorkflowStatus::Cancelled
+        } else {
+            status
+        };
+        self.cancel_requested = false;
+        self.finished_at = Some(record.timestamp);
     }
 
     /// Ends the step in progress, which must be `step` run by `agent`.
@@ -308,6 +335,8 @@ pub fn apply(state: &mut Option<WorkflowState>, record: &Record) -> Result<(), R
                 s.finished_at = None;
             }
             st.status = WorkflowStatus::Running;
+            // A request of an earlier run never carries over (see `end`).
+            st.cancel_requested = false;
             st.runs += 1;
             st.started_at = Some(record.timestamp);
             st.finished_at = None;
@@ -355,8 +384,7 @@ pub fn apply(state: &mut Option<WorkflowState>, record: &Record) -> Result<(), R
         (Event::Completed, WorkflowStatus::Running)
             if st.steps.iter().all(|s| s.status == StepStatus::Completed) =>
         {
-            st.status = WorkflowStatus::Completed;
-            st.finished_at = Some(record.timestamp);
+            st.end(WorkflowStatus::Completed, record);
         }
         (Event::Failed { step, .. }, WorkflowStatus::Running) => {
             if st.failed_step() != Some(*step) {
@@ -365,15 +393,7 @@ pub fn apply(state: &mut Option<WorkflowState>, record: &Record) -> Result<(), R
                     got: *step,
                 });
             }
-            for s in st
-                .steps
-                .iter_mut()
-                .filter(|s| s.status == StepStatus::Pending)
-            {
-                s.status = StepStatus::Skipped;
-            }
-            st.status = WorkflowStatus::Failed;
-            st.finished_at = Some(record.timestamp);
+            st.end(WorkflowStatus::Failed, record);
         }
         // Pending and failed workflows have no actor: the API cancels them
         // directly. A running one only by its actor, once asked.
@@ -381,16 +401,7 @@ pub fn apply(state: &mut Option<WorkflowState>, record: &Record) -> Result<(), R
             if matches!(status, WorkflowStatus::Pending | WorkflowStatus::Failed)
                 || (status == WorkflowStatus::Running && st.cancel_requested) =>
         {
-            for s in st
-                .steps
-                .iter_mut()
-                .filter(|s| s.status == StepStatus::Pending)
-            {
-                s.status = StepStatus::Skipped;
-            }
-            st.status = WorkflowStatus::Cancelled;
-            st.cancel_requested = false;
-            st.finished_at = Some(record.timestamp);
+            st.end(WorkflowStatus::Cancelled, record);
         }
         (event, status) => {
             return Err(Rejected::IllegalTransition {

@@ -615,3 +615,108 @@ proptest! {
         prop_assert_eq!(st.status, want);
     }
 }
+
+// ---------- a cancel racing the actor's records (issue 11, item 3) ----------
+
+fn failed_step(step: u32, a: &str) -> Event {
+    Event::StepFailed {
+        step,
+        agent: agent(a),
+        error: step_error(),
+        attempts: 3,
+        duration_ms: 9,
+    }
+}
+
+fn failed(step: u32, a: &str) -> Event {
+    Event::Failed {
+        step,
+        agent: agent(a),
+        error: step_error(),
+    }
+}
+
+#[test]
+fn a_step_failing_after_a_cancel_was_requested_decides_cancelled_not_failed() {
+    let mut g = Given::created(&["a", "b"]);
+    g.push(Event::Started { from_step: 1 })
+        .push(Event::CancelRequested)
+        .push(failed_step(1, "a"));
+    let Some(Action::Append { event, .. }) = decide(&g.fold(), t(9)) else {
+        panic!("expected an append")
+    };
+    assert_eq!(event, Event::Cancelled);
+    g.push(event);
+    let st = g.fold();
+    assert_eq!(st.status, WorkflowStatus::Cancelled);
+    assert!(!st.cancel_requested);
+    assert_eq!(st.step(1).unwrap().status, StepStatus::Failed);
+    assert_eq!(st.step(2).unwrap().status, StepStatus::Skipped);
+}
+
+#[test]
+fn a_cancel_accepted_before_the_actors_failure_records_ends_cancelled() {
+    // The actor decided `step.failed` + `workflow.failed` on a state without
+    // the request, which reached the log first: the user was told
+    // `cancelling`, so the workflow ends cancelled, and stays so.
+    for cancel_after in [2usize, 3] {
+        let mut g = Given::created(&["a", "b"]);
+        g.push(Event::Started { from_step: 1 });
+        let mut events = vec![failed_step(1, "a"), failed(1, "a")];
+        events.insert(cancel_after - 2, Event::CancelRequested);
+        for ev in events {
+            g.push(ev);
+        }
+        let st = g.fold();
+        assert_eq!(st.status, WorkflowStatus::Cancelled, "{cancel_after}");
+        assert!(!st.cancel_requested);
+        assert_eq!(st.step(1).unwrap().status, StepStatus::Failed);
+        assert_eq!(st.step(2).unwrap().status, StepStatus::Skipped);
+        assert_eq!(decide(&st, t(9)), None);
+        let mut slot = Some(st.clone());
+        let resume = Record::new(
+            g.id,
+            UserId(42),
+            st.seq + 1,
+            t(30),
+            Event::Started { from_step: 1 },
+        )
+        .after(st.last_event_id);
+        assert!(apply(&mut slot, &resume).is_err(), "cancelled is final");
+    }
+}
+
+#[test]
+fn a_cancel_accepted_before_the_last_steps_completion_ends_cancelled_with_its_result() {
+    let mut g = Given::created(&["a"]);
+    g.push(Event::Started { from_step: 1 })
+        .push(Event::CancelRequested)
+        .push(executed(1, "a", json!("kept")))
+        .push(Event::Completed);
+    let st = g.fold();
+    assert_eq!(st.status, WorkflowStatus::Cancelled);
+    assert!(!st.cancel_requested);
+    assert_eq!(st.results(), json!([{"step": 1, "output": "kept"}]));
+}
+
+#[test]
+fn a_failed_workflow_resumed_after_a_cancel_it_never_saw_runs() {
+    // Failed first, then a (stale) cancel request: rejected, since only a
+    // running workflow takes one. The resume then runs, not cancelled.
+    let mut g = Given::created(&["a", "b"]);
+    g.push(Event::Started { from_step: 1 })
+        .push(failed_step(1, "a"))
+        .push(failed(1, "a"));
+    let mut st = Some(g.fold());
+    let late = Record::new(g.id, UserId(42), 4, t(10), Event::CancelRequested)
+        .after(g.records[2].event_id);
+    assert!(apply(&mut st, &late).is_err());
+    g.push(Event::Started { from_step: 1 });
+    let st = g.fold();
+    assert_eq!(st.status, WorkflowStatus::Running);
+    assert!(!st.cancel_requested);
+    assert!(matches!(
+        decide(&st, t(11)),
+        Some(Action::CallAgent { step: 1, .. })
+    ));
+}

@@ -6,8 +6,12 @@
 //! and the log has the last word: every record of the workflow comes back
 //! from the log, and if the record at some `seq` is not the one this actor
 //! appended (a stale writer won a race), the actor fails and the supervisor
-//! restarts it from the fold of the log. The actor stops only when its
-//! workflow is no longer running and the log has confirmed all it wrote.
+//! restarts it from the fold of the log. It calls an agent only on a state
+//! the log has confirmed (every record it appended came back as the chain's
+//! head), so a writer that lost a race never calls the next step's agent
+//! with its losing input under the winner's `Idempotency-Key`. The actor
+//! stops only when its workflow is no longer running and the log has
+//! confirmed all it wrote.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -101,6 +105,10 @@ impl Actor for WorkflowActor {
                             .into());
                         }
                         state.unconfirmed.pop_front();
+                        if state.unconfirmed.is_empty() {
+                            // A call may have waited for this (see `drive`).
+                            myself.send_message(WorkflowMsg::Drive)?;
+                        }
                     }
                     self.stop_if_done(&myself, state);
                     return Ok(());
@@ -152,6 +160,15 @@ impl WorkflowActor {
             Action::CallAgent { .. } if state.draining => {
                 // Shutting down: the next owner starts this step.
                 myself.stop(None);
+                return Ok(());
+            }
+            Action::CallAgent { .. } if !state.unconfirmed.is_empty() => {
+                // Not before the log has confirmed every record this actor
+                // appended: if another writer took one of those seqs, this
+                // state lost the race, and a call on it would reach the agent
+                // under the winner's `Idempotency-Key` with this state's
+                // input. The confirmation (or the record that won, which
+                // fails this actor) arrives as a `Record`, and drives again.
                 return Ok(());
             }
             Action::CallAgent {

@@ -8,10 +8,14 @@
 //! - `{"fail_status": 503, "fail_times": 2}`: answer 503 to the first two
 //!   calls with this `Idempotency-Key` (`fail_times` omitted: always);
 //! - `{"delay_ms": 500}`: answer after that long;
-//! - `{"not_json": true}`: answer 200 with a body that is not JSON.
+//! - `{"not_json": true}`: answer 200 with a body that is not JSON;
+//! - `{"hold_until_calls": 2}`: hold each call with this `Idempotency-Key`
+//!   until the key has had that many calls, then answer them all (tests
+//!   use it to make two writers race on one step).
 //!
 //! `GET /calls` returns how many calls each `Idempotency-Key` got;
-//! [`MockAgent::in_flight`] tells which are being answered right now.
+//! [`Calls::bodies`] what each of them got; [`MockAgent::in_flight`] tells
+//! which are being answered right now.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -26,27 +30,66 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 
 #[derive(Clone, Default)]
-pub struct Calls(Arc<Mutex<HashMap<String, u32>>>);
+pub struct Calls(Arc<CallsInner>);
+
+#[derive(Default)]
+struct CallsInner {
+    /// Per `Idempotency-Key`: the body of each call, in arrival order.
+    bodies: Mutex<HashMap<String, Vec<Value>>>,
+    /// Woken at every call (for `hold_until_calls`).
+    arrived: tokio::sync::Notify,
+}
 
 impl Calls {
     pub fn get(&self, key: &str) -> u32 {
         self.0
+            .bodies
             .lock()
             .expect("not poisoned")
             .get(key)
-            .copied()
-            .unwrap_or(0)
+            .map_or(0, |b| b.len() as u32)
     }
 
     pub fn snapshot(&self) -> HashMap<String, u32> {
-        self.0.lock().expect("not poisoned").clone()
+        self.0
+            .bodies
+            .lock()
+            .expect("not poisoned")
+            .iter()
+            .map(|(k, b)| (k.clone(), b.len() as u32))
+            .collect()
     }
 
-    fn record(&self, key: &str) -> u32 {
-        let mut m = self.0.lock().expect("not poisoned");
-        let n = m.entry(key.to_owned()).or_insert(0);
-        *n += 1;
-        *n
+    /// The body of every call with `key`, in the order they arrived.
+    pub fn bodies(&self, key: &str) -> Vec<Value> {
+        self.0
+            .bodies
+            .lock()
+            .expect("not poisoned")
+            .get(key)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn record(&self, key: &str, body: &[u8]) -> u32 {
+        let body = serde_json::from_slice(body)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(body).into_owned()));
+        let mut m = self.0.bodies.lock().expect("not poisoned");
+        let calls = m.entry(key.to_owned()).or_default();
+        calls.push(body);
+        self.0.arrived.notify_waiters();
+        calls.len() as u32
+    }
+
+    /// Waits until `key` has had `n` calls.
+    async fn until(&self, key: &str, n: u32) {
+        loop {
+            let arrived = self.0.arrived.notified();
+            if self.get(key) >= n {
+                return;
+            }
+            arrived.await;
+        }
     }
 }
 
@@ -167,7 +210,7 @@ async fn execute(
         .unwrap_or("")
         .to_owned();
     let _open = s.in_flight.open(&key);
-    let n = s.calls.record(&key);
+    let n = s.calls.record(&key, &body);
     let input: Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => {
@@ -175,6 +218,9 @@ async fn execute(
         }
     };
     let ctl = input.get("_mock").cloned().unwrap_or(Value::Null);
+    if let Some(n) = ctl.get("hold_until_calls").and_then(Value::as_u64) {
+        s.calls.until(&key, n as u32).await;
+    }
     let delay = ctl
         .get("delay_ms")
         .and_then(Value::as_u64)

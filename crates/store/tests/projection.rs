@@ -228,3 +228,152 @@ async fn a_projector_rereads_what_another_wrote_in_its_partition() {
     assert!(a.is_empty(), "a finished workflow leaves the cache");
     assert_projected_as_folded(&store, &recs).await;
 }
+
+// ---------- the projection equals the fold, for generated histories ----------
+
+#[path = "../../core/tests/support/histories.rs"]
+mod histories;
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestRunner};
+
+/// Several workflows' histories (see `histories.rs`: actors racing, stale
+/// commands, redeliveries, crashes, deadlines), interleaved over two
+/// partitions, cut into batches at random places and delivered with
+/// rewinds (a projector resuming behind what it wrote, with its cache or
+/// after a restart without it).
+#[derive(Debug, Clone)]
+struct Delivery {
+    scripts: Vec<histories::Script>,
+    /// Which workflow's next record goes into the log next.
+    interleave: Vec<u8>,
+    /// Where batches end (as fractions of the log, in 1/256).
+    cuts: Vec<u8>,
+    /// At a batch: go back this many batches, with or without the cache.
+    rewinds: Vec<(u8, u8, bool)>,
+}
+
+fn arb_delivery() -> impl Strategy<Value = Delivery> {
+    (
+        prop::collection::vec(histories::arb_script(), 1..5),
+        prop::collection::vec(any::<u8>(), 0..400),
+        prop::collection::vec(any::<u8>(), 0..12),
+        prop::collection::vec((any::<u8>(), 1u8..4, any::<bool>()), 0..4),
+    )
+        .prop_map(|(scripts, interleave, cuts, rewinds)| Delivery {
+            scripts,
+            interleave,
+            cuts,
+            rewinds,
+        })
+}
+
+#[test]
+fn the_projection_is_the_fold_for_any_history_batching_and_redelivery() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = rt.block_on(fresh_store());
+    let mut runner = TestRunner::new(Config {
+        cases: 128,
+        ..Config::default()
+    });
+    runner
+        .run(&arb_delivery(), |d| {
+            // A topic per case: offsets and workflows of their own.
+            let topic = format!("h{}", uuid::Uuid::new_v4().simple());
+            rt.block_on(project_and_compare(&store, &topic, &d))
+        })
+        .unwrap();
+}
+
+async fn project_and_compare(
+    store: &Store,
+    topic: &str,
+    d: &Delivery,
+) -> Result<(), TestCaseError> {
+    let logs: Vec<Vec<Record>> = d
+        .scripts
+        .iter()
+        .map(|s| histories::run(WorkflowId::new(), UserId(3), s))
+        .collect();
+    // Interleave them, each workflow in its partition (i % 2) in order.
+    let mut next = vec![0usize; logs.len()];
+    let mut offsets = [0i64; 2];
+    let mut log: Vec<Positioned> = vec![];
+    let mut pick = d.interleave.iter().copied().cycle();
+    while next.iter().zip(&logs).any(|(n, l)| *n < l.len()) {
+        let mut i = pick.next().unwrap_or(0) as usize % logs.len();
+        while next[i] >= logs[i].len() {
+            i = (i + 1) % logs.len();
+        }
+        let partition = (i % 2) as i32;
+        log.push(Positioned {
+            partition,
+            offset: offsets[i % 2],
+            record: logs[i][next[i]].clone(),
+        });
+        offsets[i % 2] += 1;
+        next[i] += 1;
+    }
+    let mut cuts: Vec<usize> = d
+        .cuts
+        .iter()
+        .map(|c| *c as usize * log.len() / 256)
+        .chain([log.len()])
+        .collect();
+    cuts.sort_unstable();
+    cuts.dedup();
+    let mut batches = vec![];
+    let mut from = 0;
+    for c in cuts {
+        if c > from {
+            batches.push(&log[from..c]);
+            from = c;
+        }
+    }
+    store.claim_partitions(topic, &[0, 1]).await.unwrap();
+    let mut cache = ProjectionCache::default();
+    let mut rewinds = d.rewinds.clone();
+    let mut i = 0;
+    while i < batches.len() {
+        store
+            .apply_batch(topic, batches[i], &mut cache)
+            .await
+            .unwrap();
+        match rewinds
+            .iter()
+            .position(|(at, _, _)| *at as usize % batches.len() == i)
+        {
+            Some(k) => {
+                let (_, back, keep_cache) = rewinds.remove(k);
+                if !keep_cache {
+                    cache = ProjectionCache::default();
+                }
+                i = (i + 1).saturating_sub(back as usize);
+            }
+            None => i += 1,
+        }
+    }
+    for l in &logs {
+        let projected = store.get_workflow(l[0].workflow_id).await.unwrap();
+        let want = Some(fold(l));
+        prop_assert_eq!(projected, want, "{} records", l.len());
+    }
+    // The engine's checkpoint is the fold too, for what can still change.
+    let snaps = store.engine_snapshot(topic, &[0, 1]).await.unwrap();
+    // (Other cases' workflows share the partition numbers: only ours.)
+    let ours: Vec<WorkflowId> = logs.iter().map(|l| l[0].workflow_id).collect();
+    let mut got: Vec<WorkflowState> = snaps
+        .into_iter()
+        .flat_map(|s| s.states)
+        .filter(|s| ours.contains(&s.workflow_id))
+        .collect();
+    got.sort_by_key(|s| s.workflow_id.as_uuid());
+    let mut want: Vec<WorkflowState> = logs
+        .iter()
+        .map(|l| fold(l))
+        .filter(|s| !s.status.is_terminal())
+        .collect();
+    want.sort_by_key(|s| s.workflow_id.as_uuid());
+    prop_assert_eq!(got, want);
+    Ok(())
+}

@@ -180,6 +180,16 @@ impl Stack {
         base
     }
 
+    /// Like [`Stack::spawn_node`], with more environment for that node
+    /// (e.g. a consumer group of its own).
+    pub async fn spawn_node_with(&mut self, node_id: &str, env: &[(&str, &str)]) -> String {
+        let mut env = env.to_vec();
+        env.push(("AGENTFLOW_NODE_ID", node_id));
+        let (child, base) = self.launch(&env).await;
+        self.nodes.push((base.clone(), child));
+        base
+    }
+
     async fn launch(&self, env: &[(&str, &str)]) -> (Child, String) {
         let mut args = vec!["serve"];
         args.extend(self.serve_args.iter().map(String::as_str));
