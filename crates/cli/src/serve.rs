@@ -109,7 +109,6 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
             producer: producer.clone(),
             agents,
             node_id: config.node_id.clone(),
-            append_timeout: Duration::from_millis(config.append_timeout_ms),
         };
         let options = EngineOptions {
             checkpoints: config.engine_checkpoints,

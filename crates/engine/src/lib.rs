@@ -33,8 +33,6 @@ pub struct Worker {
     pub producer: Producer,
     pub agents: AgentClient,
     pub node_id: String,
-    /// How long one append may wait for the broker before it is retried.
-    pub append_timeout: Duration,
 }
 
 pub const CONSUMER_GROUP: &str = "engine";

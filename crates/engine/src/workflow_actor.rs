@@ -297,14 +297,22 @@ impl WorkflowActor {
 /// At most this many records go to the broker in one round trip.
 const MAX_CHAINED: usize = 4;
 
+/// How long an actor waits for the broker's answer to one append. The
+/// delivery ends by itself, acknowledged or failed, within librdkafka's
+/// `message.timeout.ms` (300 s): the actor waits for that answer rather than
+/// giving up sooner, because a record given up on may still land (a broker
+/// failover outlasts any short wait), and sending it again would put it in
+/// the log twice.
+const UNTIL_ANSWERED: Duration = Duration::from_secs(3600);
+
 impl Worker {
-    /// Appends and retries until the broker acknowledges all `records`:
-    /// while the log is unreachable the workflow pauses here, and resumes
-    /// when it is back.
+    /// Appends until the broker acknowledges all `records`: while the log is
+    /// unreachable the workflow pauses here, and resumes when it is back. A
+    /// delivery that failed for good is sent again.
     pub(crate) async fn append_until_acked(&self, records: &[Record]) {
         let mut delay = Duration::from_millis(100);
         loop {
-            match self.producer.append_all(records, self.append_timeout).await {
+            match self.producer.append_all(records, UNTIL_ANSWERED).await {
                 Ok(_) => return,
                 Err(e) => {
                     tracing::warn!(workflow_id = %records[0].workflow_id, seq = records[0].seq, error = %e,
