@@ -4,7 +4,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use agentflow_core::{
-    AuditEntry, Event, Record, WorkflowDefinition, WorkflowId, WorkflowState, WorkflowStatus,
+    AuditEntry, DefinitionError, Event, Record, WorkflowDefinition, WorkflowId, WorkflowState,
+    WorkflowStatus,
 };
 use agentflow_log::Position;
 use agentflow_store::{Cursor, ListFilter, WorkflowHead};
@@ -62,7 +63,14 @@ pub async fn create(
     let value: Value = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request("malformed_json", format!("body is not valid JSON: {e}"))
     })?;
-    let def = WorkflowDefinition::parse(&value).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let def = WorkflowDefinition::parse(&value).map_err(|e| match e {
+        DefinitionError::NulCharacter(_) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_character",
+            e.to_string(),
+        ),
+        e => ApiError::invalid(e.to_string()),
+    })?;
     let key = idempotency_key(&headers)?;
     let id = key.map_or_else(WorkflowId::new, |k| WorkflowId::for_request(caller.user, k));
     let task_count = def.tasks.len();
