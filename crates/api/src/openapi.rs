@@ -194,6 +194,9 @@ pub struct AuditEvent {
     /// The node that wrote it.
     pub node_id: Option<Value>,
     pub error: Option<Value>,
+    /// Present when the projection could not hold this record (why): it was
+    /// quarantined, and the workflow's projected state stops before it.
+    pub quarantined: Option<String>,
 }
 
 /// `GET /readyz`: `ready` or `not_ready`, with each check's verdict.

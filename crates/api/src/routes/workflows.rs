@@ -8,7 +8,7 @@ use agentflow_core::{
     WorkflowStatus,
 };
 use agentflow_log::Position;
-use agentflow_store::{Cursor, ListFilter, WorkflowHead};
+use agentflow_store::{Cursor, ListFilter, Projected, WorkflowHead};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde_json::{Value, json};
 
+use super::lookup;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::openapi::{
@@ -154,16 +155,19 @@ pub async fn execute(
 ) -> Result<Response, ApiError> {
     let wid =
         WorkflowId::parse(&id).map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))?;
-    let head = match s.store.workflow_head(wid).await? {
-        Some(h) if caller.may_see(h.user_id) => h,
-        _ => return Err(ApiError::not_found()),
-    };
+    let head = lookup::find(&s, &caller, wid, || async {
+        Ok(s.store.workflow_head(wid).await?.map(|h| (h.user_id, h)))
+    })
+    .await?;
+    if head.quarantined {
+        return Err(ApiError::quarantined());
+    }
     // A pending workflow starts at step 1: its head is all we need. Any
     // other is read whole (a failed one resumes at its failed step).
     let (from_step, head) = if head.status == WorkflowStatus::Pending {
         (1, head)
     } else {
-        let st = load_visible(&s, &caller, &id).await?;
+        let st = load_visible(&s, &caller, &id).await?.state;
         let Some(from_step) = st.start_step() else {
             return Err(ApiError::conflict(format!(
                 "workflow is {}; only a pending or failed workflow can be executed",
@@ -227,7 +231,11 @@ pub async fn cancel(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let st = load_visible(&s, &caller, &id).await?;
+    let projected = load_visible(&s, &caller, &id).await?;
+    if projected.quarantined {
+        return Err(ApiError::quarantined());
+    }
+    let st = projected.state;
     let record = match st.status {
         WorkflowStatus::Pending | WorkflowStatus::Failed => Some(
             Record::new(
@@ -332,12 +340,22 @@ pub async fn get(
         }
     };
     let Some(wait_ms) = wait else {
-        let st = load_visible(&s, &caller, &id).await?;
-        return Ok(axum::Json(views::workflow(&st)).into_response());
+        let p = load_visible(&s, &caller, &id).await?;
+        return Ok(axum::Json(view(&s, &p).await?).into_response());
     };
     let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
     let wid =
         WorkflowId::parse(&id).map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))?;
+    // It exists (or the answer is a 404 or 503 now, see `lookup`).
+    let head = lookup::find(&s, &caller, wid, || async {
+        Ok(s.store.workflow_head(wid).await?.map(|h| (h.user_id, h)))
+    })
+    .await?;
+    if head.quarantined {
+        // Its row no longer changes: waiting would only run out the clock.
+        let p = load_visible(&s, &caller, &id).await?;
+        return Ok(axum::Json(view(&s, &p).await?).into_response());
+    }
     // Waits on the head (five columns); the state comes with the push that
     // ends the wait, or is read once at the end.
     let pushed = s
@@ -361,11 +379,28 @@ pub async fn get(
             },
         )
         .await?;
-    let st = match pushed {
-        Some(st) => st,
+    let p = match pushed {
+        Some(state) => Projected {
+            state,
+            quarantined: false,
+        },
         None => load_visible(&s, &caller, &id).await?,
     };
-    Ok(axum::Json(views::workflow(&st)).into_response())
+    Ok(axum::Json(view(&s, &p).await?).into_response())
+}
+
+/// The workflow's view; when records of it were quarantined, with a
+/// `projection` note saying its state stops before them.
+async fn view(s: &AppState, p: &Projected) -> Result<Value, ApiError> {
+    let mut v = views::workflow(&p.state);
+    if p.quarantined {
+        let kept = s
+            .store
+            .quarantined_of(&s.topic, p.state.workflow_id)
+            .await?;
+        v["projection"] = views::quarantined(&kept);
+    }
+    Ok(v)
 }
 
 #[utoipa::path(get, path = "/workflows/{id}/events", tag = "workflows", security(("bearer" = [])),
@@ -380,14 +415,26 @@ pub async fn events(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let st = load_visible(&s, &caller, &id).await?;
-    let events: Vec<AuditEntry> = s
+    let st = load_visible(&s, &caller, &id).await?.state;
+    let mut events: Vec<(i64, AuditEntry)> = s
         .store
         .workflow_events(&s.topic, st.workflow_id)
         .await?
         .iter()
-        .map(|(r, applied)| AuditEntry::new(r, *applied))
+        .map(|(offset, r, applied)| (*offset, AuditEntry::new(r, *applied)))
         .collect();
+    // Records the projection could not hold are in the trail too, marked.
+    for q in s.store.quarantined_of(&s.topic, st.workflow_id).await? {
+        if let Some(r) = q
+            .record
+            .as_deref()
+            .and_then(|j| Record::from_bytes(j.as_bytes()).ok())
+        {
+            events.push((q.offset, AuditEntry::new(&r, false).quarantined(q.reason)));
+        }
+    }
+    events.sort_by_key(|(offset, _)| *offset);
+    let events: Vec<AuditEntry> = events.into_iter().map(|(_, e)| e).collect();
     Ok(axum::Json(json!({
         "workflow_id": st.workflow_id,
         "count": events.len(),
@@ -466,14 +513,18 @@ pub async fn list(
 }
 
 /// The workflow, if it exists and the caller may see it; 404 otherwise, so
-/// another user's workflow is indistinguishable from a missing one.
-async fn load_visible(s: &AppState, caller: &Caller, id: &str) -> Result<WorkflowState, ApiError> {
+/// another user's workflow is indistinguishable from a missing one (503
+/// while the projection is too far behind to tell: see `lookup`).
+async fn load_visible(s: &AppState, caller: &Caller, id: &str) -> Result<Projected, ApiError> {
     let id =
         WorkflowId::parse(id).map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))?;
-    match s.store.get_workflow(id).await? {
-        Some(st) if caller.may_see(st.user_id) => Ok(st),
-        _ => Err(ApiError::not_found()),
-    }
+    lookup::find(s, caller, id, || async {
+        Ok(s.store
+            .get_projected(id)
+            .await?
+            .map(|p| (p.state.user_id, p)))
+    })
+    .await
 }
 
 /// Appends a record of the caller's request (noting who asked, through
