@@ -41,7 +41,7 @@ const MAX_WAIT_MS: u64 = 60_000;
     responses(
         (status = 201, description = "Created (pending), or the one this Idempotency-Key created before", body = WorkflowCreated),
         (status = 413, description = "Body over max_body_bytes", body = ErrorBody),
-        (status = 422, description = "Invalid workflow definition, or an Idempotency-Key reused with another one", body = ErrorBody),
+        (status = 422, description = "Invalid workflow definition (`invalid_character`: U+0000 in the name or an input, the field named), or an Idempotency-Key reused with another one", body = ErrorBody),
         CommonErrors
     ))]
 pub async fn create(
@@ -145,7 +145,7 @@ fn same_definition(existing: &WorkflowState, def: &WorkflowDefinition) -> Result
     responses(
         (status = 202, description = "Started, or resumed from the failed step", body = WorkflowAccepted),
         (status = 404, description = "No such workflow, or another user's", body = ErrorBody),
-        (status = 409, description = "Not pending or failed", body = ErrorBody),
+        (status = 409, description = "Not pending or failed, or records of it were quarantined (`projection_quarantined`)", body = ErrorBody),
         CommonErrors
     ))]
 pub async fn execute(
@@ -223,7 +223,7 @@ pub async fn execute(
     responses(
         (status = 202, description = "Cancelled, or cancelling after the step in flight", body = WorkflowAccepted),
         (status = 404, description = "No such workflow, or another user's", body = ErrorBody),
-        (status = 409, description = "Already completed or cancelled", body = ErrorBody),
+        (status = 409, description = "Already completed or cancelled, or records of it were quarantined (`projection_quarantined`)", body = ErrorBody),
         CommonErrors
     ))]
 pub async fn cancel(
@@ -304,8 +304,9 @@ pub async fn cancel(
         ("timeout_ms" = Option<u64>, Query, description = "With wait: answer after this long at the latest (1–60000, default 30000)")
     ),
     responses(
-        (status = 200, description = "The workflow", body = WorkflowView),
+        (status = 200, description = "The workflow (with `projection` when records of it were quarantined)", body = WorkflowView),
         (status = 404, description = "No such workflow, or another user's", body = ErrorBody),
+        (status = 409, description = "Its creation was quarantined: the log has it, the projection cannot hold it (`projection_quarantined`)", body = ErrorBody),
         CommonErrors
     ))]
 pub async fn get(
@@ -346,6 +347,8 @@ pub async fn get(
     let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
     let wid =
         WorkflowId::parse(&id).map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))?;
+    // Watched from before the first read, so no push is missed.
+    let watch = s.progress.watch_workflow(wid);
     // It exists (or the answer is a 404 or 503 now, see `lookup`).
     let head = lookup::find(&s, &caller, wid, || async {
         Ok(s.store.workflow_head(wid).await?.map(|h| (h.user_id, h)))
@@ -356,19 +359,26 @@ pub async fn get(
         let p = load_visible(&s, &caller, &id).await?;
         return Ok(axum::Json(view(&s, &p).await?).into_response());
     }
-    // Waits on the head (five columns); the state comes with the push that
-    // ends the wait, or is read once at the end.
-    let pushed = s
-        .progress
-        .watch_workflow(wid)
+    // Waits on the head (five columns), starting from the one just read;
+    // the state comes with the push that ends the wait, or is read once at
+    // the end.
+    let mut first = Some(head);
+    let (store, caller) = (&s.store, &caller);
+    let pushed = watch
         .wait_for(
             deadline,
             // A projector in another process wakes nobody here: poll.
             Duration::from_millis(250),
-            || async {
-                match s.store.workflow_head(wid).await? {
-                    Some(h) if caller.may_see(h.user_id) => Ok(h),
-                    _ => Err(ApiError::not_found()),
+            || {
+                let first = first.take();
+                async move {
+                    if let Some(h) = first {
+                        return Ok(h);
+                    }
+                    match store.workflow_head(wid).await? {
+                        Some(h) if caller.may_see(h.user_id) => Ok(h),
+                        _ => Err(ApiError::not_found()),
+                    }
                 }
             },
             |status| {
@@ -408,6 +418,7 @@ async fn view(s: &AppState, p: &Projected) -> Result<Value, ApiError> {
     responses(
         (status = 200, description = "The audit trail", body = AuditTrail),
         (status = 404, description = "No such workflow, or another user's", body = ErrorBody),
+        (status = 409, description = "Its creation was quarantined (`projection_quarantined`)", body = ErrorBody),
         CommonErrors
     ))]
 pub async fn events(
