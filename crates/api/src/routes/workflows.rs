@@ -363,7 +363,7 @@ pub async fn get(
     // the state comes with the push that ends the wait, or is read once at
     // the end.
     let mut first = Some(head);
-    let (store, caller) = (&s.store, &caller);
+    let (store, who) = (&s.store, &caller);
     let pushed = watch
         .wait_for(
             deadline,
@@ -376,7 +376,7 @@ pub async fn get(
                         return Ok(h);
                     }
                     match store.workflow_head(wid).await? {
-                        Some(h) if caller.may_see(h.user_id) => Ok(h),
+                        Some(h) if who.may_see(h.user_id) => Ok(h),
                         _ => Err(ApiError::not_found()),
                     }
                 }
