@@ -242,3 +242,52 @@ async fn a_201_is_never_followed_by_a_404_while_the_projector_lags() {
     assert_eq!(st, 404, "{body}");
     assert_eq!(body["error"]["code"], "not_found");
 }
+
+/// 11.1: what an agent answers is the agent's. An output holding U+0000
+/// (and the next step's input made from it) goes through the log and the
+/// projection, and GET returns it unchanged.
+#[tokio::test]
+async fn an_agent_output_with_nul_comes_back_unchanged() {
+    // An agent that answers every call with U+0000 in its JSON.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let Ok((mut conn, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                // Requests are small: one read holds the whole of one.
+                let mut buf = vec![0u8; 65536];
+                let _ = conn.read(&mut buf).await;
+                let body = r#"{"text":"a\u0000b","k\u0000":["\u0000"]}"#;
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(resp.as_bytes()).await;
+            });
+        }
+    });
+    let agents = format!("[agents.nul]\nurl = \"http://{addr}\"\n");
+    let s = Stack::start_with(Duration::ZERO, &agents, &[]).await;
+    let t = s.token(4);
+    let id = s
+        .create(
+            &t,
+            json!({"name": "nul", "tasks": [
+                {"agent": "nul", "input": {}},
+                {"agent": "nul", "input": {"previous": "{{previous_output}}"}}
+            ]}),
+        )
+        .await;
+    assert_eq!(s.execute(&t, &id).await.0, 202);
+    let w = s.wait_done(&t, &id, Duration::from_secs(30)).await;
+    assert_eq!(w["status"], "completed", "{w}");
+    let want = json!({"text": "a\u{0}b", "k\u{0}": ["\u{0}"]});
+    assert_eq!(w["results"][0]["output"], want, "{w}");
+    assert_eq!(w["results"][1]["output"], want, "{w}");
+    let o = run(&s, &["replay", "--verify"]);
+    assert!(o.status.success(), "{}", stdout(&o));
+}
