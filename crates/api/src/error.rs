@@ -57,6 +57,32 @@ impl ApiError {
         }
     }
 
+    /// The projection has not reached the log's end in time, so whether
+    /// the workflow exists cannot be told yet: never a 404 for a workflow
+    /// the log may have.
+    pub fn projection_behind() -> Self {
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "projection_behind",
+            message: "the projection has not caught up with the event log yet, so this \
+                      workflow cannot be found or ruled out; try again shortly"
+                .into(),
+            retry_after: Some(1),
+        }
+    }
+
+    /// Records of the workflow could not be projected (quarantined): its
+    /// projected state is behind its log, so it cannot be changed here.
+    pub fn quarantined() -> Self {
+        Self::new(
+            StatusCode::CONFLICT,
+            "projection_quarantined",
+            "some records of this workflow could not be stored in the projection and were \
+             quarantined, so its projected state is behind its log; an operator must repair \
+             it (see GET /workflows/{id}/events and `agentflow replay --verify`)",
+        )
+    }
+
     pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,

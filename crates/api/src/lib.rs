@@ -29,6 +29,46 @@ pub use error::ApiError;
 pub type ReadyCheck =
     Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync>;
 
+/// Reads the event log's end (the high watermark of every partition, in
+/// partition order), e.g. on a blocking thread; `Err(why)` when the broker
+/// does not answer.
+pub type LogEndFetch =
+    Arc<dyn Fn() -> Pin<Box<dyn Future<Output = Result<Vec<i64>, String>> + Send>> + Send + Sync>;
+
+/// The log's end as the read API needs it: a value read after a given
+/// moment. One read at a time; everyone who asked before a read began
+/// shares it, so a burst of lookups costs the broker one round trip.
+pub struct LogEnd {
+    fetch: LogEndFetch,
+    /// The last read: when it began, and what it gave.
+    last: tokio::sync::Mutex<Option<LogEndRead>>,
+}
+
+type LogEndRead = (tokio::time::Instant, Result<Vec<i64>, String>);
+
+impl LogEnd {
+    pub fn new(fetch: LogEndFetch) -> Self {
+        Self {
+            fetch,
+            last: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// The log's end as read at or after `since`.
+    pub async fn since(&self, since: tokio::time::Instant) -> Result<Vec<i64>, String> {
+        let mut last = self.last.lock().await;
+        if let Some((at, ends)) = &*last
+            && *at >= since
+        {
+            return ends.clone();
+        }
+        let at = tokio::time::Instant::now();
+        let ends = (self.fetch)().await;
+        *last = Some((at, ends.clone()));
+        ends
+    }
+}
+
 /// Renders the Prometheus exposition for `/metrics`.
 pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
 
@@ -42,8 +82,12 @@ pub struct AppState {
     pub node_id: String,
     /// How long an append may wait for the broker before answering 503.
     pub append_timeout: Duration,
-    /// How long a write waits for the projection before answering anyway.
+    /// How long a write waits for the projection before answering anyway;
+    /// and how long a read of a workflow not (yet) in the projection waits
+    /// for it to reach the log's end before answering 503.
     pub projection_wait: Duration,
+    /// The log's end, to tell "not projected yet" from "no such workflow".
+    pub log_end: Arc<LogEnd>,
     pub ready_checks: Vec<(&'static str, ReadyCheck)>,
     pub metrics: MetricsRender,
 }

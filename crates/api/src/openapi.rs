@@ -44,9 +44,12 @@ pub struct ErrorBody {
 
 #[derive(Serialize, ToSchema)]
 pub struct ErrorDetail {
-    /// Machine-readable: `malformed_json`, `invalid_workflow`, `invalid_id`,
-    /// `unauthorized`, `not_found`, `invalid_state`, `body_too_large`,
-    /// `unavailable`, …
+    /// Machine-readable: `malformed_json`, `invalid_workflow`,
+    /// `invalid_character` (U+0000 in user input; the message names the
+    /// field), `invalid_id`, `unauthorized`, `not_found`, `invalid_state`,
+    /// `projection_quarantined`, `body_too_large`, `unavailable`,
+    /// `projection_behind` (503: the projection has not reached the log's
+    /// end, so a workflow cannot be found or ruled out yet), …
     pub code: String,
     pub message: String,
 }
@@ -60,7 +63,9 @@ pub enum CommonErrors {
     /// Missing, malformed, expired or wrongly signed token.
     #[response(status = 401)]
     Unauthorized(ErrorBody),
-    /// The broker or the database is unavailable; see `Retry-After`.
+    /// The broker or the database is unavailable, or the projection is too
+    /// far behind the log to tell whether the workflow exists (never a 404
+    /// for a workflow the log has); see `Retry-After`.
     #[response(status = 503)]
     Unavailable(ErrorBody),
 }
@@ -127,6 +132,28 @@ pub struct WorkflowView {
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub started_at: Option<chrono::DateTime<chrono::Utc>>,
     pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Present only when records of this workflow could not be stored in
+    /// the projection (quarantined): this state stops before the first.
+    pub projection: Option<ProjectionNote>,
+}
+
+/// Why a workflow's projected state is behind its log.
+#[derive(Serialize, ToSchema)]
+pub struct ProjectionNote {
+    /// Always false.
+    pub complete: bool,
+    pub message: String,
+    pub quarantined: Vec<QuarantinedView>,
+}
+
+/// A record of the workflow that the projection could not hold.
+#[derive(Serialize, ToSchema)]
+pub struct QuarantinedView {
+    pub partition: i32,
+    pub offset: i64,
+    pub event_type: Option<String>,
+    pub seq: Option<u64>,
+    pub reason: String,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -194,6 +221,9 @@ pub struct AuditEvent {
     /// The node that wrote it.
     pub node_id: Option<Value>,
     pub error: Option<Value>,
+    /// Present when the projection could not hold this record (why): it was
+    /// quarantined, and the workflow's projected state stops before it.
+    pub quarantined: Option<String>,
 }
 
 /// `GET /readyz`: `ready` or `not_ready`, with each check's verdict.

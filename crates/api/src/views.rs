@@ -56,6 +56,28 @@ pub fn workflow(st: &WorkflowState) -> Value {
     })
 }
 
+/// The `projection` note of a workflow with quarantined records.
+pub fn quarantined(kept: &[agentflow_store::QuarantinedRecord]) -> Value {
+    let records: Vec<Value> = kept
+        .iter()
+        .map(|q| {
+            json!({
+                "partition": q.partition,
+                "offset": q.offset,
+                "event_type": q.event_type,
+                "seq": q.seq,
+                "reason": q.reason,
+            })
+        })
+        .collect();
+    json!({
+        "complete": false,
+        "message": "records of this workflow could not be stored in the projection and were \
+                    quarantined: this state stops before the first of them",
+        "quarantined": records,
+    })
+}
+
 pub fn summary(w: &WorkflowSummary) -> Value {
     json!({
         "workflow_id": w.id,

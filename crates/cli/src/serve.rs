@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentflow_api::{ApiConfig, AppState, Jwt, ReadyCheck};
+use agentflow_api::{ApiConfig, AppState, Jwt, LogEnd, ReadyCheck};
 use agentflow_engine::{AgentClient, Engine, EngineOptions, Worker};
-use agentflow_log::{Producer, ensure_topic};
+use agentflow_log::{Producer, ensure_topic, partition_high_watermarks};
 use agentflow_projector::Projector;
 use agentflow_store::{Progress, Store};
 use anyhow::Context;
@@ -165,6 +165,20 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
                 }),
             ));
         }
+        // What the read API compares the projection with before it says
+        // "no such workflow" (on a blocking thread: rdkafka blocks).
+        let end_of = log.clone();
+        let log_end = Arc::new(LogEnd::new(Arc::new(move || {
+            let log = end_of.clone();
+            Box::pin(async move {
+                tokio::task::spawn_blocking(move || {
+                    partition_high_watermarks(&log, Duration::from_secs(2))
+                })
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())
+            })
+        })));
         let state = AppState {
             store: store.clone(),
             producer: producer.clone(),
@@ -174,6 +188,7 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
             node_id: config.node_id.clone(),
             append_timeout: Duration::from_millis(config.append_timeout_ms),
             projection_wait: Duration::from_millis(config.projection_wait_ms),
+            log_end,
             ready_checks,
             metrics: render,
         };

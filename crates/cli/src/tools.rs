@@ -169,7 +169,7 @@ pub async fn replay(config: &Config, args: ReplayArgs) -> anyhow::Result<()> {
     store.reset_projections(&config.topic).await?;
     let started = Instant::now();
     let mut rx = read_log(config, ReadFrom::Beginning, false);
-    let (mut read, mut applied, mut rejected) = (0u64, 0u64, 0u64);
+    let (mut read, mut applied, mut rejected, mut quarantined) = (0u64, 0u64, 0u64, 0u64);
     let mut cache = agentflow_store::ProjectionCache::default();
     let mut bar = ProgressBar::hidden();
     while let Some(msg) = rx.recv().await {
@@ -177,6 +177,7 @@ pub async fn replay(config: &Config, args: ReplayArgs) -> anyhow::Result<()> {
             ReadMsg::Total(n) => bar = progress(n, args.json),
             ReadMsg::Failed(e) => anyhow::bail!("reading the log: {e}"),
             ReadMsg::Batch(records) => {
+                let mut unreadable = Vec::new();
                 let batch: Vec<Positioned> = records
                     .into_iter()
                     .filter_map(|r| {
@@ -188,18 +189,36 @@ pub async fn replay(config: &Config, args: ReplayArgs) -> anyhow::Result<()> {
                                 record,
                             }),
                             Err(e) => {
-                                bar.println(format!(
-                                    "skipped unreadable record at {}:{}: {e}",
-                                    r.partition, r.offset
-                                ));
+                                unreadable.push((r.partition, r.offset, e.to_string()));
                                 None
                             }
                         }
                     })
                     .collect();
-                let out = store.apply_batch(&config.topic, &batch, &mut cache).await?;
+                // Like the projector: a record Postgres refuses is
+                // quarantined, and the rebuild goes on.
+                let out = store.project(&config.topic, &batch, &mut cache).await?;
                 applied += out.applied as u64;
                 rejected += out.rejected as u64;
+                quarantined += out.quarantined.len() as u64;
+                for q in &out.quarantined {
+                    bar.println(format!(
+                        "quarantined record at {}:{} ({} of workflow {}): {}",
+                        q.partition,
+                        q.offset,
+                        q.event_type.as_deref().unwrap_or("?"),
+                        q.workflow_id.map(|w| w.to_string()).unwrap_or_default(),
+                        q.reason
+                    ));
+                }
+                for (p, o, why) in unreadable {
+                    let why = format!("unreadable record: {why}");
+                    store
+                        .quarantine(&config.topic, p, o, Err(&why), &why)
+                        .await?;
+                    quarantined += 1;
+                    bar.println(format!("quarantined record at {p}:{o}: {why}"));
+                }
                 bar.set_position(read);
             }
         }
@@ -210,6 +229,7 @@ pub async fn replay(config: &Config, args: ReplayArgs) -> anyhow::Result<()> {
         "records": read,
         "applied": applied,
         "rejected": rejected,
+        "quarantined": quarantined,
         "seconds": secs,
         "records_per_second": read as f64 / secs.max(1e-9),
     });
@@ -217,7 +237,7 @@ pub async fn replay(config: &Config, args: ReplayArgs) -> anyhow::Result<()> {
         println!("{summary}");
     } else {
         println!(
-            "replayed {read} records into Postgres in {secs:.1} s ({:.0} records/s): {applied} applied, {rejected} ignored by the fold",
+            "replayed {read} records into Postgres in {secs:.1} s ({:.0} records/s): {applied} applied, {rejected} ignored by the fold, {quarantined} quarantined",
             read as f64 / secs.max(1e-9)
         );
     }
@@ -272,12 +292,32 @@ async fn verify(config: &Config, store: &Store, json_out: bool) -> anyhow::Resul
                 "log": "missing", "postgres": "exists"}));
         }
     }
+    // Records the projector kept aside: their workflows' rows stop before
+    // them (the differences above say where), and an operator decides.
+    let quarantined: Vec<Value> = store
+        .quarantined(&config.topic)
+        .await?
+        .iter()
+        .map(quarantined_json)
+        .collect();
     if json_out {
         println!(
             "{}",
-            json!({"records": read, "workflows": log.len(), "differences": differences})
+            json!({"records": read, "workflows": log.len(), "differences": differences,
+                "quarantined": quarantined})
         );
     } else {
+        for q in &quarantined {
+            println!(
+                "quarantined record at {}:{} (workflow {}, {} seq {}): {}",
+                q["partition"],
+                q["offset"],
+                q["workflow_id"].as_str().unwrap_or("unknown"),
+                q["event_type"].as_str().unwrap_or("unreadable"),
+                q["seq"],
+                q["reason"].as_str().unwrap_or_default()
+            );
+        }
         for d in &differences {
             println!(
                 "workflow {} {}: log {} / postgres {}",
@@ -288,15 +328,22 @@ async fn verify(config: &Config, store: &Store, json_out: bool) -> anyhow::Resul
             );
         }
         println!(
-            "verified {} workflows ({read} records): {} difference(s)",
+            "verified {} workflows ({read} records): {} difference(s), {} quarantined record(s)",
             log.len(),
-            differences.len()
+            differences.len(),
+            quarantined.len()
         );
     }
-    if !differences.is_empty() {
+    if !differences.is_empty() || !quarantined.is_empty() {
         std::process::exit(1);
     }
     Ok(())
+}
+
+fn quarantined_json(q: &agentflow_store::QuarantinedRecord) -> Value {
+    json!({"partition": q.partition, "offset": q.offset, "workflow_id": q.workflow_id,
+        "event_type": q.event_type, "seq": q.seq, "reason": q.reason,
+        "quarantined_at": q.quarantined_at})
 }
 
 /// The top-level fields where the projection differs from the fold.
@@ -323,16 +370,24 @@ fn field_differences(id: WorkflowId, log: &WorkflowState, pg: &WorkflowState) ->
 pub async fn audit_workflow(config: &Config, args: AuditArgs) -> anyhow::Result<()> {
     let id = WorkflowId::parse(&args.workflow_id)
         .map_err(|e| anyhow::anyhow!("`{}`: {e}", args.workflow_id))?;
-    // The projection knows which partition holds the workflow; without it
-    // (Postgres down, or not projected yet) every partition is read.
+    // The projection knows which partition holds the workflow, and which
+    // of its records it quarantined; without it (Postgres down, or not
+    // projected yet) every partition is read, and nothing is marked.
     let hint = async {
         let store = Store::connect(&config.database_url, 1).await.ok()?;
-        store.workflow_partition(id).await.ok().flatten()
+        let partition = store.workflow_partition(id).await.ok().flatten();
+        let quarantined = store
+            .quarantined_of(&config.topic, id)
+            .await
+            .unwrap_or_default();
+        Some((partition, quarantined))
     };
-    let partition = tokio::time::timeout(std::time::Duration::from_secs(1), hint)
+    let (partition, quarantined) = tokio::time::timeout(std::time::Duration::from_secs(1), hint)
         .await
         .ok()
-        .flatten();
+        .flatten()
+        .unwrap_or_default();
+    let partition = partition.or_else(|| quarantined.first().map(|q| q.partition));
     let mut rx = read_partitions(
         config,
         partition.map(|p| vec![p]),
@@ -340,22 +395,40 @@ pub async fn audit_workflow(config: &Config, args: AuditArgs) -> anyhow::Result<
         false,
     );
     let mut records: Vec<Record> = Vec::new();
+    let mut positions: Vec<(i32, i64)> = Vec::new();
     while let Some(msg) = rx.recv().await {
         match msg {
             ReadMsg::Total(_) => {}
             ReadMsg::Failed(e) => anyhow::bail!("reading the log: {e}"),
-            ReadMsg::Batch(batch) => records.extend(
-                batch
-                    .into_iter()
-                    .filter_map(|r| r.record.ok())
-                    .filter(|r| r.workflow_id == id),
-            ),
+            ReadMsg::Batch(batch) => {
+                for r in batch {
+                    if let Ok(rec) = r.record
+                        && rec.workflow_id == id
+                    {
+                        records.push(rec);
+                        positions.push((r.partition, r.offset));
+                    }
+                }
+            }
         }
     }
     if records.is_empty() {
         anyhow::bail!("no records of workflow {id} in topic {}", config.topic);
     }
     let (entries, state) = audit(&records);
+    let entries: Vec<AuditEntry> = entries
+        .into_iter()
+        .zip(&positions)
+        .map(|(e, (p, o))| {
+            match quarantined
+                .iter()
+                .find(|q| q.partition == *p && q.offset == *o)
+            {
+                Some(q) => e.quarantined(q.reason.clone()),
+                None => e,
+            }
+        })
+        .collect();
     if args.json {
         println!(
             "{}",
@@ -418,6 +491,13 @@ fn print_entry(out: &mut impl Write, e: &AuditEntry) -> std::io::Result<()> {
             "  (ignored by the fold)"
         }
     )?;
+    if let Some(why) = &e.quarantined {
+        writeln!(
+            out,
+            "{:>31} QUARANTINED: the projection could not hold it ({why}); the projected workflow stops before it",
+            ""
+        )?;
+    }
     if let Some(err) = &e.error {
         writeln!(out, "{:>31} error: {err}", "")?;
     }

@@ -230,3 +230,60 @@ async fn bad_input_gets_a_clear_4xx_and_writes_nothing() {
         .await;
     assert_eq!(list["count"], 0, "{list}");
 }
+
+/// Issue 11.1: U+0000 is valid JSON but no Postgres text can hold it. A user
+/// who sends it gets a 422 naming the field, and nothing reaches the log, so
+/// the projection (everyone's reads) keeps working.
+#[tokio::test]
+async fn a_nul_character_in_user_input_is_a_422_naming_the_field() {
+    let s = Stack::start().await;
+    let t = s.token(9);
+    let raw = |body: &'static str| {
+        let s = &s;
+        let t = t.clone();
+        async move {
+            let r = s
+                .http
+                .post(format!("{}/workflows/create", s.base))
+                .bearer_auth(t)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let st = r.status().as_u16();
+            (st, r.json::<Value>().await.unwrap())
+        }
+    };
+    for (body, field) in [
+        (
+            r#"{"name": "a\u0000b", "tasks": [{"agent": "a"}]}"#,
+            "`name`",
+        ),
+        (
+            r#"{"name": "x", "tasks": [{"agent": "a"}, {"agent": "b", "input": {"body": "hi\u0000"}}]}"#,
+            "`tasks[1].input.body`",
+        ),
+        (
+            r#"{"name": "x", "tasks": [{"agent": "a", "input": {"k\u0000": 1}}]}"#,
+            "`tasks[0].input[\"k\\u0000\"]`",
+        ),
+    ] {
+        let (st, b) = raw(body).await;
+        assert_error(st, &b, 422, "invalid_character");
+        let msg = b["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(field), "{field} named in {b}");
+    }
+    // A lone surrogate is not a character at all: malformed JSON.
+    let (st, b) = raw(r#"{"name": "a\ud800b", "tasks": [{"agent": "a"}]}"#).await;
+    assert_error(st, &b, 400, "malformed_json");
+    // Nothing written, and the read side still works for everyone.
+    let (_, list) = s
+        .req("GET", "/workflows/list", Some(&s.admin_token(1)), None)
+        .await;
+    assert_eq!(list["count"], 0, "{list}");
+    let id = s
+        .create(&t, json!({"name": "after", "tasks": [{"agent": "a"}]}))
+        .await;
+    assert_eq!(s.get(&t, &id).await["status"], "pending");
+}

@@ -36,6 +36,10 @@ pub struct AuditEntry {
     /// The error of a failed step or workflow.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<Value>,
+    /// Why the projection could not hold this record, when it was
+    /// quarantined (the projected workflow stops before it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quarantined: Option<String>,
 }
 
 impl AuditEntry {
@@ -86,7 +90,14 @@ impl AuditEntry {
             requested_by: record.metadata.get("requested_by").cloned(),
             node_id: record.metadata.get("node_id").cloned(),
             error: error.map(|e| serde_json::to_value(e).expect("serialisable")),
+            quarantined: None,
         }
+    }
+
+    /// Marks the entry as a record the projection quarantined, and why.
+    pub fn quarantined(mut self, reason: impl Into<String>) -> Self {
+        self.quarantined = Some(reason.into());
+        self
     }
 }
 

@@ -58,6 +58,10 @@ pub enum DefinitionError {
         "tasks[0].input uses `{{{{previous_output}}}}` but the first step has no previous output"
     )]
     PreviousOutputInFirstStep,
+    /// U+0000 in a string or a key: valid JSON, but Postgres `text` and
+    /// `jsonb` cannot hold it, so it is refused at the edge (naming where).
+    #[error("`{0}` must not contain the NUL character (U+0000)")]
+    NulCharacter(String),
 }
 
 impl WorkflowDefinition {
@@ -78,6 +82,9 @@ impl WorkflowDefinition {
         }
         let name = match obj.get("name") {
             None | Some(Value::Null) => return Err(DefinitionError::Missing("name")),
+            Some(Value::String(s)) if s.contains('\0') => {
+                return Err(DefinitionError::NulCharacter("name".into()));
+            }
             Some(Value::String(s)) => s.trim().to_owned(),
             Some(_) => {
                 return Err(DefinitionError::WrongType {
@@ -166,6 +173,9 @@ fn parse_task(index: usize, t: &Value) -> Result<TaskDef, DefinitionError> {
         .get("input")
         .cloned()
         .unwrap_or(Value::Object(Default::default()));
+    if let Some(path) = nul_path(&input, format!("tasks[{index}].input")) {
+        return Err(DefinitionError::NulCharacter(path));
+    }
     let uses_previous = template::validate(&input)
         .map_err(|source| DefinitionError::BadTemplate { index, source })?;
     if index == 0 && uses_previous {
@@ -177,6 +187,43 @@ fn parse_task(index: usize, t: &Value) -> Result<TaskDef, DefinitionError> {
         input,
         timeout_ms,
     })
+}
+
+/// Where in `v` (a path below `at`, e.g. `tasks[1].input.body`) the first
+/// string or key holding U+0000 is, if any.
+fn nul_path(v: &Value, at: String) -> Option<String> {
+    fn has_nul(v: &Value) -> bool {
+        match v {
+            Value::String(s) => s.contains('\0'),
+            Value::Array(a) => a.iter().any(has_nul),
+            Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+            _ => false,
+        }
+    }
+    if !has_nul(v) {
+        return None;
+    }
+    match v {
+        Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .find_map(|(i, x)| nul_path(x, format!("{at}[{i}]"))),
+        Value::Object(o) => o.iter().find_map(|(k, x)| {
+            let plain = !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            let here = if plain {
+                format!("{at}.{k}")
+            } else {
+                // A JSON string, so the path itself never carries a NUL.
+                format!("{at}[{}]", Value::String(k.clone()))
+            };
+            if k.contains('\0') {
+                Some(here)
+            } else {
+                nul_path(x, here)
+            }
+        }),
+        _ => Some(at),
+    }
 }
 
 #[cfg(test)]
@@ -236,6 +283,26 @@ mod tests {
             (
                 json!({"name": "x", "tasks": [{"agent": "a", "input": "{{previous_output}}"}]}),
                 DefinitionError::PreviousOutputInFirstStep,
+            ),
+            (
+                json!({"name": "a\u{0}b", "tasks": [{"agent": "a"}]}),
+                DefinitionError::NulCharacter("name".into()),
+            ),
+            (
+                json!({"name": "x", "tasks": [{"agent": "a"}, {"agent": "b", "input": {"body": "\u{0}"}}]}),
+                DefinitionError::NulCharacter("tasks[1].input.body".into()),
+            ),
+            (
+                json!({"name": "x", "tasks": [{"agent": "a", "input": {"list": [1, {"a b": ["ok", "x\u{0}"]}]}}]}),
+                DefinitionError::NulCharacter(r#"tasks[0].input.list[1]["a b"][1]"#.into()),
+            ),
+            (
+                json!({"name": "x", "tasks": [{"agent": "a", "input": {"k\u{0}": 1}}]}),
+                DefinitionError::NulCharacter(r#"tasks[0].input["k\u0000"]"#.into()),
+            ),
+            (
+                json!({"name": "x", "tasks": [{"agent": "a", "input": "\u{0}"}]}),
+                DefinitionError::NulCharacter("tasks[0].input".into()),
             ),
         ];
         for (body, want) in cases {

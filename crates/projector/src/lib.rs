@@ -19,6 +19,7 @@ pub const CONSUMER_GROUP: &str = "projector";
 pub const BATCH_SECONDS: &str = "agentflow_projector_batch_seconds";
 pub const RECORDS_APPLIED: &str = "agentflow_projector_records_total";
 pub const LAG_SECONDS: &str = "agentflow_projector_lag_seconds";
+pub const QUARANTINED: &str = "agentflow_projector_quarantined_total";
 
 /// Up to this many records go in one transaction.
 const MAX_BATCH: usize = 1000;
@@ -49,6 +50,10 @@ fn describe() {
     );
     metrics::describe_counter!(RECORDS_APPLIED, "Records the projector wrote, by result.");
     metrics::describe_gauge!(LAG_SECONDS, "Age of the newest record the projector wrote.");
+    metrics::describe_counter!(
+        QUARANTINED,
+        "Records the projector could not write or read, kept in quarantined_records."
+    );
 }
 
 pub struct Projector {
@@ -133,6 +138,8 @@ async fn run<E: EventSource>(
     // Postgres or in the batch being written.
     let mut owned: HashMap<i32, i64> = HashMap::new();
     let mut batch: Vec<Positioned> = Vec::with_capacity(MAX_BATCH);
+    // Records that could not be read: (partition, offset, why).
+    let mut unreadable: Vec<(i32, i64, String)> = Vec::new();
     let mut cache = ProjectionCache::default();
     loop {
         let Some(first) = inputs.recv().await else {
@@ -154,26 +161,35 @@ async fn run<E: EventSource>(
                     batch.retain(|r| owned.contains_key(&r.partition));
                 }
                 Input::Stream(ConsumerEvent::Record(lr)) => {
-                    take(&mut owned, &mut batch, lr, Origin::Stream);
+                    take(&mut owned, &mut batch, &mut unreadable, lr, Origin::Stream);
                 }
                 Input::Acked(lr) => {
-                    take(&mut owned, &mut batch, lr, Origin::Acked);
+                    take(&mut owned, &mut batch, &mut unreadable, lr, Origin::Acked);
                 }
             }
             if batch.len() < MAX_BATCH {
                 next = inputs.try_recv();
             }
         }
-        if batch.is_empty() {
-            continue;
+        if !batch.is_empty() {
+            write(&store, &topic, &progress, &batch, &mut cache).await;
+            batch.clear();
         }
-        write(&store, &topic, &progress, &batch, &mut cache).await;
-        batch.clear();
+        for (partition, offset, why) in unreadable.drain(..) {
+            quarantine_unreadable(&store, &topic, &progress, partition, offset, &why).await;
+        }
     }
 }
 
-/// Adds the record to the batch if its partition is ours and it is due.
-fn take(owned: &mut HashMap<i32, i64>, batch: &mut Vec<Positioned>, lr: LogRecord, origin: Origin) {
+/// Adds the record to the batch if its partition is ours and it is due (to
+/// `unreadable` if it is not a record this code can read).
+fn take(
+    owned: &mut HashMap<i32, i64>,
+    batch: &mut Vec<Positioned>,
+    unreadable: &mut Vec<(i32, i64, String)>,
+    lr: LogRecord,
+    origin: Origin,
+) {
     let Some(next) = owned.get_mut(&lr.partition) else {
         return;
     };
@@ -187,10 +203,7 @@ fn take(owned: &mut HashMap<i32, i64>, batch: &mut Vec<Positioned>, lr: LogRecor
             offset: lr.offset,
             record,
         }),
-        Err(e) => {
-            tracing::error!(partition = lr.partition, offset = lr.offset, error = %e,
-                "unreadable record skipped by the projector");
-        }
+        Err(e) => unreadable.push((lr.partition, lr.offset, format!("unreadable record: {e}"))),
     }
 }
 
@@ -222,8 +235,9 @@ async fn write(
     let mut delay = Duration::from_millis(100);
     loop {
         let started = Instant::now();
-        match store.apply_batch(topic, batch, cache).await {
+        match store.project(topic, batch, cache).await {
             Ok(out) => {
+                metrics::counter!(QUARANTINED).increment(out.quarantined.len() as u64);
                 metrics::histogram!(BATCH_SECONDS).record(started.elapsed().as_secs_f64());
                 metrics::counter!(RECORDS_APPLIED, "result" => "applied")
                     .increment(out.applied as u64);
@@ -242,6 +256,37 @@ async fn write(
             }
             Err(e) => {
                 tracing::warn!(error = %e, records = batch.len(), "projector write failed, retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Keeps an unreadable record aside and consumes its offset, retrying until
+/// Postgres takes it (so a partition whose last record is unreadable still
+/// reaches the log's end).
+async fn quarantine_unreadable(
+    store: &Store,
+    topic: &str,
+    progress: &Progress,
+    partition: i32,
+    offset: i64,
+    why: &str,
+) {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match store
+            .quarantine(topic, partition, offset, Err(why), why)
+            .await
+        {
+            Ok(_) => {
+                metrics::counter!(QUARANTINED).increment(1);
+                progress.advance(&[(partition, offset + 1)]);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, partition, offset, "cannot quarantine a record, retrying");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
@@ -281,26 +326,81 @@ mod tests {
         // Partition 0 is ours from offset 10 (what Postgres holds); 1 is not.
         let mut owned = HashMap::from([(0, 10)]);
         let mut batch = Vec::new();
-        take(&mut owned, &mut batch, at(1, 0), Origin::Acked);
-        take(&mut owned, &mut batch, at(1, 0), Origin::Stream);
+        let mut unreadable = Vec::new();
+        take(
+            &mut owned,
+            &mut batch,
+            &mut unreadable,
+            at(1, 0),
+            Origin::Acked,
+        );
+        take(
+            &mut owned,
+            &mut batch,
+            &mut unreadable,
+            at(1, 0),
+            Origin::Stream,
+        );
         assert!(batch.is_empty(), "not our partition");
 
-        take(&mut owned, &mut batch, at(0, 10), Origin::Acked);
-        take(&mut owned, &mut batch, at(0, 11), Origin::Acked);
+        take(
+            &mut owned,
+            &mut batch,
+            &mut unreadable,
+            at(0, 10),
+            Origin::Acked,
+        );
+        take(
+            &mut owned,
+            &mut batch,
+            &mut unreadable,
+            at(0, 11),
+            Origin::Acked,
+        );
         // Another process wrote 12: our 13 waits for the stream.
-        take(&mut owned, &mut batch, at(0, 13), Origin::Acked);
+        take(
+            &mut owned,
+            &mut batch,
+            &mut unreadable,
+            at(0, 13),
+            Origin::Acked,
+        );
         assert_eq!(offsets(&batch), [(0, 10), (0, 11)]);
 
         // The stream catches up: what was taken already is not taken again.
         for o in 9..=13 {
-            take(&mut owned, &mut batch, at(0, o), Origin::Stream);
+            take(
+                &mut owned,
+                &mut batch,
+                &mut unreadable,
+                at(0, o),
+                Origin::Stream,
+            );
         }
         assert_eq!(offsets(&batch), [(0, 10), (0, 11), (0, 12), (0, 13)]);
         // Its copy of 13 came too late for the acknowledgement's.
-        take(&mut owned, &mut batch, at(0, 13), Origin::Acked);
-        take(&mut owned, &mut batch, at(0, 14), Origin::Acked);
+        take(
+            &mut owned,
+            &mut batch,
+            &mut unreadable,
+            at(0, 13),
+            Origin::Acked,
+        );
+        take(
+            &mut owned,
+            &mut batch,
+            &mut unreadable,
+            at(0, 14),
+            Origin::Acked,
+        );
         // The stream may skip offsets it will never deliver.
-        take(&mut owned, &mut batch, at(0, 17), Origin::Stream);
+        take(
+            &mut owned,
+            &mut batch,
+            &mut unreadable,
+            at(0, 17),
+            Origin::Stream,
+        );
         assert_eq!(
             offsets(&batch),
             [(0, 10), (0, 11), (0, 12), (0, 13), (0, 14), (0, 17)]

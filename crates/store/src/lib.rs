@@ -7,6 +7,7 @@
 
 mod progress;
 mod projection;
+mod quarantine;
 mod queries;
 mod rows;
 mod snapshot;
@@ -17,7 +18,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 pub use progress::{Progress, WorkflowWatch};
 pub use projection::{BatchOutcome, Positioned, ProjectionCache};
-pub use queries::{Cursor, ListFilter, WorkflowHead, WorkflowSummary};
+pub use quarantine::QuarantinedRecord;
+pub use queries::{Cursor, ListFilter, Projected, WorkflowHead, WorkflowSummary};
 pub use snapshot::PartitionSnapshot;
 
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +55,14 @@ impl StoreError {
 
     pub fn is_unavailable(&self) -> bool {
         matches!(self, StoreError::Unavailable(_))
+    }
+
+    /// Postgres refused the data itself (SQLSTATE class 22, data exception,
+    /// e.g. U+0000 in text; or 23, integrity constraint violation): writing
+    /// the same again fails the same way.
+    pub fn is_data_error(&self) -> bool {
+        matches!(self, StoreError::Database(sqlx::Error::Database(d))
+            if d.code().is_some_and(|c| c.starts_with("22") || c.starts_with("23")))
     }
 }
 

@@ -36,6 +36,26 @@ pub struct BatchOutcome {
     /// The new states of the workflows whose status changed (what
     /// `?wait=finished` waits for; a step's progress alone is not reported).
     pub status_changed: Vec<WorkflowState>,
+    /// Records Postgres refused, kept aside (see [`Store::project`]).
+    pub quarantined: Vec<crate::QuarantinedRecord>,
+}
+
+impl BatchOutcome {
+    /// Adds the outcome of a later batch to this one.
+    pub(crate) fn merge(&mut self, later: BatchOutcome) {
+        self.applied += later.applied;
+        self.rejected += later.rejected;
+        self.duplicates += later.duplicates;
+        for (p, o) in later.next_offsets {
+            match self.next_offsets.iter_mut().find(|(q, _)| *q == p) {
+                Some((_, n)) => *n = (*n).max(o),
+                None => self.next_offsets.push((p, o)),
+            }
+        }
+        self.next_offsets.sort_unstable();
+        self.status_changed.extend(later.status_changed);
+        self.quarantined.extend(later.quarantined);
+    }
 }
 
 /// The states of live workflows as this projector last wrote them, so a
@@ -325,7 +345,7 @@ struct EventRows {
     offset: Vec<i64>,
     workflow_id: Vec<Uuid>,
     applied: Vec<bool>,
-    /// The record's JSON text (Postgres makes it `jsonb`).
+    /// The record's JSON text (kept as text: U+0000 stays `\u0000`).
     record: Vec<String>,
 }
 
@@ -373,8 +393,8 @@ async fn write_batch(
                  seq, runs, error, last_event_id, timeout_ms, cancel_requested, log_partition,
                  updated_at)
              SELECT *, $19 FROM UNNEST($3::uuid[], $4::text[], $5::jsonb[], $6::text[],
-                 $7::jsonb[], $8::bigint[], $9::timestamptz[], $10::timestamptz[],
-                 $11::timestamptz[], $12::bigint[], $13::int[], $14::jsonb[], $15::uuid[],
+                 $7::text[], $8::bigint[], $9::timestamptz[], $10::timestamptz[],
+                 $11::timestamptz[], $12::bigint[], $13::int[], $14::text[], $15::uuid[],
                  $16::bigint[], $17::bool[], $18::int[])
              ON CONFLICT (id) DO UPDATE SET
                 status = EXCLUDED.status, results = EXCLUDED.results,
@@ -387,7 +407,7 @@ async fn write_batch(
              INSERT INTO workflow_steps
                 (workflow_id, step, agent, status, attempts, duration_ms, error, finished_at)
              SELECT * FROM UNNEST($20::uuid[], $21::int[], $22::text[], $23::text[], $24::int[],
-                                  $25::bigint[], $26::jsonb[], $27::timestamptz[])
+                                  $25::bigint[], $26::text[], $27::timestamptz[])
              ON CONFLICT (workflow_id, step) DO UPDATE SET
                 status = EXCLUDED.status, attempts = EXCLUDED.attempts,
                 duration_ms = EXCLUDED.duration_ms, error = EXCLUDED.error,
@@ -395,7 +415,7 @@ async fn write_batch(
          ), events_in AS (
              INSERT INTO workflow_events
                 (topic, log_partition, log_offset, workflow_id, applied, record)
-             SELECT $1, p, o, w, a, r::jsonb
+             SELECT $1, p, o, w, a, r
              FROM UNNEST($28::int[], $29::bigint[], $30::uuid[], $31::bool[], $32::text[])
                  AS e(p, o, w, a, r)
              ON CONFLICT DO NOTHING
@@ -452,14 +472,15 @@ struct WorkflowRows {
     name: Vec<String>,
     tasks: Vec<Value>,
     status: Vec<&'static str>,
-    results: Vec<Value>,
+    /// JSON text, as every column that may hold what an agent said.
+    results: Vec<String>,
     user_id: Vec<i64>,
     created_at: Vec<DateTime<Utc>>,
     started_at: Vec<Option<DateTime<Utc>>>,
     finished_at: Vec<Option<DateTime<Utc>>>,
     seq: Vec<i64>,
     runs: Vec<i32>,
-    error: Vec<Option<Value>>,
+    error: Vec<Option<String>>,
     last_event_id: Vec<Uuid>,
     timeout_ms: Vec<Option<i64>>,
     cancel_requested: Vec<bool>,
@@ -479,7 +500,7 @@ impl WorkflowRows {
             Value::Array(Vec::new())
         });
         self.status.push(st.status.as_str());
-        self.results.push(st.results());
+        self.results.push(st.results().to_string());
         self.user_id.push(st.user_id.0);
         self.created_at.push(st.created_at);
         self.started_at.push(st.started_at);
@@ -490,7 +511,7 @@ impl WorkflowRows {
             st.failed_step()
                 .and_then(|s| st.step(s))
                 .and_then(|s| s.error.as_ref())
-                .map(|e| serde_json::to_value(e).expect("serialisable")),
+                .map(|e| serde_json::to_string(e).expect("serialisable")),
         );
         self.last_event_id.push(st.last_event_id);
         self.timeout_ms.push(st.timeout_ms.map(|ms| ms as i64));
@@ -508,7 +529,7 @@ struct StepRows {
     status: Vec<&'static str>,
     attempts: Vec<i32>,
     duration_ms: Vec<i64>,
-    error: Vec<Option<Value>>,
+    error: Vec<Option<String>>,
     finished_at: Vec<Option<DateTime<Utc>>>,
 }
 
@@ -528,7 +549,7 @@ impl StepRows {
             self.error.push(
                 s.error
                     .as_ref()
-                    .map(|e| serde_json::to_value(e).expect("serialisable")),
+                    .map(|e| serde_json::to_string(e).expect("serialisable")),
             );
             self.finished_at.push(s.finished_at);
         }

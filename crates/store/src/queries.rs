@@ -71,9 +71,12 @@ pub struct WorkflowHead {
     pub seq: u64,
     pub runs: u32,
     pub last_event_id: Uuid,
+    /// Some of its records were quarantined: the row stops before them.
+    pub quarantined: bool,
 }
 
 impl WorkflowHead {
+    /// The head of a state (as the fold has it: nothing quarantined).
     pub fn of(st: &WorkflowState) -> Self {
         Self {
             user_id: st.user_id,
@@ -81,23 +84,51 @@ impl WorkflowHead {
             seq: st.seq,
             runs: st.runs,
             last_event_id: st.last_event_id,
+            quarantined: false,
         }
     }
 }
 
+/// A workflow as projected.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Projected {
+    pub state: WorkflowState,
+    /// Some of its records were quarantined (see
+    /// [`Store::quarantined_of`]): `state` stops before the first of them.
+    pub quarantined: bool,
+}
+
+/// Whether any record of the workflow (the row `workflows`) was quarantined.
+const QUARANTINED: &str =
+    "EXISTS (SELECT 1 FROM quarantined_records q WHERE q.workflow_id = workflows.id)";
+
 impl Store {
     /// The projected state of one workflow, whoever owns it.
     pub async fn get_workflow(&self, id: WorkflowId) -> Result<Option<WorkflowState>, StoreError> {
+        Ok(self.get_projected(id).await?.map(|p| p.state))
+    }
+
+    /// The projected state of one workflow, whoever owns it, and whether
+    /// some of its records were quarantined.
+    pub async fn get_projected(&self, id: WorkflowId) -> Result<Option<Projected>, StoreError> {
+        #[derive(sqlx::FromRow)]
+        struct Flagged {
+            #[sqlx(flatten)]
+            row: WorkflowRow,
+            quarantined: bool,
+        }
         // One connection for both reads: half the pool traffic.
         let mut conn = self.pool().acquire().await.map_err(StoreError::classify)?;
-        let row: Option<WorkflowRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "SELECT {WORKFLOW_COLUMNS} FROM workflows WHERE id = $1"
+        let row: Option<Flagged> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {WORKFLOW_COLUMNS}, {QUARANTINED} AS quarantined FROM workflows WHERE id = $1"
         )))
         .bind(id.as_uuid())
         .fetch_optional(&mut *conn)
         .await
         .map_err(StoreError::classify)?;
-        let Some(row) = row else { return Ok(None) };
+        let Some(Flagged { row, quarantined }) = row else {
+            return Ok(None);
+        };
         let steps: Vec<StepRow> = sqlx::query_as(
             "SELECT workflow_id, step, agent, status, attempts, duration_ms, error, finished_at
              FROM workflow_steps WHERE workflow_id = $1 ORDER BY step",
@@ -106,7 +137,10 @@ impl Store {
         .fetch_all(&mut *conn)
         .await
         .map_err(StoreError::classify)?;
-        state_from_rows(row, steps).map(Some)
+        Ok(Some(Projected {
+            state: state_from_rows(row, steps)?,
+            quarantined,
+        }))
     }
 
     /// Newest first; at most `filter.limit` items after `filter.after`.
@@ -153,14 +187,16 @@ impl Store {
     /// enough to start a pending workflow, or to tell whether a change of it
     /// took effect, without reading the whole state.
     pub async fn workflow_head(&self, id: WorkflowId) -> Result<Option<WorkflowHead>, StoreError> {
-        let row: Option<(i64, String, i64, i32, Uuid)> = sqlx::query_as(
-            "SELECT user_id, status, seq, runs, last_event_id FROM workflows WHERE id = $1",
-        )
-        .bind(id.as_uuid())
-        .fetch_optional(self.pool())
-        .await
-        .map_err(StoreError::classify)?;
-        row.map(|(user_id, status, seq, runs, last_event_id)| {
+        let row: Option<(i64, String, i64, i32, Uuid, bool)> =
+            sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "SELECT user_id, status, seq, runs, last_event_id, {QUARANTINED}
+                 FROM workflows WHERE id = $1"
+            )))
+            .bind(id.as_uuid())
+            .fetch_optional(self.pool())
+            .await
+            .map_err(StoreError::classify)?;
+        row.map(|(user_id, status, seq, runs, last_event_id, quarantined)| {
             Ok(WorkflowHead {
                 user_id: UserId(user_id),
                 status: WorkflowStatus::parse(&status)
@@ -168,6 +204,7 @@ impl Store {
                 seq: seq.max(0) as u64,
                 runs: runs.max(0) as u32,
                 last_event_id,
+                quarantined,
             })
         })
         .transpose()
@@ -212,6 +249,7 @@ impl Store {
             "TRUNCATE workflow_steps, workflows, users",
             "DELETE FROM workflow_events WHERE topic = $1",
             "DELETE FROM projector_offsets WHERE topic = $1",
+            "DELETE FROM quarantined_records WHERE topic = $1",
         ] {
             let mut query = sqlx::query(q);
             if q.contains("$1") {
@@ -227,14 +265,15 @@ impl Store {
     }
 
     /// The records of one workflow as the projector saw them, in log order,
-    /// each with whether the fold applied it.
+    /// each with its offset and whether the fold applied it. (Quarantined
+    /// records are not here: see [`Store::quarantined_of`].)
     pub async fn workflow_events(
         &self,
         topic: &str,
         id: WorkflowId,
-    ) -> Result<Vec<(Record, bool)>, StoreError> {
-        let rows: Vec<(serde_json::Value, bool)> = sqlx::query_as(
-            "SELECT record, applied FROM workflow_events
+    ) -> Result<Vec<(i64, Record, bool)>, StoreError> {
+        let rows: Vec<(i64, String, bool)> = sqlx::query_as(
+            "SELECT log_offset, record, applied FROM workflow_events
              WHERE topic = $1 AND workflow_id = $2 ORDER BY log_offset",
         )
         .bind(topic)
@@ -243,9 +282,9 @@ impl Store {
         .await
         .map_err(StoreError::classify)?;
         rows.into_iter()
-            .map(|(json, applied)| {
-                Record::from_bytes(json.to_string().as_bytes())
-                    .map(|r| (r, applied))
+            .map(|(offset, json, applied)| {
+                Record::from_bytes(json.as_bytes())
+                    .map(|r| (offset, r, applied))
                     .map_err(|e| StoreError::Corrupt(format!("workflow_events of {id}: {e}")))
             })
             .collect()

@@ -19,7 +19,8 @@ pub(crate) struct WorkflowRow {
     pub name: String,
     pub tasks: Value,
     pub status: String,
-    pub results: Value,
+    /// JSON text (see the migration `quarantine_and_json_text`).
+    pub results: String,
     pub user_id: i64,
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
@@ -39,7 +40,8 @@ pub(crate) struct StepRow {
     pub status: String,
     pub attempts: i32,
     pub duration_ms: i64,
-    pub error: Option<Value>,
+    /// JSON text.
+    pub error: Option<String>,
     pub finished_at: Option<DateTime<Utc>>,
 }
 
@@ -73,7 +75,8 @@ pub(crate) fn state_from_rows(
         serde_json::from_value(row.tasks.clone()).map_err(|e| corrupt(&e.to_string()))?;
     let status = WorkflowStatus::parse(&row.status).ok_or_else(|| corrupt("status"))?;
     let mut outputs: Vec<Option<Value>> = vec![None; tasks.len()];
-    if let Value::Array(results) = row.results {
+    let results: Value = serde_json::from_str(&row.results).map_err(|e| corrupt(&e.to_string()))?;
+    if let Value::Array(results) = results {
         for r in results {
             let step = r.get("step").and_then(Value::as_u64).unwrap_or(0) as usize;
             if let (Some(slot), Some(out)) =
@@ -101,7 +104,8 @@ pub(crate) fn state_from_rows(
                 output,
                 error: s
                     .error
-                    .map(serde_json::from_value)
+                    .as_deref()
+                    .map(serde_json::from_str)
                     .transpose()
                     .map_err(|e| corrupt(&e.to_string()))?,
                 attempts: s.attempts.max(0) as u32,

@@ -32,9 +32,19 @@ impl Store {
             .execute(&mut *tx)
             .await
             .map_err(StoreError::classify)?;
+        // A quarantined record is in the log but not in the rows: its
+        // workflow's row stops before it. Replaying from it at the latest
+        // brings it back (the newer states of other workflows ignore the
+        // older records they meet on the way).
         let offsets: Vec<(i32, i64)> = sqlx::query_as(
-            "SELECT partition, next_offset FROM projector_offsets
-             WHERE topic = $1 AND partition = ANY($2) AND next_offset > 0",
+            "SELECT partition, next_offset FROM (
+                 SELECT o.partition, LEAST(o.next_offset, COALESCE(
+                     (SELECT min(q.log_offset) FROM quarantined_records q
+                      WHERE q.topic = o.topic AND q.log_partition = o.partition),
+                     o.next_offset)) AS next_offset
+                 FROM projector_offsets o
+                 WHERE o.topic = $1 AND o.partition = ANY($2)) AS c
+             WHERE next_offset > 0",
         )
         .bind(topic)
         .bind(partitions)

@@ -377,3 +377,135 @@ async fn project_and_compare(
     prop_assert_eq!(got, want);
     Ok(())
 }
+
+/// Issue 11.1: an agent's output is the agent's; U+0000 in it (or in its
+/// error text) is stored reversibly and read back exactly as it was.
+#[tokio::test]
+async fn an_agent_output_with_nul_is_stored_and_read_back_unchanged() {
+    let store = fresh_store().await;
+    let mut recs = records(2);
+    let nul = json!({"text": "a\u{0}b", "k\u{0}": ["\u{0}", "\\u0000"], "n": 1});
+    let Event::AgentExecuted { output, .. } = &mut recs[2].event else {
+        panic!("step 1's record")
+    };
+    *output = nul.clone();
+    // Step 2 fails with an error text the agent wrote (a 4xx body snippet).
+    let a = AgentName::parse("a").unwrap();
+    let error = StepError {
+        kind: StepErrorKind::Rejected,
+        message: "agent answered 400: bad\u{0}input".into(),
+        http_status: Some(400),
+    };
+    recs.truncate(3);
+    for ev in [
+        Event::StepFailed {
+            step: 2,
+            agent: a.clone(),
+            error: error.clone(),
+            attempts: 1,
+            duration_ms: 1,
+        },
+        Event::Failed {
+            step: 2,
+            agent: a,
+            error,
+        },
+    ] {
+        let prev = recs.last().unwrap();
+        let r = Record::new(prev.workflow_id, UserId(1), prev.seq + 1, Utc::now(), ev)
+            .after(prev.event_id);
+        recs.push(r);
+    }
+    let out = store
+        .apply_batch("t", &at(0, 0, &recs), &mut ProjectionCache::default())
+        .await
+        .unwrap();
+    assert_eq!((out.applied, out.rejected), (recs.len(), 0));
+    assert_projected_as_folded(&store, &recs).await;
+    let st = store
+        .get_workflow(recs[0].workflow_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(st.step(1).unwrap().output, Some(nul));
+    assert!(
+        st.step(2)
+            .unwrap()
+            .error
+            .as_ref()
+            .unwrap()
+            .message
+            .contains('\0')
+    );
+    let trail = store
+        .workflow_events("t", recs[0].workflow_id)
+        .await
+        .unwrap();
+    let back: Vec<Record> = trail.into_iter().map(|(_, r, _)| r).collect();
+    assert_eq!(back, recs, "the audit trail holds the records as they were");
+}
+
+/// Issue 11.1: a record Postgres cannot hold (a NUL in a name, written by a
+/// version that did not check) is quarantined; the rest of its batch, its
+/// partition and every other partition go on.
+#[tokio::test]
+async fn a_record_postgres_refuses_is_quarantined_and_the_partitions_move_on() {
+    let store = fresh_store().await;
+    let good = records(1);
+    let other = records(1);
+    let mut bad = records(1);
+    let Event::Created { name, .. } = &mut bad[0].event else {
+        panic!("created")
+    };
+    *name = "bad\u{0}name".into();
+    // Partition 0: good's first two, bad's create, good's rest, bad's start
+    // (whose workflow Postgres never got). Partition 1: other.
+    let mut batch = at(0, 0, &good[..2]);
+    batch.extend(at(0, 2, &bad[..1]));
+    batch.extend(at(0, 3, &good[2..]));
+    batch.extend(at(0, 5, &bad[1..2]));
+    batch.extend(at(1, 0, &other));
+    store.claim_partitions("t", &[0, 1]).await.unwrap();
+    let out = store
+        .project("t", &batch, &mut ProjectionCache::default())
+        .await
+        .unwrap();
+    assert_eq!(out.quarantined.len(), 1, "{out:?}");
+    let q = &out.quarantined[0];
+    assert_eq!((q.partition, q.offset), (0, 2));
+    assert_eq!(q.workflow_id, Some(bad[0].workflow_id));
+    assert_eq!(q.event_type.as_deref(), Some("workflow.created"));
+    assert!(!q.reason.is_empty());
+    assert_eq!(out.next_offsets, vec![(0, 6), (1, 4)]);
+    assert_eq!(
+        store.claim_partitions("t", &[0, 1]).await.unwrap(),
+        vec![6, 4]
+    );
+    assert_projected_as_folded(&store, &good).await;
+    assert_projected_as_folded(&store, &other).await;
+    assert_eq!(store.get_workflow(bad[0].workflow_id).await.unwrap(), None);
+
+    // It is listed, by workflow and for the whole topic, with the record.
+    let of_bad = store.quarantined_of("t", bad[0].workflow_id).await.unwrap();
+    assert_eq!(of_bad.len(), 1);
+    let kept = Record::from_bytes(of_bad[0].record.as_deref().unwrap().as_bytes()).unwrap();
+    assert_eq!(kept, bad[0], "the record is kept as it was");
+    assert_eq!(store.quarantined("t").await.unwrap(), of_bad);
+
+    // Later batches go on as usual; the good workflow is untouched by it.
+    let more = records(1);
+    let out = store
+        .project("t", &at(0, 6, &more), &mut ProjectionCache::default())
+        .await
+        .unwrap();
+    assert_eq!((out.applied, out.quarantined.len()), (more.len(), 0));
+    assert_projected_as_folded(&store, &more).await;
+
+    // The engine must not start partition 0 from a checkpoint that skipped
+    // the record: it replays from the quarantined offset at the latest.
+    let snaps = store.engine_snapshot("t", &[0, 1]).await.unwrap();
+    let p0 = snaps.iter().find(|s| s.partition == 0).unwrap();
+    assert!(p0.next_offset <= 2, "{p0:?}");
+    let p1 = snaps.iter().find(|s| s.partition == 1).unwrap();
+    assert_eq!(p1.next_offset, 4);
+}

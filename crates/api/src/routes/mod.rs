@@ -1,2 +1,3 @@
+mod lookup;
 pub mod ops;
 pub mod workflows;

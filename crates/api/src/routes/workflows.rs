@@ -4,10 +4,11 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use agentflow_core::{
-    AuditEntry, Event, Record, WorkflowDefinition, WorkflowId, WorkflowState, WorkflowStatus,
+    AuditEntry, DefinitionError, Event, Record, WorkflowDefinition, WorkflowId, WorkflowState,
+    WorkflowStatus,
 };
 use agentflow_log::Position;
-use agentflow_store::{Cursor, ListFilter, WorkflowHead};
+use agentflow_store::{Cursor, ListFilter, Projected, WorkflowHead};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
@@ -16,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde_json::{Value, json};
 
+use super::lookup;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::openapi::{
@@ -39,7 +41,7 @@ const MAX_WAIT_MS: u64 = 60_000;
     responses(
         (status = 201, description = "Created (pending), or the one this Idempotency-Key created before", body = WorkflowCreated),
         (status = 413, description = "Body over max_body_bytes", body = ErrorBody),
-        (status = 422, description = "Invalid workflow definition, or an Idempotency-Key reused with another one", body = ErrorBody),
+        (status = 422, description = "Invalid workflow definition (`invalid_character`: U+0000 in the name or an input, the field named), or an Idempotency-Key reused with another one", body = ErrorBody),
         CommonErrors
     ))]
 pub async fn create(
@@ -62,7 +64,14 @@ pub async fn create(
     let value: Value = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request("malformed_json", format!("body is not valid JSON: {e}"))
     })?;
-    let def = WorkflowDefinition::parse(&value).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let def = WorkflowDefinition::parse(&value).map_err(|e| match e {
+        DefinitionError::NulCharacter(_) => ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_character",
+            e.to_string(),
+        ),
+        e => ApiError::invalid(e.to_string()),
+    })?;
     let key = idempotency_key(&headers)?;
     let id = key.map_or_else(WorkflowId::new, |k| WorkflowId::for_request(caller.user, k));
     let task_count = def.tasks.len();
@@ -136,7 +145,7 @@ fn same_definition(existing: &WorkflowState, def: &WorkflowDefinition) -> Result
     responses(
         (status = 202, description = "Started, or resumed from the failed step", body = WorkflowAccepted),
         (status = 404, description = "No such workflow, or another user's", body = ErrorBody),
-        (status = 409, description = "Not pending or failed", body = ErrorBody),
+        (status = 409, description = "Not pending or failed, or records of it were quarantined (`projection_quarantined`)", body = ErrorBody),
         CommonErrors
     ))]
 pub async fn execute(
@@ -146,16 +155,19 @@ pub async fn execute(
 ) -> Result<Response, ApiError> {
     let wid =
         WorkflowId::parse(&id).map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))?;
-    let head = match s.store.workflow_head(wid).await? {
-        Some(h) if caller.may_see(h.user_id) => h,
-        _ => return Err(ApiError::not_found()),
-    };
+    let head = lookup::find(&s, &caller, wid, || async {
+        Ok(s.store.workflow_head(wid).await?.map(|h| (h.user_id, h)))
+    })
+    .await?;
+    if head.quarantined {
+        return Err(ApiError::quarantined());
+    }
     // A pending workflow starts at step 1: its head is all we need. Any
     // other is read whole (a failed one resumes at its failed step).
     let (from_step, head) = if head.status == WorkflowStatus::Pending {
         (1, head)
     } else {
-        let st = load_visible(&s, &caller, &id).await?;
+        let st = load_visible(&s, &caller, &id).await?.state;
         let Some(from_step) = st.start_step() else {
             return Err(ApiError::conflict(format!(
                 "workflow is {}; only a pending or failed workflow can be executed",
@@ -211,7 +223,7 @@ pub async fn execute(
     responses(
         (status = 202, description = "Cancelled, or cancelling after the step in flight", body = WorkflowAccepted),
         (status = 404, description = "No such workflow, or another user's", body = ErrorBody),
-        (status = 409, description = "Already completed or cancelled", body = ErrorBody),
+        (status = 409, description = "Already completed or cancelled, or records of it were quarantined (`projection_quarantined`)", body = ErrorBody),
         CommonErrors
     ))]
 pub async fn cancel(
@@ -219,7 +231,11 @@ pub async fn cancel(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let st = load_visible(&s, &caller, &id).await?;
+    let projected = load_visible(&s, &caller, &id).await?;
+    if projected.quarantined {
+        return Err(ApiError::quarantined());
+    }
+    let st = projected.state;
     let record = match st.status {
         WorkflowStatus::Pending | WorkflowStatus::Failed => Some(
             Record::new(
@@ -288,8 +304,9 @@ pub async fn cancel(
         ("timeout_ms" = Option<u64>, Query, description = "With wait: answer after this long at the latest (1–60000, default 30000)")
     ),
     responses(
-        (status = 200, description = "The workflow", body = WorkflowView),
+        (status = 200, description = "The workflow (with `projection` when records of it were quarantined)", body = WorkflowView),
         (status = 404, description = "No such workflow, or another user's", body = ErrorBody),
+        (status = 409, description = "Its creation was quarantined: the log has it, the projection cannot hold it (`projection_quarantined`)", body = ErrorBody),
         CommonErrors
     ))]
 pub async fn get(
@@ -324,25 +341,44 @@ pub async fn get(
         }
     };
     let Some(wait_ms) = wait else {
-        let st = load_visible(&s, &caller, &id).await?;
-        return Ok(axum::Json(views::workflow(&st)).into_response());
+        let p = load_visible(&s, &caller, &id).await?;
+        return Ok(axum::Json(view(&s, &p).await?).into_response());
     };
     let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
     let wid =
         WorkflowId::parse(&id).map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))?;
-    // Waits on the head (five columns); the state comes with the push that
-    // ends the wait, or is read once at the end.
-    let pushed = s
-        .progress
-        .watch_workflow(wid)
+    // Watched from before the first read, so no push is missed.
+    let watch = s.progress.watch_workflow(wid);
+    // It exists (or the answer is a 404 or 503 now, see `lookup`).
+    let head = lookup::find(&s, &caller, wid, || async {
+        Ok(s.store.workflow_head(wid).await?.map(|h| (h.user_id, h)))
+    })
+    .await?;
+    if head.quarantined {
+        // Its row no longer changes: waiting would only run out the clock.
+        let p = load_visible(&s, &caller, &id).await?;
+        return Ok(axum::Json(view(&s, &p).await?).into_response());
+    }
+    // Waits on the head (five columns), starting from the one just read;
+    // the state comes with the push that ends the wait, or is read once at
+    // the end.
+    let mut first = Some(head);
+    let (store, who) = (&s.store, &caller);
+    let pushed = watch
         .wait_for(
             deadline,
             // A projector in another process wakes nobody here: poll.
             Duration::from_millis(250),
-            || async {
-                match s.store.workflow_head(wid).await? {
-                    Some(h) if caller.may_see(h.user_id) => Ok(h),
-                    _ => Err(ApiError::not_found()),
+            || {
+                let first = first.take();
+                async move {
+                    if let Some(h) = first {
+                        return Ok(h);
+                    }
+                    match store.workflow_head(wid).await? {
+                        Some(h) if who.may_see(h.user_id) => Ok(h),
+                        _ => Err(ApiError::not_found()),
+                    }
                 }
             },
             |status| {
@@ -353,11 +389,28 @@ pub async fn get(
             },
         )
         .await?;
-    let st = match pushed {
-        Some(st) => st,
+    let p = match pushed {
+        Some(state) => Projected {
+            state,
+            quarantined: false,
+        },
         None => load_visible(&s, &caller, &id).await?,
     };
-    Ok(axum::Json(views::workflow(&st)).into_response())
+    Ok(axum::Json(view(&s, &p).await?).into_response())
+}
+
+/// The workflow's view; when records of it were quarantined, with a
+/// `projection` note saying its state stops before them.
+async fn view(s: &AppState, p: &Projected) -> Result<Value, ApiError> {
+    let mut v = views::workflow(&p.state);
+    if p.quarantined {
+        let kept = s
+            .store
+            .quarantined_of(&s.topic, p.state.workflow_id)
+            .await?;
+        v["projection"] = views::quarantined(&kept);
+    }
+    Ok(v)
 }
 
 #[utoipa::path(get, path = "/workflows/{id}/events", tag = "workflows", security(("bearer" = [])),
@@ -365,6 +418,7 @@ pub async fn get(
     responses(
         (status = 200, description = "The audit trail", body = AuditTrail),
         (status = 404, description = "No such workflow, or another user's", body = ErrorBody),
+        (status = 409, description = "Its creation was quarantined (`projection_quarantined`)", body = ErrorBody),
         CommonErrors
     ))]
 pub async fn events(
@@ -372,14 +426,26 @@ pub async fn events(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let st = load_visible(&s, &caller, &id).await?;
-    let events: Vec<AuditEntry> = s
+    let st = load_visible(&s, &caller, &id).await?.state;
+    let mut events: Vec<(i64, AuditEntry)> = s
         .store
         .workflow_events(&s.topic, st.workflow_id)
         .await?
         .iter()
-        .map(|(r, applied)| AuditEntry::new(r, *applied))
+        .map(|(offset, r, applied)| (*offset, AuditEntry::new(r, *applied)))
         .collect();
+    // Records the projection could not hold are in the trail too, marked.
+    for q in s.store.quarantined_of(&s.topic, st.workflow_id).await? {
+        if let Some(r) = q
+            .record
+            .as_deref()
+            .and_then(|j| Record::from_bytes(j.as_bytes()).ok())
+        {
+            events.push((q.offset, AuditEntry::new(&r, false).quarantined(q.reason)));
+        }
+    }
+    events.sort_by_key(|(offset, _)| *offset);
+    let events: Vec<AuditEntry> = events.into_iter().map(|(_, e)| e).collect();
     Ok(axum::Json(json!({
         "workflow_id": st.workflow_id,
         "count": events.len(),
@@ -458,14 +524,18 @@ pub async fn list(
 }
 
 /// The workflow, if it exists and the caller may see it; 404 otherwise, so
-/// another user's workflow is indistinguishable from a missing one.
-async fn load_visible(s: &AppState, caller: &Caller, id: &str) -> Result<WorkflowState, ApiError> {
+/// another user's workflow is indistinguishable from a missing one (503
+/// while the projection is too far behind to tell: see `lookup`).
+async fn load_visible(s: &AppState, caller: &Caller, id: &str) -> Result<Projected, ApiError> {
     let id =
         WorkflowId::parse(id).map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))?;
-    match s.store.get_workflow(id).await? {
-        Some(st) if caller.may_see(st.user_id) => Ok(st),
-        _ => Err(ApiError::not_found()),
-    }
+    lookup::find(s, caller, id, || async {
+        Ok(s.store
+            .get_projected(id)
+            .await?
+            .map(|p| (p.state.user_id, p)))
+    })
+    .await
 }
 
 /// Appends a record of the caller's request (noting who asked, through

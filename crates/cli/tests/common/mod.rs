@@ -121,6 +121,12 @@ impl Stack {
         }
     }
 
+    /// The database, topic and mock agent (no latency), with `extra_env`
+    /// for every process, and no server yet.
+    pub async fn prepare_with(extra_env: &[(&str, &str)]) -> Self {
+        Self::prepare(Duration::ZERO, "", extra_env).await
+    }
+
     /// A stack whose API+engine process runs `serve --no-projector` and whose
     /// projector is a process of its own (`serve --no-api --no-engine`).
     pub async fn start_split() -> Self {
