@@ -232,7 +232,7 @@ PROPS
 kafka_node_start() {
   local dir=$1 n=$2 wait=${3:-wait}
   local k=$dir/kafka/$n
-  if [ -f "$k/pid" ] && kill -0 "$(cat "$k/pid")" 2>/dev/null; then return 0; fi
+  if [ -f "$k/pid" ] && alive "$(cat "$k/pid")"; then return 0; fi
   : >"$k/broker.log"
   # `exec` so that $! is the JVM itself.
   local args; mapfile -t args < <(kafka_java_args)
@@ -247,12 +247,39 @@ kafka_node_wait() {
   local k=$dir/kafka/$n
   for _ in $(seq 1 1200); do
     if grep -q "Kafka Server started" "$k/broker.log" 2>/dev/null; then return 0; fi
-    if ! kill -0 "$(cat "$k/pid")" 2>/dev/null; then
+    if ! alive "$(cat "$k/pid")"; then
       log "Kafka node $n exited:"; tail -n 20 "$k/broker.log" >&2; return 1
     fi
     sleep 0.05
   done
   log "Kafka node $n did not start in 60 s:"; tail -n 20 "$k/broker.log" >&2; return 1
+}
+
+# Whether a process is still running (a killed one whose parent has not
+# reaped it yet counts as gone).
+alive() {
+  local state
+  state=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+  [ -n "$state" ] && [ "${state:0:1}" != Z ]
+}
+
+# Signals nodes (TERM or KILL) and waits until they are gone.
+kafka_signal() {
+  local dir=$1 sig=$2; shift 2
+  local n pids=()
+  for n in "$@"; do
+    local pidf=$dir/kafka/$n/pid
+    [ -f "$pidf" ] || continue
+    pids+=("$(cat "$pidf")")
+    kill -CONT "${pids[-1]}" 2>/dev/null || true
+    kill -"$sig" "${pids[-1]}" 2>/dev/null || true
+  done
+  local pid
+  for pid in "${pids[@]}"; do
+    for _ in $(seq 1 300); do alive "$pid" || break; sleep 0.02; done
+    kill -9 "$pid" 2>/dev/null || true
+  done
+  for n in "$@"; do rm -f "$dir/kafka/$n/pid"; done
 }
 
 kafka_node() {
@@ -261,27 +288,21 @@ kafka_node() {
   local pidf=$dir/kafka/$n/pid
   case "$what" in
     start) kafka_node_start "$dir" "$n" ;;
-    stop | kill)
-      [ -f "$pidf" ] || return 0
-      local pid sig=TERM; pid=$(cat "$pidf")
-      [ "$what" = kill ] && sig=KILL
-      kill -CONT "$pid" 2>/dev/null || true
-      kill -"$sig" "$pid" 2>/dev/null || true
-      for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
-      kill -9 "$pid" 2>/dev/null || true
-      rm -f "$pidf" ;;
+    stop) kafka_signal "$dir" TERM "$n" ;;
+    kill) kafka_signal "$dir" KILL "$n" ;;
     pause) kill -STOP "$(cat "$pidf")" ;;
     resume) kill -CONT "$(cat "$pidf")" ;;
     *) log "kafka-node: start|stop|kill|pause|resume"; exit 2 ;;
   esac
 }
 
+# Kills every node at once: a clean shutdown of a cluster waits on its
+# controllers, and tests kill a whole cluster to cut the log off at once.
 kafka_stop() {
-  local dir=$1 n
+  local dir=$1
   [ -f "$dir/kafka/nodes" ] || return 0
-  # Kill: a clean shutdown of a cluster waits on its controllers, and these
-  # logs are thrown away.
-  for n in $(seq 1 "$(cat "$dir/kafka/nodes")"); do kafka_node "$dir" "$n" kill; done
+  # shellcheck disable=SC2046
+  kafka_signal "$dir" KILL $(seq 1 "$(cat "$dir/kafka/nodes")")
 }
 
 start() {

@@ -119,19 +119,23 @@ async fn running_workflows_pause(mut broker: OwnBroker) {
     let t = s.token(4);
     let mut ids = vec![];
     for i in 0..6 {
-        let id = s
-            .create(
-                &t,
-                common::pipeline(&format!("wf{i}"), &["a", "b", "c", "d"]),
-            )
-            .await;
+        // Step 2 holds its answer until the broker is gone.
+        let mut def = common::pipeline(&format!("wf{i}"), &["a", "b", "c", "d"]);
+        def["tasks"][1]["input"]["_mock"] = json!({"hold": "outage"});
+        let id = s.create(&t, def).await;
         assert_eq!(s.execute(&t, &id).await.0, 202);
         ids.push(id);
     }
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Every workflow's step 2 is under way: the log goes, then the agents
+    // answer. Ten seconds without a log: nothing can be recorded, so no
+    // workflow may finish or lose a step.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s.agent.in_flight.keys().len() < ids.len() {
+        assert!(Instant::now() < deadline, "step 2 not under way everywhere");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     broker.kill9();
-    // Ten seconds without a log: agents answer, but nothing can be recorded,
-    // so no workflow may finish or lose a step.
+    s.agent.gates.release("outage");
     tokio::time::sleep(Duration::from_secs(10)).await;
     for id in &ids {
         let w = s.get(&t, id).await;

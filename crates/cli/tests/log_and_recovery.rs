@@ -136,7 +136,7 @@ async fn kill_9_mid_run_then_restart_finishes_every_workflow_repeating_only_in_f
 #[tokio::test]
 async fn a_stale_writer_that_wins_a_seq_is_followed_and_the_actor_restarts_from_the_log() {
     use agentflow_core::{AgentName, Event, Record, UserId, WorkflowId};
-    // Step 1's agent takes 2 s; meanwhile a "zombie" appends its own result
+    // Step 1's agent holds its answer; meanwhile a "zombie" appends its own result
     // for step 1 at the same seq. It is first in the log, so it wins: the
     // engine's actor must notice, restart from the log, and continue from
     // the zombie's output, and the projection must agree.
@@ -162,7 +162,7 @@ async fn a_stale_writer_that_wins_a_seq_is_followed_and_the_actor_restarts_from_
         .create(
             &t,
             serde_json::json!({"name": "zombie", "tasks": [
-                {"agent": "slow", "input": {"_mock": {"delay_ms": 2000}}},
+                {"agent": "slow", "input": {"_mock": {"hold": "step1"}}},
                 {"agent": "next", "input": {"content": "{{previous_output}}"}}
             ]}),
         )
@@ -192,8 +192,9 @@ async fn a_stale_writer_that_wins_a_seq_is_followed_and_the_actor_restarts_from_
         .append(&zombie, Duration::from_secs(10))
         .await
         .unwrap();
-    // The actor's own call for step 1 (2 s) is still under way: the
-    // zombie's record is first in the log (the results below prove it).
+    // The actor's own call for step 1 is still held: the zombie's record is
+    // first in the log. Now let the agent answer.
+    s.agent.gates.release("step1");
 
     let w = s.wait_done(&t, &id, Duration::from_secs(30)).await;
     assert_eq!(w["status"], "completed", "{w}");

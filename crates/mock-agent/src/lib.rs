@@ -11,7 +11,10 @@
 //! - `{"not_json": true}`: answer 200 with a body that is not JSON;
 //! - `{"hold_until_calls": 2}`: hold each call with this `Idempotency-Key`
 //!   until the key has had that many calls, then answer them all (tests
-//!   use it to make two writers race on one step).
+//!   use it to make two writers race on one step);
+//! - `{"hold": "NAME"}`: hold the call until the test calls
+//!   [`Gates::release`] with that name (to act while a call is under way,
+//!   with no timing window).
 //!
 //! `GET /calls` returns how many calls each `Idempotency-Key` got;
 //! [`Calls::bodies`] what each of them got; [`MockAgent::in_flight`] tells
@@ -139,12 +142,45 @@ struct AppState {
     latency: Duration,
     calls: Calls,
     in_flight: InFlight,
+    gates: Gates,
+}
+
+/// Named gates that hold calls until released (`{"_mock": {"hold": NAME}}`).
+#[derive(Clone, Default)]
+pub struct Gates(
+    Arc<(
+        Mutex<std::collections::HashSet<String>>,
+        tokio::sync::Notify,
+    )>,
+);
+
+impl Gates {
+    /// Lets every call held at `name`, now and later, go on.
+    pub fn release(&self, name: &str) {
+        self.0
+            .0
+            .lock()
+            .expect("not poisoned")
+            .insert(name.to_owned());
+        self.0.1.notify_waiters();
+    }
+
+    async fn pass(&self, name: &str) {
+        loop {
+            let released = self.0.1.notified();
+            if self.0.0.lock().expect("not poisoned").contains(name) {
+                return;
+            }
+            released.await;
+        }
+    }
 }
 
 pub struct MockAgent {
     pub addr: SocketAddr,
     pub calls: Calls,
     pub in_flight: InFlight,
+    pub gates: Gates,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -154,7 +190,8 @@ impl MockAgent {
         let addr = listener.local_addr()?;
         let calls = Calls::default();
         let in_flight = InFlight::default();
-        let app = router_with(latency, calls.clone(), in_flight.clone());
+        let gates = Gates::default();
+        let app = router_with(latency, calls.clone(), in_flight.clone(), gates.clone());
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
@@ -162,6 +199,7 @@ impl MockAgent {
             addr,
             calls,
             in_flight,
+            gates,
             task,
         })
     }
@@ -179,10 +217,10 @@ impl Drop for MockAgent {
 }
 
 pub fn router(latency: Duration, calls: Calls) -> Router {
-    router_with(latency, calls, InFlight::default())
+    router_with(latency, calls, InFlight::default(), Gates::default())
 }
 
-fn router_with(latency: Duration, calls: Calls, in_flight: InFlight) -> Router {
+fn router_with(latency: Duration, calls: Calls, in_flight: InFlight, gates: Gates) -> Router {
     Router::new()
         .route("/agents/{agent}/api/v1/execute", post(execute))
         .route("/calls", get(list_calls))
@@ -191,6 +229,7 @@ fn router_with(latency: Duration, calls: Calls, in_flight: InFlight) -> Router {
             latency,
             calls,
             in_flight,
+            gates,
         })
 }
 
@@ -220,6 +259,9 @@ async fn execute(
     let ctl = input.get("_mock").cloned().unwrap_or(Value::Null);
     if let Some(n) = ctl.get("hold_until_calls").and_then(Value::as_u64) {
         s.calls.until(&key, n as u32).await;
+    }
+    if let Some(gate) = ctl.get("hold").and_then(Value::as_str) {
+        s.gates.pass(gate).await;
     }
     let delay = ctl
         .get("delay_ms")
