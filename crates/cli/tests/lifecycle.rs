@@ -61,14 +61,15 @@ async fn a_running_workflow_stops_after_its_step_in_flight() {
         .create(
             &t,
             json!({"name": "long", "tasks": [
-                {"agent": "draft", "input": {"_mock": {"delay_ms": 1000}}},
+                {"agent": "draft", "input": {"_mock": {"hold": "draft"}}},
                 {"agent": "polish", "input": {"text": "{{previous_output}}"}},
                 {"agent": "publish", "input": {}}
             ]}),
         )
         .await;
     assert_eq!(s.execute(&t, &id).await.0, 202);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The cancel lands while the agent holds step 1's call.
+    common::wait_for_call(&s, &format!("{id}:1")).await;
 
     let (st, b) = s
         .req("POST", &format!("/workflows/{id}/cancel"), Some(&t), None)
@@ -84,6 +85,11 @@ async fn a_running_workflow_stops_after_its_step_in_flight() {
         .req("POST", &format!("/workflows/{id}/cancel"), Some(&t), None)
         .await;
     assert_eq!(st, 202);
+    assert!(
+        s.agent.in_flight.keys().contains(&format!("{id}:1")),
+        "the cancel landed while step 1 was in flight"
+    );
+    s.agent.gates.release("draft");
 
     let w = s.wait_done(&t, &id, Duration::from_secs(20)).await;
     assert_eq!(w["status"], "cancelled", "{w}");
@@ -239,7 +245,14 @@ async fn a_cancel_stops_the_retries_of_the_step_in_flight() {
         )
         .await;
     s.execute(&t, &id).await;
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Cancel once the agent has answered 503 to the first attempt and holds
+    // the second.
+    let key = format!("{id}:1");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !(s.agent.calls.get(&key) >= 2 && s.agent.in_flight.keys().contains(&key)) {
+        assert!(std::time::Instant::now() < deadline, "no second attempt");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let (st, b) = s
         .req("POST", &format!("/workflows/{id}/cancel"), Some(&t), None)
         .await;

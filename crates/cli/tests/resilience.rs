@@ -74,8 +74,16 @@ fn repeats(s: &Stack, ids: &[String]) -> Vec<String> {
     repeated
 }
 
-/// A gauge of a node's `/metrics`.
+/// A gauge of a node's `/metrics`; a gauge the node does not report fails
+/// the test.
 async fn gauge(s: &Stack, base: &str, name: &str) -> f64 {
+    try_gauge(s, base, name)
+        .await
+        .unwrap_or_else(|| panic!("{base}/metrics has no {name}"))
+}
+
+/// A gauge of a node's `/metrics`, if the node reports it yet.
+async fn try_gauge(s: &Stack, base: &str, name: &str) -> Option<f64> {
     let text = s
         .http
         .get(format!("{base}/metrics"))
@@ -86,8 +94,7 @@ async fn gauge(s: &Stack, base: &str, name: &str) -> f64 {
         .await
         .unwrap();
     text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or(0.0)
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// Waits until the nodes at `bases` own all 4 partitions between them,
@@ -98,8 +105,15 @@ async fn wait_partitions(s: &Stack, bases: &[&str], min_each: f64, within: Durat
         let mut owned = vec![];
         let mut replaying = 0.0;
         for b in bases {
-            owned.push(gauge(s, b, "agentflow_engine_partitions_owned").await);
-            replaying += gauge(s, b, "agentflow_engine_partitions_replaying").await;
+            // Not reported before the node's first assignment.
+            owned.push(
+                try_gauge(s, b, "agentflow_engine_partitions_owned")
+                    .await
+                    .unwrap_or(0.0),
+            );
+            replaying += try_gauge(s, b, "agentflow_engine_partitions_replaying")
+                .await
+                .unwrap_or(0.0);
         }
         if owned.iter().sum::<f64>() == 4.0
             && replaying == 0.0

@@ -29,7 +29,12 @@ async fn every_record_the_service_writes_validates_against_the_schema() {
         "failed"
     );
     let (st, _) = s
-        .req("POST", &format!("/workflows/{failed}/cancel"), Some(&t), None)
+        .req(
+            "POST",
+            &format!("/workflows/{failed}/cancel"),
+            Some(&t),
+            None,
+        )
         .await;
     assert_eq!(st, 202);
 
@@ -50,7 +55,12 @@ async fn every_record_the_service_writes_validates_against_the_schema() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let (st, b) = s
-        .req("POST", &format!("/workflows/{running}/cancel"), Some(&t), None)
+        .req(
+            "POST",
+            &format!("/workflows/{running}/cancel"),
+            Some(&t),
+            None,
+        )
         .await;
     assert_eq!((st, b["status"].as_str()), (202, Some("cancelling")), "{b}");
     s.agent.gates.release("cancel");

@@ -650,3 +650,12 @@ pub const THREE_STEP_EVENTS: [&str; 6] = [
     "agent.executed",
     "workflow.completed",
 ];
+
+/// Waits until the agent is answering a call with this `Idempotency-Key`.
+pub async fn wait_for_call(s: &Stack, key: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !s.agent.in_flight.keys().contains(key) {
+        assert!(Instant::now() < deadline, "no call {key} under way");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
