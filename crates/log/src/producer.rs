@@ -259,3 +259,31 @@ fn classify(e: rdkafka::error::KafkaError) -> LogError {
         _ => e.into(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaErrorCode as Code;
+
+    use super::*;
+
+    #[test]
+    fn a_record_the_broker_refuses_for_good_is_not_retriable() {
+        for code in [
+            Code::MessageSizeTooLarge,
+            Code::MessageBatchTooLarge,
+            Code::InvalidMessageSize,
+            Code::InvalidRecord,
+            Code::TopicAuthorizationFailed,
+        ] {
+            let e = classify(KafkaError::MessageProduction(code));
+            assert!(matches!(e, LogError::Rejected(_)), "{code:?}: {e:?}");
+            assert!(!e.is_retriable(), "{code:?}");
+        }
+        for code in [Code::MessageTimedOut, Code::AllBrokersDown] {
+            let e = classify(KafkaError::MessageProduction(code));
+            assert!(matches!(e, LogError::Unavailable(_)), "{code:?}: {e:?}");
+            assert!(e.is_retriable());
+        }
+    }
+}
