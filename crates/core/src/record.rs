@@ -41,6 +41,11 @@ pub enum StepErrorKind {
     InvalidResponse,
     /// The workflow's own deadline (`timeout_ms`) passed during the step.
     WorkflowTimeout,
+    /// The agent's answer is larger than `max_output_bytes`.
+    OutputTooLarge,
+    /// The event log refused the step's result for good (a broker limit or
+    /// permission); retrying the same result would only fail again.
+    LogRejected,
 }
 
 impl StepErrorKind {
@@ -53,6 +58,8 @@ impl StepErrorKind {
             StepErrorKind::Connection => "connection",
             StepErrorKind::InvalidResponse => "invalid_response",
             StepErrorKind::WorkflowTimeout => "workflow_timeout",
+            StepErrorKind::OutputTooLarge => "output_too_large",
+            StepErrorKind::LogRejected => "log_rejected",
         }
     }
 }

@@ -247,15 +247,28 @@ async fn send_batches(
 }
 
 /// Errors that mean "the broker cannot be reached now" become
-/// [`LogError::Unavailable`] (a 503 to API callers); the rest stay as they are.
-fn classify(e: rdkafka::error::KafkaError) -> LogError {
+/// [`LogError::Unavailable`] (a 503 to API callers); a record the broker
+/// refuses for good becomes [`LogError::TooLarge`] or
+/// [`LogError::Rejected`] (malformed, not allowed), which no one retries; the rest stay as they are.
+pub(crate) fn classify(e: rdkafka::error::KafkaError) -> LogError {
+    use rdkafka::types::RDKafkaErrorCode as Code;
     match e.rdkafka_error_code() {
         Some(
-            rdkafka::types::RDKafkaErrorCode::MessageTimedOut
-            | rdkafka::types::RDKafkaErrorCode::QueueFull
-            | rdkafka::types::RDKafkaErrorCode::AllBrokersDown
-            | rdkafka::types::RDKafkaErrorCode::BrokerTransportFailure,
+            Code::MessageTimedOut
+            | Code::QueueFull
+            | Code::AllBrokersDown
+            | Code::BrokerTransportFailure,
         ) => LogError::Unavailable(e.to_string()),
+        Some(Code::MessageSizeTooLarge | Code::MessageBatchTooLarge | Code::InvalidMessageSize) => {
+            LogError::TooLarge(e.to_string())
+        }
+        Some(
+            Code::InvalidMessage
+            | Code::InvalidRecord
+            | Code::BadMessage
+            | Code::TopicAuthorizationFailed
+            | Code::ClusterAuthorizationFailed,
+        ) => LogError::Rejected(e.to_string()),
         _ => e.into(),
     }
 }
@@ -277,7 +290,10 @@ mod tests {
             Code::TopicAuthorizationFailed,
         ] {
             let e = classify(KafkaError::MessageProduction(code));
-            assert!(matches!(e, LogError::Rejected(_)), "{code:?}: {e:?}");
+            assert!(
+                matches!(e, LogError::TooLarge(_) | LogError::Rejected(_)),
+                "{code:?}: {e:?}"
+            );
             assert!(!e.is_retriable(), "{code:?}");
         }
         for code in [Code::MessageTimedOut, Code::AllBrokersDown] {
