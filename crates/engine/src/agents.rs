@@ -30,6 +30,9 @@ pub struct AgentDefaults {
     pub max_attempts: u32,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// The largest answer body taken from an agent: a larger one fails the
+    /// step at once (`output_too_large`), read no further than this.
+    pub max_output_bytes: usize,
 }
 
 /// What came of one step's call, after retries.
@@ -226,13 +229,34 @@ impl AgentClient {
             };
             (err(kind, msg, None), true)
         };
-        let resp = resp.map_err(|e| transport(e, "cannot reach agent"))?;
+        let mut resp = resp.map_err(|e| transport(e, "cannot reach agent"))?;
         let status = resp.status();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| transport(e, "reading the answer failed"))?;
         let code = Some(status.as_u16());
+        // Read at most the cap: an agent answering gigabytes must not take
+        // the node's memory with it.
+        let cap = self.defaults.max_output_bytes;
+        let too_large = |n: String| {
+            let msg = format!(
+                "agent answered {status} with {n} bytes, more than max_output_bytes ({cap})"
+            );
+            (err(StepErrorKind::OutputTooLarge, msg, code), false)
+        };
+        if let Some(len) = resp.content_length()
+            && len > cap as u64
+        {
+            return Err(too_large(len.to_string()));
+        }
+        let mut body = Vec::with_capacity(resp.content_length().unwrap_or(0) as usize);
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| transport(e, "reading the answer failed"))?
+        {
+            if body.len() + chunk.len() > cap {
+                return Err(too_large(format!("over {cap}")));
+            }
+            body.extend_from_slice(&chunk);
+        }
         if status.is_server_error() {
             let msg = format!("agent answered {status}: {}", snippet(&body));
             return Err((err(StepErrorKind::ServerError, msg, code), true));
