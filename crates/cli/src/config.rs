@@ -248,6 +248,18 @@ mod tests {
     }
 
     #[test]
+    fn output_limits_default_under_the_broker_limit_and_are_overridable() {
+        let c = Config::load_from(None, env(&[])).unwrap();
+        assert_eq!(c.max_output_bytes, 16 * 1024 * 1024);
+        assert_eq!(c.inline_output_bytes, 256 * 1024);
+        assert_eq!(c.log().inline_output_bytes, 256 * 1024);
+        assert_eq!(c.agent_defaults().max_output_bytes, 16 * 1024 * 1024);
+        let c = Config::load_from(None, env(&[("AGENTFLOW_MAX_OUTPUT_BYTES", "2000000")])).unwrap();
+        assert_eq!(c.agent_defaults().max_output_bytes, 2_000_000);
+        assert!(Config::load_from(None, env(&[("AGENTFLOW_INLINE_OUTPUT_BYTES", "10")])).is_err());
+    }
+
+    #[test]
     fn dump_hides_secrets() {
         let c = Config::load_from(
             None,
