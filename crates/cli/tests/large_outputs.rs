@@ -170,3 +170,18 @@ async fn a_result_the_broker_refuses_fails_the_step_instead_of_hanging() {
     assert_eq!(w["tasks"][0]["error"]["kind"], "output_too_large", "{w}");
     assert_eq!(s.agent.calls.snapshot().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_definition_too_large_for_the_log_is_a_413_not_a_503_to_retry() {
+    // Under max_body_bytes (1 MiB), over what the broker takes per record.
+    let s = Stack::start().await;
+    let t = s.token(7);
+    let body = json!({"name": "huge", "tasks": [
+        {"agent": "a", "input": {"text": "y".repeat(1_040_000)}},
+    ]});
+    let (st, b) = s
+        .req("POST", "/workflows/create", Some(&t), Some(body))
+        .await;
+    assert_eq!(st, 413, "{b}");
+    assert_eq!(b["error"]["code"], "body_too_large", "{b}");
+}
