@@ -17,6 +17,7 @@
 //! until it has every chunk, and checks the hash.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use agentflow_core::OutputRef;
@@ -93,15 +94,54 @@ pub(crate) async fn write(
     })
 }
 
-/// Reads outputs back from the payload topic, with a bounded cache.
-/// Blocking: use it from a blocking thread (the consumer threads and the
-/// tools' reader are).
+/// Outputs of this process, by hash, up to [`CACHE_BYTES`] of JSON text,
+/// oldest out first: shared by every reader and the producer, so the
+/// engine's and the projector's streams do not read back from the broker
+/// what this process has just written.
+#[derive(Default)]
+struct Cache {
+    values: HashMap<String, Value>,
+    order: VecDeque<(String, usize)>,
+    bytes: usize,
+}
+
+static CACHE: std::sync::LazyLock<Mutex<Cache>> = std::sync::LazyLock::new(Default::default);
+
+/// Keeps `value` (whose JSON text is `len` bytes long) for readers.
+pub(crate) fn remember(sha256: &str, len: usize, value: &Value) {
+    if len > CACHE_BYTES / 4 {
+        return;
+    }
+    let mut c = CACHE.lock().expect("not poisoned");
+    if c.values.contains_key(sha256) {
+        return;
+    }
+    c.bytes += len;
+    c.order.push_back((sha256.to_owned(), len));
+    c.values.insert(sha256.to_owned(), value.clone());
+    while c.bytes > CACHE_BYTES
+        && let Some((old, n)) = c.order.pop_front()
+    {
+        c.values.remove(&old);
+        c.bytes -= n;
+    }
+}
+
+fn recall(sha256: &str) -> Option<Value> {
+    CACHE
+        .lock()
+        .expect("not poisoned")
+        .values
+        .get(sha256)
+        .cloned()
+}
+
+/// Reads outputs back from the payload topic (through a bounded cache,
+/// shared in the process). Blocking: use it from a blocking thread (the
+/// consumer threads and the tools' reader are).
 pub struct Payloads {
     config: LogConfig,
     consumer: Option<BaseConsumer>,
-    cache: HashMap<String, Value>,
-    order: VecDeque<(String, usize)>,
-    cached_bytes: usize,
 }
 
 impl Payloads {
@@ -110,30 +150,17 @@ impl Payloads {
         Self {
             config: config.clone(),
             consumer: None,
-            cache: HashMap::new(),
-            order: VecDeque::new(),
-            cached_bytes: 0,
         }
     }
 
     /// The output `r` names.
     pub fn resolve(&mut self, r: &OutputRef) -> Result<Value, String> {
-        if let Some(v) = self.cache.get(&r.sha256) {
-            return Ok(v.clone());
+        if let Some(v) = recall(&r.sha256) {
+            return Ok(v);
         }
         let text = self.read(r)?;
         let value: Value = serde_json::from_slice(&text).map_err(|e| e.to_string())?;
-        if text.len() <= CACHE_BYTES / 4 {
-            self.cached_bytes += text.len();
-            self.order.push_back((r.sha256.clone(), text.len()));
-            self.cache.insert(r.sha256.clone(), value.clone());
-            while self.cached_bytes > CACHE_BYTES
-                && let Some((old, n)) = self.order.pop_front()
-            {
-                self.cache.remove(&old);
-                self.cached_bytes -= n;
-            }
-        }
+        remember(&r.sha256, text.len(), &value);
         Ok(value)
     }
 

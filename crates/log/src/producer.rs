@@ -138,7 +138,11 @@ impl Producer {
                             timeout.as_millis()
                         )));
                     };
-                    r.to_bytes_with_ref(&output_ref?)
+                    let output_ref = output_ref?;
+                    if let agentflow_core::Event::AgentExecuted { output, .. } = &r.event {
+                        crate::payloads::remember(&output_ref.sha256, text.len(), output);
+                    }
+                    r.to_bytes_with_ref(&output_ref)
                 }
             };
             encoded.push(Encoded {
