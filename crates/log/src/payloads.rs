@@ -142,6 +142,7 @@ fn recall(sha256: &str) -> Option<Value> {
 pub struct Payloads {
     config: LogConfig,
     consumer: Option<BaseConsumer>,
+    cached: bool,
 }
 
 impl Payloads {
@@ -150,12 +151,24 @@ impl Payloads {
         Self {
             config: config.clone(),
             consumer: None,
+            cached: true,
+        }
+    }
+
+    /// Always reads from the broker (and checks the hash), never from the
+    /// process's cache.
+    pub fn uncached(config: &LogConfig) -> Self {
+        Self {
+            cached: false,
+            ..Self::new(config)
         }
     }
 
     /// The output `r` names.
     pub fn resolve(&mut self, r: &OutputRef) -> Result<Value, String> {
-        if let Some(v) = recall(&r.sha256) {
+        if self.cached
+            && let Some(v) = recall(&r.sha256)
+        {
             return Ok(v);
         }
         let text = self.read(r)?;
