@@ -295,3 +295,61 @@ fn snippet(body: &[u8]) -> String {
         None => s.to_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// An agent that answers 200 with a chunked body that never ends.
+    async fn endless_agent() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let _ = conn.read(&mut buf).await;
+                    let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                                transfer-encoding: chunked\r\n\r\n";
+                    if conn.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let chunk = format!("{:x}\r\n{}\r\n", 64 * 1024, "x".repeat(64 * 1024));
+                    while conn.write_all(chunk.as_bytes()).await.is_ok() {}
+                });
+            }
+        });
+        format!("http://{addr}/agents/{{agent}}")
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_the_cap_is_cut_off_and_fails_the_step_at_once() {
+        let client = AgentClient::new(
+            AgentDefaults {
+                url_template: endless_agent().await,
+                timeout: Duration::from_secs(10),
+                max_attempts: 3,
+                backoff_base: Duration::from_millis(1),
+                backoff_max: Duration::from_millis(1),
+                max_output_bytes: 1024 * 1024,
+            },
+            HashMap::new(),
+        );
+        let outcome = client
+            .call(
+                WorkflowId::new(),
+                &AgentName::parse("writer").unwrap(),
+                "k",
+                &serde_json::json!({}),
+                None,
+                &|| false,
+            )
+            .await
+            .unwrap();
+        let error = outcome.result.unwrap_err();
+        assert_eq!(error.kind, StepErrorKind::OutputTooLarge, "{error:?}");
+        assert_eq!(outcome.attempts, 1, "not retried");
+    }
+}
