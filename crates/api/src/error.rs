@@ -122,7 +122,26 @@ impl From<agentflow_store::StoreError> for ApiError {
 
 impl From<agentflow_log::LogError> for ApiError {
     fn from(e: agentflow_log::LogError) -> Self {
-        tracing::warn!(error = %e, "event log append failed");
-        ApiError::unavailable("the event log")
+        use agentflow_log::LogError;
+        match e {
+            // Sending it again would fail again: not a 503 to retry.
+            LogError::TooLarge(_) => {
+                tracing::info!(error = %e, "record too large for the event log");
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "body_too_large",
+                    "the workflow is larger than the event log takes in one record \
+                     (about 1 MB on Kafka and Redpanda); make its inputs smaller",
+                )
+            }
+            LogError::Rejected(_) => {
+                tracing::error!(error = %e, "the event log refused a record");
+                ApiError::internal()
+            }
+            e => {
+                tracing::warn!(error = %e, "event log append failed");
+                ApiError::unavailable("the event log")
+            }
+        }
     }
 }

@@ -40,6 +40,8 @@ pub struct Config {
     pub agent_max_attempts: u32,
     pub agent_backoff_base_ms: u64,
     pub agent_backoff_max_ms: u64,
+    pub max_output_bytes: usize,
+    pub inline_output_bytes: usize,
     pub node_id: String,
     /// Whether `node_id` was given (then it is this node's static member
     /// name in the consumer groups) rather than made up from host and pid.
@@ -115,6 +117,12 @@ impl Config {
         if self.max_body_bytes < 1024 {
             bail!("max_body_bytes must be at least 1024");
         }
+        if self.inline_output_bytes < 1024 {
+            bail!("inline_output_bytes must be at least 1024");
+        }
+        if self.max_output_bytes < 1024 {
+            bail!("max_output_bytes must be at least 1024");
+        }
         Ok(())
     }
 
@@ -144,6 +152,7 @@ impl Config {
         c.revoke_grace = Duration::from_millis(self.shutdown_grace_ms);
         c.linger = Duration::from_millis(self.kafka_linger_ms);
         c.fetch_wait = Duration::from_millis(self.kafka_fetch_wait_ms);
+        c.inline_output_bytes = self.inline_output_bytes;
         c
     }
 
@@ -154,6 +163,7 @@ impl Config {
             max_attempts: self.agent_max_attempts,
             backoff_base: Duration::from_millis(self.agent_backoff_base_ms),
             backoff_max: Duration::from_millis(self.agent_backoff_max_ms),
+            max_output_bytes: self.max_output_bytes,
         }
     }
 
@@ -235,6 +245,18 @@ mod tests {
         assert_eq!(c.topic, "t");
         assert!(Config::load_from(None, env(&[("AGENTFLOW_PARTITIONS", "many")])).is_err());
         assert!(Config::load_from(None, env(&[("AGENTFLOW_PARTITIONS", "0")])).is_err());
+    }
+
+    #[test]
+    fn output_limits_default_under_the_broker_limit_and_are_overridable() {
+        let c = Config::load_from(None, env(&[])).unwrap();
+        assert_eq!(c.max_output_bytes, 16 * 1024 * 1024);
+        assert_eq!(c.inline_output_bytes, 256 * 1024);
+        assert_eq!(c.log().inline_output_bytes, 256 * 1024);
+        assert_eq!(c.agent_defaults().max_output_bytes, 16 * 1024 * 1024);
+        let c = Config::load_from(None, env(&[("AGENTFLOW_MAX_OUTPUT_BYTES", "2000000")])).unwrap();
+        assert_eq!(c.agent_defaults().max_output_bytes, 2_000_000);
+        assert!(Config::load_from(None, env(&[("AGENTFLOW_INLINE_OUTPUT_BYTES", "10")])).is_err());
     }
 
     #[test]

@@ -18,5 +18,5 @@ pub use audit::{AuditEntry, audit};
 pub use decide::{Action, decide, timed_out};
 pub use definition::{DefinitionError, TaskDef, WorkflowDefinition};
 pub use ids::{AgentName, IdError, UserId, WorkflowId};
-pub use record::{Event, Record, RecordError, StepError, StepErrorKind};
+pub use record::{Event, OutputRef, Record, RecordError, ResolveOutput, StepError, StepErrorKind};
 pub use state::{Rejected, StepState, StepStatus, WorkflowState, WorkflowStatus, apply};

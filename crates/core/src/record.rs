@@ -41,6 +41,11 @@ pub enum StepErrorKind {
     InvalidResponse,
     /// The workflow's own deadline (`timeout_ms`) passed during the step.
     WorkflowTimeout,
+    /// The agent's answer is larger than `max_output_bytes`.
+    OutputTooLarge,
+    /// The event log refused the step's result for good (a broker limit or
+    /// permission); retrying the same result would only fail again.
+    LogRejected,
 }
 
 impl StepErrorKind {
@@ -53,9 +58,40 @@ impl StepErrorKind {
             StepErrorKind::Connection => "connection",
             StepErrorKind::InvalidResponse => "invalid_response",
             StepErrorKind::WorkflowTimeout => "workflow_timeout",
+            StepErrorKind::OutputTooLarge => "output_too_large",
+            StepErrorKind::LogRejected => "log_rejected",
         }
     }
 }
+
+/// Where a step's output kept out of its `agent.executed` record is: in
+/// `chunks` consecutive pieces of its JSON text on the log's payload topic
+/// (`{topic}-payloads`), keyed `sha256:{sha256}:{index}`, all in
+/// `partition`, the first at `offset` (or, after compaction kept a later
+/// copy of the same content, further on). Written in `data.output_ref`
+/// instead of `data.output`; readers of the log resolve it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutputRef {
+    /// SHA-256 of the output's JSON text, lower-case hex.
+    pub sha256: String,
+    /// Length of the output's JSON text.
+    pub bytes: u64,
+    pub chunks: u32,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl OutputRef {
+    /// The Kafka key of chunk `index`.
+    pub fn chunk_key(sha256: &str, index: u32) -> String {
+        format!("sha256:{sha256}:{index}")
+    }
+}
+
+/// Turns an [`OutputRef`] into the output it names (reading the payload
+/// topic), or says why it cannot.
+pub type ResolveOutput<'a> = &'a mut dyn FnMut(&OutputRef) -> Result<Value, String>;
 
 /// What happened (or what a user asked for), one variant per `event_type`.
 #[derive(Debug, Clone, PartialEq)]
@@ -178,7 +214,11 @@ impl Event {
         }
     }
 
-    fn from_data(event_type: &str, data: Value) -> Result<Self, RecordError> {
+    fn from_data(
+        event_type: &str,
+        mut data: Value,
+        resolve: ResolveOutput<'_>,
+    ) -> Result<Self, RecordError> {
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
         struct CreatedData {
@@ -234,6 +274,20 @@ impl Event {
                 }
             }
             "agent.executed" => {
+                // An output kept out of the record: put it back in place.
+                if let Some(obj) = data.as_object_mut()
+                    && let Some(r) = obj.remove("output_ref")
+                {
+                    let r: OutputRef = serde_json::from_value(r).map_err(bad)?;
+                    if obj.contains_key("output") {
+                        return Err(RecordError::Data(
+                            event_type.to_owned(),
+                            "both output and output_ref".into(),
+                        ));
+                    }
+                    let output = resolve(&r).map_err(|e| RecordError::Payload(r.sha256, e))?;
+                    obj.insert("output".into(), output);
+                }
                 let d: ExecutedData = serde_json::from_value(data).map_err(bad)?;
                 Event::AgentExecuted {
                     step: d.step,
@@ -300,6 +354,8 @@ pub enum RecordError {
     Version(u32),
     #[error("bad data for `{0}`: {1}")]
     Data(String, String),
+    #[error("output sha256:{0} kept on the payload topic cannot be read: {1}")]
+    Payload(String, String),
 }
 
 #[derive(Serialize, Deserialize)]
@@ -375,6 +431,10 @@ impl Record {
     }
 
     fn wire(&self) -> WireRef<'_> {
+        self.wire_with(self.event.to_data())
+    }
+
+    fn wire_with(&self, data: Value) -> WireRef<'_> {
         WireRef {
             event_id: self.event_id,
             event_type: self.event_type(),
@@ -385,7 +445,7 @@ impl Record {
             timestamp: self.timestamp,
             version: RECORD_VERSION,
             metadata: &self.metadata,
-            data: self.event.to_data(),
+            data,
         }
     }
 
@@ -402,13 +462,54 @@ impl Record {
         self.to_json_string().into_bytes()
     }
 
+    /// The output's JSON text when this is a step's result whose output is
+    /// longer than `inline` bytes: it is then to be kept out of the record
+    /// (see [`OutputRef`] and [`Self::to_bytes_with_ref`]).
+    pub fn large_output(&self, inline: usize) -> Option<Vec<u8>> {
+        let Event::AgentExecuted { output, .. } = &self.event else {
+            return None;
+        };
+        let text = serde_json::to_vec(output).expect("JSON values serialise");
+        (text.len() > inline).then_some(text)
+    }
+
+    /// The record as it is in the log with its output replaced by `r`
+    /// (`data.output_ref`). Only for `agent.executed`.
+    pub fn to_bytes_with_ref(&self, r: &OutputRef) -> Vec<u8> {
+        let Event::AgentExecuted {
+            step,
+            agent,
+            attempts,
+            duration_ms,
+            ..
+        } = &self.event
+        else {
+            return self.to_bytes();
+        };
+        let mut wire = self.wire_with(Value::Null);
+        wire.data = serde_json::json!({
+            "step": step, "agent": agent, "output_ref": r,
+            "attempts": attempts, "duration_ms": duration_ms,
+        });
+        serde_json::to_vec(&wire).expect("a record always serialises")
+    }
+
+    /// A record of the log; an output kept out of it ([`OutputRef`]) is an
+    /// error (readers of the log use [`Self::from_bytes_with`]).
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, RecordError> {
+        Self::from_bytes_with(bytes, &mut |_| {
+            Err("this reader does not read the payload topic".into())
+        })
+    }
+
+    /// A record of the log, an output kept out of it read with `resolve`.
+    pub fn from_bytes_with(bytes: &[u8], resolve: ResolveOutput<'_>) -> Result<Self, RecordError> {
         let wire: Wire =
             serde_json::from_slice(bytes).map_err(|e| RecordError::Envelope(e.to_string()))?;
         if wire.version != RECORD_VERSION {
             return Err(RecordError::Version(wire.version));
         }
-        let event = Event::from_data(&wire.event_type, wire.data)?;
+        let event = Event::from_data(&wire.event_type, wire.data, resolve)?;
         Ok(Self {
             event_id: wire.event_id,
             workflow_id: wire.workflow_id,

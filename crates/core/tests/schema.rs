@@ -155,3 +155,63 @@ fn the_schema_rejects_what_the_code_rejects() {
     j["surprise"] = json!(1);
     assert!(!v.is_valid(&j));
 }
+
+#[test]
+fn a_record_whose_output_is_kept_out_validates_and_reads_back_whole() {
+    let v = validator();
+    let rec = samples()
+        .into_iter()
+        .find(|r| r.event_type() == "agent.executed")
+        .unwrap();
+    let text = rec.large_output(2).expect("longer than 2 bytes");
+    assert_eq!(text, br#""text""#);
+    assert!(rec.large_output(1 << 20).is_none());
+    let output_ref = OutputRef {
+        sha256: "ab".repeat(32),
+        bytes: text.len() as u64,
+        chunks: 1,
+        partition: 3,
+        offset: 17,
+    };
+    let bytes = rec.to_bytes_with_ref(&output_ref);
+    let j: Value = serde_json::from_slice(&bytes).unwrap();
+    let errors: Vec<String> = v.iter_errors(&j).map(|e| e.to_string()).collect();
+    assert!(errors.is_empty(), "{errors:?}\n{j:#}");
+    assert!(j["data"].get("output").is_none(), "{j}");
+
+    // A reader that resolves references gets the record back whole...
+    let back = Record::from_bytes_with(&bytes, &mut |r| {
+        assert_eq!(r, &output_ref);
+        Ok(json!("text"))
+    })
+    .unwrap();
+    assert_eq!(back, rec);
+    // ...one that cannot says so, naming the hash.
+    let err = Record::from_bytes(&bytes).unwrap_err();
+    assert!(matches!(err, RecordError::Payload(ref sha, _) if *sha == output_ref.sha256));
+
+    // Both at once, or a reference of the wrong shape, is no record.
+    let mut both = j.clone();
+    both["data"]["output"] = json!(1);
+    assert!(!v.is_valid(&both));
+    assert!(Record::from_bytes_with(both.to_string().as_bytes(), &mut |_| Ok(json!(1))).is_err());
+    let mut bad = j.clone();
+    bad["data"]["output_ref"]["chunks"] = json!("many");
+    assert!(!v.is_valid(&bad));
+}
+
+#[test]
+fn an_output_that_looks_like_a_reference_is_only_an_output() {
+    // An agent may answer anything, a `$ref` or an `output_ref` key
+    // included: inline it is never taken for a reference.
+    let mut rec = samples()
+        .into_iter()
+        .find(|r| r.event_type() == "agent.executed")
+        .unwrap();
+    let Event::AgentExecuted { output, .. } = &mut rec.event else {
+        unreachable!()
+    };
+    *output = json!({"output_ref": {"sha256": "x"}, "$ref": "#/a"});
+    let back = Record::from_bytes(&rec.to_bytes()).unwrap();
+    assert_eq!(back, rec);
+}

@@ -30,6 +30,9 @@ pub struct AgentDefaults {
     pub max_attempts: u32,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// The largest answer body taken from an agent: a larger one fails the
+    /// step at once (`output_too_large`), read no further than this.
+    pub max_output_bytes: usize,
 }
 
 /// What came of one step's call, after retries.
@@ -226,13 +229,34 @@ impl AgentClient {
             };
             (err(kind, msg, None), true)
         };
-        let resp = resp.map_err(|e| transport(e, "cannot reach agent"))?;
+        let mut resp = resp.map_err(|e| transport(e, "cannot reach agent"))?;
         let status = resp.status();
-        let body = resp
-            .bytes()
-            .await
-            .map_err(|e| transport(e, "reading the answer failed"))?;
         let code = Some(status.as_u16());
+        // Read at most the cap: an agent answering gigabytes must not take
+        // the node's memory with it.
+        let cap = self.defaults.max_output_bytes;
+        let too_large = |n: String| {
+            let msg = format!(
+                "agent answered {status} with {n} bytes, more than max_output_bytes ({cap})"
+            );
+            (err(StepErrorKind::OutputTooLarge, msg, code), false)
+        };
+        if let Some(len) = resp.content_length()
+            && len > cap as u64
+        {
+            return Err(too_large(len.to_string()));
+        }
+        let mut body = Vec::with_capacity(resp.content_length().unwrap_or(0) as usize);
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| transport(e, "reading the answer failed"))?
+        {
+            if body.len() + chunk.len() > cap {
+                return Err(too_large(format!("over {cap}")));
+            }
+            body.extend_from_slice(&chunk);
+        }
         if status.is_server_error() {
             let msg = format!("agent answered {status}: {}", snippet(&body));
             return Err((err(StepErrorKind::ServerError, msg, code), true));
@@ -269,5 +293,63 @@ fn snippet(body: &[u8]) -> String {
     match s.char_indices().nth(200) {
         Some((i, _)) => format!("{}…", &s[..i]),
         None => s.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// An agent that answers 200 with a chunked body that never ends.
+    async fn endless_agent() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    let _ = conn.read(&mut buf).await;
+                    let head = "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                                transfer-encoding: chunked\r\n\r\n";
+                    if conn.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let chunk = format!("{:x}\r\n{}\r\n", 64 * 1024, "x".repeat(64 * 1024));
+                    while conn.write_all(chunk.as_bytes()).await.is_ok() {}
+                });
+            }
+        });
+        format!("http://{addr}/agents/{{agent}}")
+    }
+
+    #[tokio::test]
+    async fn an_answer_over_the_cap_is_cut_off_and_fails_the_step_at_once() {
+        let client = AgentClient::new(
+            AgentDefaults {
+                url_template: endless_agent().await,
+                timeout: Duration::from_secs(10),
+                max_attempts: 3,
+                backoff_base: Duration::from_millis(1),
+                backoff_max: Duration::from_millis(1),
+                max_output_bytes: 1024 * 1024,
+            },
+            HashMap::new(),
+        );
+        let outcome = client
+            .call(
+                WorkflowId::new(),
+                &AgentName::parse("writer").unwrap(),
+                "k",
+                &serde_json::json!({}),
+                None,
+                &|| false,
+            )
+            .await
+            .unwrap();
+        let error = outcome.result.unwrap_err();
+        assert_eq!(error.kind, StepErrorKind::OutputTooLarge, "{error:?}");
+        assert_eq!(outcome.attempts, 1, "not retried");
     }
 }

@@ -18,8 +18,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentflow_core::{
-    Action, Event, Record, WorkflowState, WorkflowStatus, apply, decide, timed_out,
+    Action, Event, Record, StepError, StepErrorKind, WorkflowState, WorkflowStatus, apply, decide,
+    timed_out,
 };
+use agentflow_log::LogError;
 use chrono::Utc;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tracing::Instrument;
@@ -252,37 +254,46 @@ impl WorkflowActor {
         // A cancel that arrived meanwhile goes first, as it would one Drive later.
         let id = st.workflow_id.as_uuid();
         let chain = !state.cancelling.lock().expect("not poisoned").contains(&id);
-        let node_id: serde_json::Value = w.node_id.clone().into();
-        let mut next = state.st.take().expect("checked above");
-        let mut records = Vec::with_capacity(2);
-        let (mut event, mut metadata) = (event, metadata);
-        loop {
-            let mut record = Record::new(
-                next.workflow_id,
-                next.user_id,
-                next.seq + 1,
-                Utc::now(),
-                event,
-            )
-            .after(next.last_event_id);
-            record.metadata = metadata;
-            record.metadata.insert("node_id".into(), node_id.clone());
-            let mut slot = Some(next);
-            apply(&mut slot, &record).map_err(|e| format!("own record rejected: {e}"))?;
-            next = slot.expect("apply keeps a state");
-            records.push(record);
-            match decide(&next, Utc::now()) {
-                Some(Action::Append {
-                    event: e,
-                    metadata: m,
-                }) if chain && records.len() < MAX_CHAINED => {
-                    (event, metadata) = (e, m);
-                }
-                _ => break,
+        // A step's result may be refused by the log for good (a broker
+        // limit): the step then fails instead, decided on the same state.
+        let before = matches!(event, Event::AgentExecuted { .. }).then(|| st.clone());
+        let base = state.st.take().expect("checked above");
+        let (mut next, mut records) = chain_records(w, base, event, metadata, chain)?;
+        crate::liveness::hold_while_suspect().await;
+        if let Err(refused) = w.append_until_acked(&records).await {
+            let (
+                Some(before),
+                Event::AgentExecuted {
+                    step,
+                    agent,
+                    attempts,
+                    duration_ms,
+                    ..
+                },
+            ) = (before, records[0].event.clone())
+            else {
+                // Not a step's result: nothing to decide instead. Stop
+                // without retrying; the workflow goes on when its partition
+                // is next taken (a restart, a rebalance).
+                tracing::error!(workflow_id = %records[0].workflow_id, seq = records[0].seq,
+                    error = %refused, "the event log refused a record for good; stopping this workflow's actor");
+                myself.stop(Some(refused.to_string()));
+                return Ok(());
+            };
+            tracing::warn!(workflow_id = %records[0].workflow_id, step, error = %refused,
+                "the event log refused the step's result; the step fails");
+            let failed = Event::StepFailed {
+                step,
+                agent,
+                error: refused_result(&refused),
+                attempts,
+                duration_ms,
+            };
+            (next, records) = chain_records(w, before, failed, Default::default(), chain)?;
+            if let Err(e) = w.append_until_acked(&records).await {
+                return Err(format!("the event log refused a step's failure: {e}").into());
             }
         }
-        crate::liveness::hold_while_suspect().await;
-        w.append_until_acked(&records).await;
         // Acknowledged: durable. Apply them and go on; the log will confirm.
         state.st = Some(next);
         state
@@ -291,6 +302,61 @@ impl WorkflowActor {
         // Through the mailbox, so records that arrived meanwhile go first.
         myself.send_message(WorkflowMsg::Drive)?;
         Ok(())
+    }
+}
+
+/// The record of `event` on `state`, and any that follow from it without an
+/// agent call (up to [`MAX_CHAINED`], only when `chain`), with the state
+/// after them.
+fn chain_records(
+    w: &Worker,
+    state: WorkflowState,
+    event: Event,
+    metadata: serde_json::Map<String, serde_json::Value>,
+    chain: bool,
+) -> Result<(WorkflowState, Vec<Record>), ActorProcessingErr> {
+    let node_id: serde_json::Value = w.node_id.clone().into();
+    let mut next = state;
+    let mut records = Vec::with_capacity(2);
+    let (mut event, mut metadata) = (event, metadata);
+    loop {
+        let mut record = Record::new(
+            next.workflow_id,
+            next.user_id,
+            next.seq + 1,
+            Utc::now(),
+            event,
+        )
+        .after(next.last_event_id);
+        record.metadata = metadata;
+        record.metadata.insert("node_id".into(), node_id.clone());
+        let mut slot = Some(next);
+        apply(&mut slot, &record).map_err(|e| format!("own record rejected: {e}"))?;
+        next = slot.expect("apply keeps a state");
+        records.push(record);
+        match decide(&next, Utc::now()) {
+            Some(Action::Append {
+                event: e,
+                metadata: m,
+            }) if chain && records.len() < MAX_CHAINED => {
+                (event, metadata) = (e, m);
+            }
+            _ => break,
+        }
+    }
+    Ok((next, records))
+}
+
+/// The step error for a result the log refused for good.
+fn refused_result(e: &LogError) -> StepError {
+    StepError {
+        kind: if matches!(e, LogError::TooLarge(_)) {
+            StepErrorKind::OutputTooLarge
+        } else {
+            StepErrorKind::LogRejected
+        },
+        message: format!("the event log refused the step's result: {e}"),
+        http_status: None,
     }
 }
 
@@ -308,19 +374,67 @@ const UNTIL_ANSWERED: Duration = Duration::from_secs(3600);
 impl Worker {
     /// Appends until the broker acknowledges all `records`: while the log is
     /// unreachable the workflow pauses here, and resumes when it is back. A
-    /// delivery that failed for good is sent again.
-    pub(crate) async fn append_until_acked(&self, records: &[Record]) {
-        let mut delay = Duration::from_millis(100);
-        loop {
-            match self.producer.append_all(records, UNTIL_ANSWERED).await {
-                Ok(_) => return,
-                Err(e) => {
-                    tracing::warn!(workflow_id = %records[0].workflow_id, seq = records[0].seq, error = %e,
-                        "append failed, retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
+    /// delivery that failed for a passing reason is sent again; one the
+    /// broker refused for good ([`LogError::is_retriable`] false) is
+    /// returned, never retried.
+    pub(crate) async fn append_until_acked(&self, records: &[Record]) -> Result<(), LogError> {
+        until_acked(|| self.producer.append_all(records, UNTIL_ANSWERED)).await
+    }
+}
+
+async fn until_acked<T, F, Fut>(mut append: F) -> Result<(), LogError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, LogError>>,
+{
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match append().await {
+            Ok(_) => return Ok(()),
+            Err(e) if !e.is_retriable() => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, "append failed, retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_refused_append_is_not_retried() {
+        let calls = Cell::new(0);
+        let result = until_acked(|| {
+            calls.set(calls.get() + 1);
+            async { Err::<(), _>(LogError::Rejected("Broker: Message size too large".into())) }
+        })
+        .await;
+        assert!(matches!(result, Err(LogError::Rejected(_))), "{result:?}");
+        assert_eq!(calls.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_unavailable_log_is_waited_for() {
+        let calls = Cell::new(0);
+        let result = until_acked(|| {
+            calls.set(calls.get() + 1);
+            let n = calls.get();
+            async move {
+                if n < 3 {
+                    Err(LogError::Unavailable("down".into()))
+                } else {
+                    Ok(())
+                }
+            }
+        })
+        .await;
+        assert!(result.is_ok());
+        assert_eq!(calls.get(), 3);
     }
 }

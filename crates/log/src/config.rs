@@ -28,6 +28,9 @@ pub struct LogConfig {
     pub linger: Duration,
     /// How long the broker may hold a fetch that has no data (`fetch.wait.max.ms`).
     pub fetch_wait: Duration,
+    /// A step output whose JSON is longer than this is kept out of its
+    /// record, in chunks on [`Self::payload_topic`].
+    pub inline_output_bytes: usize,
 }
 
 impl LogConfig {
@@ -44,7 +47,13 @@ impl LogConfig {
             revoke_grace: Duration::from_secs(30),
             linger: Duration::from_millis(1),
             fetch_wait: Duration::from_millis(10),
+            inline_output_bytes: 256 * 1024,
         }
+    }
+
+    /// Where outputs kept out of their records go: `{topic}-payloads`.
+    pub fn payload_topic(&self) -> String {
+        format!("{}-payloads", self.topic)
     }
 
     pub(crate) fn client(&self) -> ClientConfig {

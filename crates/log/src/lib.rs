@@ -7,11 +7,13 @@
 //!   partition starts ([`Assigner`]).
 //! - [`Inputs`] follows a subscription's stream and this process's own
 //!   acknowledged appends together; [`Origin::due`] says which copy to take.
-//! - [`ensure_topic`] creates the topic with the configured partitions.
+//! - [`ensure_topic`] creates the topic with the configured partitions, and
+//!   the payload topic where outputs too large for a record go ([`Payloads`]).
 
 mod config;
 mod error;
 mod follow;
+mod payloads;
 mod producer;
 mod reader;
 mod subscription;
@@ -20,6 +22,7 @@ mod topic;
 pub use config::LogConfig;
 pub use error::LogError;
 pub use follow::{EventSource, Input, Inputs, Origin};
+pub use payloads::{CHUNK_BYTES, Payloads};
 pub use producer::{Position, Producer};
 pub use reader::{ReadFrom, Reader};
 pub use subscription::{

@@ -30,6 +30,12 @@ pub struct Producer {
     topic: String,
     queue: mpsc::UnboundedSender<Pending>,
     keep_records: bool,
+    /// Outputs longer than this go to the payload topic (see [`crate::payloads`]).
+    inline_output_bytes: usize,
+    payload_topic: String,
+    /// The payload topic's partition count, looked up on first use.
+    payload_partitions: std::sync::Arc<tokio::sync::OnceCell<i32>>,
+    brokers: LogConfig,
 }
 
 /// Records of one `append_all` call and where to answer.
@@ -87,6 +93,10 @@ impl Producer {
             topic: config.topic.clone(),
             queue,
             keep_records,
+            inline_output_bytes: config.inline_output_bytes,
+            payload_topic: config.payload_topic(),
+            payload_partitions: Default::default(),
+            brokers: config.clone(),
         })
     }
 
@@ -113,15 +123,36 @@ impl Producer {
         timeout: Duration,
     ) -> Result<Vec<Position>, LogError> {
         let started = Instant::now();
-        let records = records
-            .iter()
-            .map(|r| Encoded {
+        let mut encoded = Vec::with_capacity(records.len());
+        for r in records {
+            // A large output goes to the payload topic first; the record
+            // carries its reference, appended only once every chunk landed.
+            let payload = match r.large_output(self.inline_output_bytes) {
+                None => r.to_bytes(),
+                Some(text) => {
+                    let left = timeout.saturating_sub(started.elapsed());
+                    let written = tokio::time::timeout(left, self.offload(&text)).await;
+                    let Ok(output_ref) = written else {
+                        return Err(LogError::Unavailable(format!(
+                            "no acknowledgement within {} ms",
+                            timeout.as_millis()
+                        )));
+                    };
+                    let output_ref = output_ref?;
+                    if let agentflow_core::Event::AgentExecuted { output, .. } = &r.event {
+                        crate::payloads::remember(&output_ref.sha256, text.len(), output);
+                    }
+                    r.to_bytes_with_ref(&output_ref)
+                }
+            };
+            encoded.push(Encoded {
                 key: r.workflow_id.to_string(),
-                payload: r.to_bytes(),
+                payload,
                 event_type: r.event_type(),
                 record: self.keep_records.then(|| r.clone()),
-            })
-            .collect();
+            });
+        }
+        let records = encoded;
         let (reply, answer) = oneshot::channel();
         self.queue
             .send(Pending { records, reply })
@@ -137,6 +168,31 @@ impl Producer {
         let positions = answer.map_err(|_| LogError::Unavailable("producer closed".into()))??;
         metrics::histogram!(APPEND_SECONDS).record(started.elapsed().as_secs_f64());
         Ok(positions)
+    }
+
+    async fn offload(&self, text: &[u8]) -> Result<agentflow_core::OutputRef, LogError> {
+        let partitions = *self
+            .payload_partitions
+            .get_or_try_init(|| {
+                let mut config = self.brokers.clone();
+                config.topic = self.payload_topic.clone();
+                async move {
+                    let name = config.topic.clone();
+                    tokio::task::spawn_blocking(move || {
+                        crate::partition_count(&config, Duration::from_secs(10))
+                    })
+                    .await
+                    .map_err(|e| LogError::Unavailable(e.to_string()))?
+                    .and_then(|n| match n {
+                        0 => Err(LogError::Unavailable(format!(
+                            "no topic {name} (agentflow creates it at start)"
+                        ))),
+                        n => Ok(n as i32),
+                    })
+                }
+            })
+            .await?;
+        crate::payloads::write(&self.inner, &self.payload_topic, partitions, text).await
     }
 
     /// Whether the broker answers a metadata request for the topic.
@@ -247,15 +303,59 @@ async fn send_batches(
 }
 
 /// Errors that mean "the broker cannot be reached now" become
-/// [`LogError::Unavailable`] (a 503 to API callers); the rest stay as they are.
-fn classify(e: rdkafka::error::KafkaError) -> LogError {
+/// [`LogError::Unavailable`] (a 503 to API callers); a record the broker
+/// refuses for good becomes [`LogError::TooLarge`] or
+/// [`LogError::Rejected`] (malformed, not allowed), which no one retries; the rest stay as they are.
+pub(crate) fn classify(e: rdkafka::error::KafkaError) -> LogError {
+    use rdkafka::types::RDKafkaErrorCode as Code;
     match e.rdkafka_error_code() {
         Some(
-            rdkafka::types::RDKafkaErrorCode::MessageTimedOut
-            | rdkafka::types::RDKafkaErrorCode::QueueFull
-            | rdkafka::types::RDKafkaErrorCode::AllBrokersDown
-            | rdkafka::types::RDKafkaErrorCode::BrokerTransportFailure,
+            Code::MessageTimedOut
+            | Code::QueueFull
+            | Code::AllBrokersDown
+            | Code::BrokerTransportFailure,
         ) => LogError::Unavailable(e.to_string()),
+        Some(Code::MessageSizeTooLarge | Code::MessageBatchTooLarge | Code::InvalidMessageSize) => {
+            LogError::TooLarge(e.to_string())
+        }
+        Some(
+            Code::InvalidMessage
+            | Code::InvalidRecord
+            | Code::BadMessage
+            | Code::TopicAuthorizationFailed
+            | Code::ClusterAuthorizationFailed,
+        ) => LogError::Rejected(e.to_string()),
         _ => e.into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaErrorCode as Code;
+
+    use super::*;
+
+    #[test]
+    fn a_record_the_broker_refuses_for_good_is_not_retriable() {
+        for code in [
+            Code::MessageSizeTooLarge,
+            Code::MessageBatchTooLarge,
+            Code::InvalidMessageSize,
+            Code::InvalidRecord,
+            Code::TopicAuthorizationFailed,
+        ] {
+            let e = classify(KafkaError::MessageProduction(code));
+            assert!(
+                matches!(e, LogError::TooLarge(_) | LogError::Rejected(_)),
+                "{code:?}: {e:?}"
+            );
+            assert!(!e.is_retriable(), "{code:?}");
+        }
+        for code in [Code::MessageTimedOut, Code::AllBrokersDown] {
+            let e = classify(KafkaError::MessageProduction(code));
+            assert!(matches!(e, LogError::Unavailable(_)), "{code:?}: {e:?}");
+            assert!(e.is_retriable());
+        }
     }
 }

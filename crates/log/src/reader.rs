@@ -27,6 +27,7 @@ pub struct Reader {
     positions: HashMap<i32, (i64, i64)>,
     follow: bool,
     total: i64,
+    payloads: crate::Payloads,
 }
 
 impl Reader {
@@ -78,6 +79,7 @@ impl Reader {
             positions,
             follow,
             total,
+            payloads: crate::Payloads::new(config),
         })
     }
 
@@ -107,7 +109,11 @@ impl Reader {
                     return Some(Ok(LogRecord {
                         partition: m.partition(),
                         offset: m.offset(),
-                        record: Record::from_bytes(m.payload().unwrap_or_default()),
+                        // Outputs kept out of their records, read back.
+                        record: Record::from_bytes_with(
+                            m.payload().unwrap_or_default(),
+                            &mut |r| self.payloads.resolve(r),
+                        ),
                     }));
                 }
             }

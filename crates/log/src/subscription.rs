@@ -322,7 +322,10 @@ impl Subscription {
         let thread_stop = stop.clone();
         let thread = std::thread::Builder::new()
             .name(format!("log-{group}"))
-            .spawn(move || run(consumer, tx, thread_stop))
+            .spawn({
+                let payloads = crate::Payloads::new(config);
+                move || run(consumer, payloads, tx, thread_stop)
+            })
             .map_err(|e| LogError::Unavailable(e.to_string()))?;
         Ok((
             Self {
@@ -356,7 +359,12 @@ impl Drop for Subscription {
     }
 }
 
-fn run(consumer: BaseConsumer<Ctx>, tx: mpsc::Sender<ConsumerEvent>, stop: Arc<AtomicBool>) {
+fn run(
+    consumer: BaseConsumer<Ctx>,
+    mut payloads: crate::Payloads,
+    tx: mpsc::Sender<ConsumerEvent>,
+    stop: Arc<AtomicBool>,
+) {
     let counter = metrics::counter!(RECORDS_CONSUMED);
     while !stop.load(Ordering::Relaxed) {
         match consumer.poll(Duration::from_millis(100)) {
@@ -367,7 +375,11 @@ fn run(consumer: BaseConsumer<Ctx>, tx: mpsc::Sender<ConsumerEvent>, stop: Arc<A
             }
             Some(Ok(m)) => {
                 counter.increment(1);
-                let record = Record::from_bytes(m.payload().unwrap_or_default());
+                // An output kept out of its record is read back here, so
+                // every follower sees the record whole.
+                let record = Record::from_bytes_with(m.payload().unwrap_or_default(), &mut |r| {
+                    payloads.resolve(r)
+                });
                 let ev = ConsumerEvent::Record(LogRecord {
                     partition: m.partition(),
                     offset: m.offset(),

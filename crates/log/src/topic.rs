@@ -16,8 +16,17 @@ pub async fn ensure_topic(config: &LogConfig) -> Result<(), LogError> {
         config.partitions,
         TopicReplication::Fixed(config.replication_factor),
     );
+    // Outputs too large for a record (see `payloads`): compacted, so an
+    // output written twice is kept once, and nothing expires with time.
+    let payload_topic = config.payload_topic();
+    let payloads = NewTopic::new(
+        &payload_topic,
+        config.partitions,
+        TopicReplication::Fixed(config.replication_factor),
+    )
+    .set("cleanup.policy", "compact");
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    let results = admin.create_topics([&topic], &opts).await?;
+    let results = admin.create_topics([&topic, &payloads], &opts).await?;
     for r in results {
         match r {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
@@ -30,26 +39,28 @@ pub async fn ensure_topic(config: &LogConfig) -> Result<(), LogError> {
     }
     // Wait until the broker's metadata shows it, so that consumers that
     // subscribe right away get its partitions.
-    let probe: BaseConsumer = config.client().create()?;
-    let topic_name = config.topic.clone();
-    tokio::task::spawn_blocking(move || {
-        for _ in 0..100 {
-            if let Ok(md) = probe.fetch_metadata(Some(&topic_name), Duration::from_secs(2))
-                && md
-                    .topics()
-                    .iter()
-                    .any(|t| t.name() == topic_name && !t.partitions().is_empty())
-            {
-                return Ok(());
+    for topic_name in [config.topic.clone(), payload_topic] {
+        let probe: BaseConsumer = config.client().create()?;
+        tokio::task::spawn_blocking(move || {
+            for _ in 0..100 {
+                if let Ok(md) = probe.fetch_metadata(Some(&topic_name), Duration::from_secs(2))
+                    && md
+                        .topics()
+                        .iter()
+                        .any(|t| t.name() == topic_name && !t.partitions().is_empty())
+                {
+                    return Ok(());
+                }
+                std::thread::sleep(Duration::from_millis(50));
             }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        Err(LogError::Unavailable(format!(
-            "topic {topic_name} did not appear"
-        )))
-    })
-    .await
-    .map_err(|e| LogError::Unavailable(e.to_string()))?
+            Err(LogError::Unavailable(format!(
+                "topic {topic_name} did not appear"
+            )))
+        })
+        .await
+        .map_err(|e| LogError::Unavailable(e.to_string()))??;
+    }
+    Ok(())
 }
 
 /// The high watermark (next offset to be written) of every partition, in

@@ -9,6 +9,8 @@
 //!   calls with this `Idempotency-Key` (`fail_times` omitted: always);
 //! - `{"delay_ms": 500}`: answer after that long;
 //! - `{"not_json": true}`: answer 200 with a body that is not JSON;
+//! - `{"pad_bytes": N}`: add a `"pad"` string of N bytes to the answer (a
+//!   large output from a small input);
 //! - `{"hold_until_calls": 2}`: hold each call with this `Idempotency-Key`
 //!   until the key has had that many calls, then answer them all (tests
 //!   use it to make two writers race on one step);
@@ -225,6 +227,9 @@ fn router_with(latency: Duration, calls: Calls, in_flight: InFlight, gates: Gate
         .route("/agents/{agent}/api/v1/execute", post(execute))
         .route("/calls", get(list_calls))
         .route("/healthz", get(|| async { "ok" }))
+        // Agents that take documents take large inputs (a 10 MB previous
+        // output): no 2 MB default limit here.
+        .layer(axum::extract::DefaultBodyLimit::disable())
         .with_state(AppState {
             latency,
             calls,
@@ -297,13 +302,16 @@ async fn execute(
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    axum::Json(json!({
+    let mut answer = json!({
         "agent": agent,
         "input": input,
         "text": format!("{agent} done (call {n})"),
         "idempotency_key": key,
         "workflow_id": x_workflow,
         "traceparent": traceparent,
-    }))
-    .into_response()
+    });
+    if let Some(n) = ctl.get("pad_bytes").and_then(Value::as_u64) {
+        answer["pad"] = Value::String("x".repeat(n as usize));
+    }
+    axum::Json(answer).into_response()
 }
