@@ -11,7 +11,7 @@ use agentflow_store::{Cursor, ListFilter, WorkflowHead};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde_json::{Value, json};
@@ -19,8 +19,8 @@ use serde_json::{Value, json};
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::openapi::{
-    AuditTrail, CommonErrors, CreateWorkflow, ErrorBody, WorkflowAccepted, WorkflowCreated,
-    WorkflowList, WorkflowView,
+    AuditTrail, CommonErrors, CreateHeaders, CreateWorkflow, ErrorBody, GetQuery, ListQuery,
+    WorkflowAccepted, WorkflowCreated, WorkflowList, WorkflowView,
 };
 use crate::{AppState, views};
 
@@ -34,11 +34,11 @@ const MAX_WAIT_MS: u64 = 60_000;
 /// a lost answer) gives the same workflow, never a second one.
 #[utoipa::path(post, path = "/workflows/create", tag = "workflows", security(("bearer" = [])),
     request_body = CreateWorkflow,
-    params(("Idempotency-Key" = Option<String>, Header,
-        description = "Makes retries safe: the same key (per user) always names the same workflow; reusing it with another definition is a 422")),
+    params(CreateHeaders),
     responses(
         (status = 201, description = "Created (pending), or the one this Idempotency-Key created before", body = WorkflowCreated),
         (status = 413, description = "Body over max_body_bytes", body = ErrorBody),
+        (status = 415, description = "A Content-Type other than JSON", body = ErrorBody),
         (status = 422, description = "Invalid workflow definition, or an Idempotency-Key reused with another one", body = ErrorBody),
         CommonErrors
     ))]
@@ -48,6 +48,7 @@ pub async fn create(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    json_content_type(&headers)?;
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
@@ -100,6 +101,32 @@ pub async fn create(
     Ok(created("pending"))
 }
 
+/// A body that says it is not JSON is refused (415) rather than guessed at.
+/// No Content-Type at all is read as JSON, as before.
+fn json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(v) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let essence = v
+        .to_str()
+        .ok()
+        .and_then(|v| v.split(';').next())
+        .map(|m| m.trim().to_ascii_lowercase());
+    match essence.as_deref() {
+        Some(m)
+            if m == "application/json"
+                || (m.starts_with("application/") && m.ends_with("+json")) =>
+        {
+            Ok(())
+        }
+        _ => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "the body must be JSON (Content-Type: application/json)",
+        )),
+    }
+}
+
 /// The `Idempotency-Key` header, if any: 1 to 255 visible ASCII characters.
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     let Some(v) = headers.get("idempotency-key") else {
@@ -132,7 +159,7 @@ fn same_definition(existing: &WorkflowState, def: &WorkflowDefinition) -> Result
 }
 
 #[utoipa::path(post, path = "/workflows/{id}/execute", tag = "workflows", security(("bearer" = [])),
-    params(("id" = String, Path, description = "Workflow id (UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Workflow id")),
     responses(
         (status = 202, description = "Started, or resumed from the failed step", body = WorkflowAccepted),
         (status = 404, description = "No such workflow, or another user's", body = ErrorBody),
@@ -207,7 +234,7 @@ pub async fn execute(
 /// after its step in flight (its actor appends `workflow.cancelled`), so the
 /// answer says `cancelling` and a GET shows `cancel_requested` until then.
 #[utoipa::path(post, path = "/workflows/{id}/cancel", tag = "workflows", security(("bearer" = [])),
-    params(("id" = String, Path, description = "Workflow id (UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Workflow id")),
     responses(
         (status = 202, description = "Cancelled, or cancelling after the step in flight", body = WorkflowAccepted),
         (status = 404, description = "No such workflow, or another user's", body = ErrorBody),
@@ -282,11 +309,7 @@ pub async fn cancel(
 /// completed, failed or cancelled, or when `timeout_ms` runs out (then with
 /// its state at that moment): a client needs no polling loop.
 #[utoipa::path(get, path = "/workflows/{id}", tag = "workflows", security(("bearer" = [])),
-    params(
-        ("id" = String, Path, description = "Workflow id (UUID)"),
-        ("wait" = Option<String>, Query, description = "`finished`: hold the answer until the workflow is completed, failed or cancelled"),
-        ("timeout_ms" = Option<u64>, Query, description = "With wait: answer after this long at the latest (1–60000, default 30000)")
-    ),
+    params(("id" = uuid::Uuid, Path, description = "Workflow id"), GetQuery),
     responses(
         (status = 200, description = "The workflow", body = WorkflowView),
         (status = 404, description = "No such workflow, or another user's", body = ErrorBody),
@@ -298,24 +321,25 @@ pub async fn get(
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
+    // `timeout_ms` is checked even without `wait` (where it means nothing):
+    // a request the document calls invalid is refused, not ignored.
+    let timeout_ms = q
+        .get("timeout_ms")
+        .map(|v| {
+            v.parse::<u64>()
+                .ok()
+                .filter(|ms| (1..=MAX_WAIT_MS).contains(ms))
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_timeout",
+                        format!("timeout_ms must be an integer from 1 to {MAX_WAIT_MS}"),
+                    )
+                })
+        })
+        .transpose()?;
     let wait = match q.get("wait").map(String::as_str) {
         None => None,
-        Some("finished") => Some(
-            q.get("timeout_ms")
-                .map(|v| {
-                    v.parse::<u64>()
-                        .ok()
-                        .filter(|ms| (1..=MAX_WAIT_MS).contains(ms))
-                        .ok_or_else(|| {
-                            ApiError::bad_request(
-                                "invalid_timeout",
-                                format!("timeout_ms must be an integer from 1 to {MAX_WAIT_MS}"),
-                            )
-                        })
-                })
-                .transpose()?
-                .unwrap_or(DEFAULT_WAIT_MS),
-        ),
+        Some("finished") => Some(timeout_ms.unwrap_or(DEFAULT_WAIT_MS)),
         Some(_) => {
             return Err(ApiError::bad_request(
                 "invalid_wait",
@@ -361,7 +385,7 @@ pub async fn get(
 }
 
 #[utoipa::path(get, path = "/workflows/{id}/events", tag = "workflows", security(("bearer" = [])),
-    params(("id" = String, Path, description = "Workflow id (UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Workflow id")),
     responses(
         (status = 200, description = "The audit trail", body = AuditTrail),
         (status = 404, description = "No such workflow, or another user's", body = ErrorBody),
@@ -389,11 +413,7 @@ pub async fn events(
 }
 
 #[utoipa::path(get, path = "/workflows/list", tag = "workflows", security(("bearer" = [])),
-    params(
-        ("status" = Option<String>, Query, description = "pending, running, completed, failed or cancelled"),
-        ("limit" = Option<u32>, Query, description = "1–100, default 20"),
-        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")
-    ),
+    params(ListQuery),
     responses(
         (status = 200, description = "The caller's workflows (every user's for admins), newest first", body = WorkflowList),
         CommonErrors
