@@ -376,6 +376,31 @@ async fn the_document_states_the_limits_and_adversarial_input_gets_documented_4x
             check(&doc, "post", "/workflows/create", st, &b);
         }
     }
+    // schemathesis: a retry with the same Idempotency-Key and the same body
+    // was a 422 `idempotency_key_reused` when a number's spelling changed in
+    // Postgres jsonb (3.372039349979969e+16 comes back as 33720393499799690).
+    let body = json!({"name": "n", "tasks": [
+        {"agent": "a", "input": {"n": 3.372039349979969e16, "m": [1.0, 1e2, -0.0]}},
+        {"agent": "b", "input": 33720393499799690u64, "timeout_ms": 631.0}
+    ]});
+    let mut first = None;
+    for _ in 0..2 {
+        let r = s
+            .http
+            .post(format!("{}/workflows/create", s.base))
+            .bearer_auth(&t)
+            .header("idempotency-key", "retry-with-floats")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let st = r.status().as_u16();
+        let b: Value = r.json().await.unwrap();
+        assert_eq!(st, 201, "{b}");
+        let id = b["workflow_id"].clone();
+        assert_eq!(*first.get_or_insert(id.clone()), id);
+    }
+
     // 100 tasks is the limit, not over it; duplicate keys: the last wins.
     let (st, b) = create_raw(&s, &t, Some("application/json"), many(100)).await;
     assert_eq!((st, &b["task_count"]), (201, &json!(100)), "{b}");
