@@ -45,4 +45,3 @@ fuzz_target!(|data: &[u8]| {
     let back = Record::from_bytes(&record.to_bytes()).expect("a created record decodes");
     assert_eq!(back, record);
 });
-

@@ -23,7 +23,10 @@ fuzz_target!(|data: &[u8]| {
     };
     let out = render(&input, &previous);
     if !uses_previous {
-        assert_eq!(out, input, "a template without placeholders renders to itself");
+        assert_eq!(
+            out, input,
+            "a template without placeholders renders to itself"
+        );
     }
     // Rendering is a function of its inputs.
     assert_eq!(render(&input, &previous), out);
