@@ -6,7 +6,7 @@
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi, ToSchema};
+use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -14,7 +14,7 @@ use utoipa::{Modify, OpenApi, ToSchema};
         title = "agentflow",
         description = "Event-sourced workflow engine for AI agents. Every /workflows route needs `Authorization: Bearer <JWT>` (HS256, `sub` = user id, `exp` required; `roles: [\"admin\"]` sees every user's workflows)."
     ),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &TemplateValue),
     tags((name = "workflows"), (name = "operations"))
 )]
 pub struct ApiDoc;
@@ -33,6 +33,53 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// A step's input: any JSON whose strings (and keys) hold no `{{` but the
+/// `{{previous_output}}` placeholder, and no NUL. The placeholder is left
+/// out of the schema, since step 1 rejects it.
+struct TemplateValue;
+
+/// A string with no `{{` and no NUL.
+const TEMPLATE_TEXT_PATTERN: &str = r"^(?:[^{\u0000]|\{(?:[^{\u0000]|$))*$";
+
+impl Modify for TemplateValue {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{
+            AdditionalProperties, AnyOfBuilder, ArrayBuilder, ObjectBuilder, SchemaType, Type,
+        };
+        use utoipa::openapi::{Ref, RefOr};
+        let me = || RefOr::from(Ref::from_schema_name("TemplateValue"));
+        let text = || {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(TEMPLATE_TEXT_PATTERN))
+        };
+        let schema = AnyOfBuilder::new()
+            .description(Some(
+                "Any JSON. Strings and keys hold no `{{` (but `{{previous_output}}` after step 1: \
+                 the previous step's output, as a value when it is the whole string, as text \
+                 inside one) and no NUL.",
+            ))
+            .item(ObjectBuilder::new().schema_type(SchemaType::from_iter([
+                Type::Null,
+                Type::Boolean,
+                Type::Number,
+            ])))
+            .item(text())
+            .item(ArrayBuilder::new().items(me()))
+            .item(
+                ObjectBuilder::new()
+                    .schema_type(Type::Object)
+                    .property_names(Some(text()))
+                    .additional_properties(Some(AdditionalProperties::RefOr(me()))),
+            );
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .schemas
+            .insert("TemplateValue".to_owned(), schema.into());
     }
 }
 
@@ -70,26 +117,125 @@ pub enum CommonErrors {
     Unavailable(ErrorBody),
 }
 
-/// A workflow definition.
-#[derive(Serialize, ToSchema)]
-pub struct CreateWorkflow {
-    /// 1–255 characters.
-    pub name: String,
-    /// 1–100 steps, run in order.
-    pub tasks: Vec<TaskInput>,
-    /// Deadline of each run in milliseconds (1–86400000), from each start.
+// The document states what the server enforces, so that every request the
+// schema allows is one the server accepts and the rest are rejected
+// (schemathesis checks both ways in `scripts/fuzz.sh`). No string may hold
+// U+0000 (Postgres cannot store it).
+
+/// `POST /workflows/create`'s headers.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct CreateHeaders {
+    /// Makes retries safe: the same key (per user) always names the same
+    /// workflow; reusing it with another definition is a 422.
+    #[param(rename = "Idempotency-Key", value_type = String, required = false,
+        pattern = "^[!-~]{1,255}$", min_length = 1, max_length = 255)]
+    pub idempotency_key: Option<String>,
+}
+
+/// `GET /workflows/list`'s query.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only the workflows in this status.
+    #[param(inline)]
+    pub status: Option<Status>,
+    /// Page size, default 20.
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the previous page (empty: the first page).
+    #[param(pattern = "^(?:-?[0-9]{1,16}\\.[0-9a-fA-F]{32})?$", max_length = 50)]
+    pub cursor: Option<String>,
+}
+
+/// `GET /workflows/{id}`'s query.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct GetQuery {
+    /// `finished`: hold the answer until the workflow is completed, failed
+    /// or cancelled.
+    #[param(inline)]
+    pub wait: Option<Wait>,
+    /// With `wait`: answer after this long at the latest (default 30000).
+    #[param(minimum = 1, maximum = 60000)]
     pub timeout_ms: Option<u64>,
 }
 
 #[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Wait {
+    Finished,
+}
+
+/// A workflow's status.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Pending,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+/// A step's status (`running`: the step in flight).
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum StepStatus {
+    Pending,
+    Running,
+    Completed,
+    Failed,
+    Skipped,
+}
+
+/// The status an execute or cancel answers with.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AcceptedStatus {
+    Running,
+    Cancelling,
+    Cancelled,
+}
+
+/// A workflow definition. The whole body is at most `max_body_bytes`
+/// (413 beyond) and nests at most 128 levels deep (400 beyond).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWorkflow {
+    /// 1–255 characters once trimmed of white space.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = "^[^\\u0000]*[^\\u0000\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000][^\\u0000]*$"
+    )]
+    pub name: String,
+    /// 1–100 steps, run in order.
+    #[schema(min_items = 1, max_items = 100)]
+    pub tasks: Vec<TaskInput>,
+    /// Deadline of each run in milliseconds, from each start.
+    #[schema(minimum = 1, maximum = 86_400_000)]
+    pub timeout_ms: Option<u64>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct TaskInput {
-    /// The agent's name, `[A-Za-z0-9_.-]{1,128}`.
+    /// The agent's name.
+    #[schema(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9_.-]{1,128}$")]
     pub agent: String,
-    /// Any JSON; `"{{previous_output}}"` is replaced by the previous step's
-    /// output (as a value when it is the whole string, as text inside one).
+    /// Any JSON (default `{}`); `"{{previous_output}}"` (after step 1) is
+    /// replaced by the previous step's output (as a value when it is the
+    /// whole string, as text inside one). No other `{{` may appear.
+    #[schema(schema_with = template_value_ref)]
     pub input: Option<Value>,
     /// Per-attempt timeout for this step, overriding the agent's.
+    #[schema(minimum = 1, maximum = 86_400_000)]
     pub timeout_ms: Option<u64>,
+}
+
+fn template_value_ref() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    utoipa::openapi::Ref::from_schema_name("TemplateValue").into()
 }
 
 #[derive(Serialize, ToSchema)]
@@ -98,6 +244,7 @@ pub struct WorkflowCreated {
     pub name: String,
     /// `pending`; on a retry with the same Idempotency-Key, the workflow's
     /// current status.
+    #[schema(value_type = Status)]
     pub status: String,
     pub task_count: usize,
 }
@@ -107,6 +254,7 @@ pub struct WorkflowCreated {
 pub struct WorkflowAccepted {
     pub workflow_id: uuid::Uuid,
     /// `running` (execute); `cancelled` or `cancelling` (cancel).
+    #[schema(value_type = AcceptedStatus)]
     pub status: String,
     pub message: String,
 }
@@ -115,7 +263,7 @@ pub struct WorkflowAccepted {
 pub struct WorkflowView {
     pub workflow_id: uuid::Uuid,
     pub name: String,
-    /// `pending`, `running`, `completed`, `failed` or `cancelled`.
+    #[schema(value_type = Status)]
     pub status: String,
     pub user_id: i64,
     pub task_count: usize,
@@ -160,7 +308,7 @@ pub struct QuarantinedView {
 pub struct StepView {
     pub step: u32,
     pub agent: String,
-    /// `pending`, `running`, `completed`, `failed` or `skipped`.
+    #[schema(value_type = StepStatus)]
     pub status: String,
     pub attempts: u32,
     pub duration_ms: u64,
@@ -188,6 +336,7 @@ pub struct WorkflowList {
 pub struct WorkflowSummary {
     pub workflow_id: uuid::Uuid,
     pub name: String,
+    #[schema(value_type = Status)]
     pub status: String,
     pub user_id: i64,
     pub task_count: i32,

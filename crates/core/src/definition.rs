@@ -134,6 +134,13 @@ fn parse_timeout(v: Option<&Value>, field: &str) -> Result<Option<u64>, Definiti
         None | Some(Value::Null) => Ok(None),
         Some(v) => v
             .as_u64()
+            // JSON has one number type: `5000.0` is the integer 5000 (as
+            // JSON Schema's `integer` says), not a fraction.
+            .or_else(|| {
+                v.as_f64()
+                    .filter(|f| f.fract() == 0.0 && *f >= 1.0 && *f <= u64::MAX as f64)
+                    .map(|f| f as u64)
+            })
             .filter(|ms| (1..=WorkflowDefinition::MAX_TIMEOUT_MS).contains(ms))
             .map(Some)
             .ok_or_else(|| DefinitionError::BadTimeout(field.to_owned())),

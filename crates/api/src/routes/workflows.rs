@@ -12,7 +12,7 @@ use agentflow_store::{Cursor, ListFilter, Projected, WorkflowHead};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde_json::{Value, json};
@@ -21,8 +21,8 @@ use super::lookup;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::openapi::{
-    AuditTrail, CommonErrors, CreateWorkflow, ErrorBody, WorkflowAccepted, WorkflowCreated,
-    WorkflowList, WorkflowView,
+    AuditTrail, CommonErrors, CreateHeaders, CreateWorkflow, ErrorBody, GetQuery, ListQuery,
+    WorkflowAccepted, WorkflowCreated, WorkflowList, WorkflowView,
 };
 use crate::{AppState, views};
 
@@ -36,11 +36,11 @@ const MAX_WAIT_MS: u64 = 60_000;
 /// a lost answer) gives the same workflow, never a second one.
 #[utoipa::path(post, path = "/workflows/create", tag = "workflows", security(("bearer" = [])),
     request_body = CreateWorkflow,
-    params(("Idempotency-Key" = Option<String>, Header,
-        description = "Makes retries safe: the same key (per user) always names the same workflow; reusing it with another definition is a 422")),
+    params(CreateHeaders),
     responses(
         (status = 201, description = "Created (pending), or the one this Idempotency-Key created before", body = WorkflowCreated),
         (status = 413, description = "Body over max_body_bytes", body = ErrorBody),
+        (status = 415, description = "A Content-Type other than JSON", body = ErrorBody),
         (status = 422, description = "Invalid workflow definition (`invalid_character`: U+0000 in the name or an input, the field named), or an Idempotency-Key reused with another one", body = ErrorBody),
         CommonErrors
     ))]
@@ -50,6 +50,7 @@ pub async fn create(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
+    json_content_type(&headers)?;
     let body = body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
@@ -109,6 +110,58 @@ pub async fn create(
     Ok(created("pending"))
 }
 
+/// A body that says it is not JSON is refused (415) rather than guessed at.
+/// No Content-Type at all is read as JSON, as before.
+fn json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(v) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let essence = v
+        .to_str()
+        .ok()
+        .and_then(|v| v.split(';').next())
+        .map(|m| m.trim().to_ascii_lowercase());
+    match essence.as_deref() {
+        Some(m)
+            if m == "application/json"
+                || (m.starts_with("application/") && m.ends_with("+json")) =>
+        {
+            Ok(())
+        }
+        _ => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "the body must be JSON (Content-Type: application/json)",
+        )),
+    }
+}
+
+/// JSON equality where numbers are compared by value: the stored definition
+/// comes back from Postgres `jsonb`, which keeps a number's value but not
+/// its spelling (`3.372039349979969e+16` returns as `33720393499799690`), so
+/// a retry must not be told it sent another definition (found by
+/// schemathesis).
+fn same_json(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            x == y
+                || match (x.as_i128(), y.as_i128()) {
+                    (Some(i), Some(j)) => i == j,
+                    _ => x.as_f64() == y.as_f64(),
+                }
+        }
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| same_json(a, b))
+        }
+        (Value::Object(x), Value::Object(y)) => {
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, a)| y.get(k).is_some_and(|b| same_json(a, b)))
+        }
+        _ => a == b,
+    }
+}
+
 /// The `Idempotency-Key` header, if any: 1 to 255 visible ASCII characters.
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     let Some(v) = headers.get("idempotency-key") else {
@@ -127,10 +180,11 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
 }
 
 fn same_definition(existing: &WorkflowState, def: &WorkflowDefinition) -> Result<(), ApiError> {
-    if existing.name == def.name
-        && existing.tasks == def.tasks
-        && existing.timeout_ms == def.timeout_ms
-    {
+    let same_tasks = existing.tasks.len() == def.tasks.len()
+        && existing.tasks.iter().zip(&def.tasks).all(|(a, b)| {
+            a.agent == b.agent && a.timeout_ms == b.timeout_ms && same_json(&a.input, &b.input)
+        });
+    if existing.name == def.name && same_tasks && existing.timeout_ms == def.timeout_ms {
         return Ok(());
     }
     Err(ApiError::new(
@@ -141,7 +195,7 @@ fn same_definition(existing: &WorkflowState, def: &WorkflowDefinition) -> Result
 }
 
 #[utoipa::path(post, path = "/workflows/{id}/execute", tag = "workflows", security(("bearer" = [])),
-    params(("id" = String, Path, description = "Workflow id (UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Workflow id")),
     responses(
         (status = 202, description = "Started, or resumed from the failed step", body = WorkflowAccepted),
         (status = 404, description = "No such workflow, or another user's", body = ErrorBody),
@@ -219,7 +273,7 @@ pub async fn execute(
 /// after its step in flight (its actor appends `workflow.cancelled`), so the
 /// answer says `cancelling` and a GET shows `cancel_requested` until then.
 #[utoipa::path(post, path = "/workflows/{id}/cancel", tag = "workflows", security(("bearer" = [])),
-    params(("id" = String, Path, description = "Workflow id (UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Workflow id")),
     responses(
         (status = 202, description = "Cancelled, or cancelling after the step in flight", body = WorkflowAccepted),
         (status = 404, description = "No such workflow, or another user's", body = ErrorBody),
@@ -298,11 +352,7 @@ pub async fn cancel(
 /// completed, failed or cancelled, or when `timeout_ms` runs out (then with
 /// its state at that moment): a client needs no polling loop.
 #[utoipa::path(get, path = "/workflows/{id}", tag = "workflows", security(("bearer" = [])),
-    params(
-        ("id" = String, Path, description = "Workflow id (UUID)"),
-        ("wait" = Option<String>, Query, description = "`finished`: hold the answer until the workflow is completed, failed or cancelled"),
-        ("timeout_ms" = Option<u64>, Query, description = "With wait: answer after this long at the latest (1–60000, default 30000)")
-    ),
+    params(("id" = uuid::Uuid, Path, description = "Workflow id"), GetQuery),
     responses(
         (status = 200, description = "The workflow (with `projection` when records of it were quarantined)", body = WorkflowView),
         (status = 404, description = "No such workflow, or another user's", body = ErrorBody),
@@ -315,24 +365,25 @@ pub async fn get(
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
+    // `timeout_ms` is checked even without `wait` (where it means nothing):
+    // a request the document calls invalid is refused, not ignored.
+    let timeout_ms = q
+        .get("timeout_ms")
+        .map(|v| {
+            v.parse::<u64>()
+                .ok()
+                .filter(|ms| (1..=MAX_WAIT_MS).contains(ms))
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_timeout",
+                        format!("timeout_ms must be an integer from 1 to {MAX_WAIT_MS}"),
+                    )
+                })
+        })
+        .transpose()?;
     let wait = match q.get("wait").map(String::as_str) {
         None => None,
-        Some("finished") => Some(
-            q.get("timeout_ms")
-                .map(|v| {
-                    v.parse::<u64>()
-                        .ok()
-                        .filter(|ms| (1..=MAX_WAIT_MS).contains(ms))
-                        .ok_or_else(|| {
-                            ApiError::bad_request(
-                                "invalid_timeout",
-                                format!("timeout_ms must be an integer from 1 to {MAX_WAIT_MS}"),
-                            )
-                        })
-                })
-                .transpose()?
-                .unwrap_or(DEFAULT_WAIT_MS),
-        ),
+        Some("finished") => Some(timeout_ms.unwrap_or(DEFAULT_WAIT_MS)),
         Some(_) => {
             return Err(ApiError::bad_request(
                 "invalid_wait",
@@ -414,7 +465,7 @@ async fn view(s: &AppState, p: &Projected) -> Result<Value, ApiError> {
 }
 
 #[utoipa::path(get, path = "/workflows/{id}/events", tag = "workflows", security(("bearer" = [])),
-    params(("id" = String, Path, description = "Workflow id (UUID)")),
+    params(("id" = uuid::Uuid, Path, description = "Workflow id")),
     responses(
         (status = 200, description = "The audit trail", body = AuditTrail),
         (status = 404, description = "No such workflow, or another user's", body = ErrorBody),
@@ -455,11 +506,7 @@ pub async fn events(
 }
 
 #[utoipa::path(get, path = "/workflows/list", tag = "workflows", security(("bearer" = [])),
-    params(
-        ("status" = Option<String>, Query, description = "pending, running, completed, failed or cancelled"),
-        ("limit" = Option<u32>, Query, description = "1–100, default 20"),
-        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")
-    ),
+    params(ListQuery),
     responses(
         (status = 200, description = "The caller's workflows (every user's for admins), newest first", body = WorkflowList),
         CommonErrors
