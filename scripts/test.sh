@@ -17,6 +17,9 @@ promtool check config config/prometheus/prometheus.yml
 echo "== docker-compose config"
 AGENTFLOW_JWT_SECRET=ci docker-compose -f docker-compose.yml config -q
 
+echo "== fuzzing: the Rust targets (FUZZ_SECONDS each) and schemathesis (FUZZ_API_SECONDS)"
+scripts/fuzz.sh
+
 dir=$(mktemp -d /tmp/agentflow-test.XXXXXX)
 cleanup() { scripts/stack.sh stop "$dir" || true; rm -rf "$dir"; }
 trap cleanup EXIT

@@ -46,7 +46,7 @@ impl LogConfig {
             group_instance_id: None,
             revoke_grace: Duration::from_secs(30),
             linger: Duration::from_millis(1),
-            fetch_wait: Duration::from_millis(10),
+            fetch_wait: Duration::from_millis(500),
             inline_output_bytes: 256 * 1024,
         }
     }
