@@ -82,28 +82,33 @@ fuzz_api() {
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q "schemathesis==$SCHEMATHESIS_VERSION"
   fi
-  scripts/stack.sh install
+  scripts/stack.sh install || return 1
   log "building agentflow"
-  cargo build --quiet --bin agentflow --bin agentflow-mock-agent
+  cargo build --quiet --bin agentflow --bin agentflow-mock-agent || return 1
 
-  local dir=$FUZZ_OUT/stack pids=()
-  mkdir -p "$dir"
+  # Globals: the EXIT trap may run after this function has returned. The
+  # stack's directory must be reachable by the postgres user (mktemp's 700
+  # FUZZ_OUT is not), so it is a directory of its own.
+  API_STACK=$(mktemp -d /tmp/agentflow-fuzz-stack.XXXXXX)
+  API_PIDS=()
   # shellcheck disable=SC2317
   cleanup_api() {
     local p
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-    scripts/stack.sh stop "$dir" || true
+    for p in "${API_PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    for p in "${API_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    scripts/stack.sh stop "$API_STACK" || true
+    rm -rf "$API_STACK"
   }
   trap cleanup_api EXIT
-  scripts/stack.sh start "$dir"
+  # Called as `fuzz_api || rc=1`, where `set -e` does not apply: check.
+  scripts/stack.sh start "$API_STACK" || { log "the stack did not start"; return 1; }
   # shellcheck disable=SC1091
-  source "$dir/env"
+  source "$API_STACK/env"
 
   local agent_port
   agent_port=$(free_port)
   target/debug/agentflow-mock-agent --addr "127.0.0.1:$agent_port" >"$FUZZ_OUT/mock-agent.log" 2>&1 &
-  pids+=($!)
+  API_PIDS+=($!)
 
   export AGENTFLOW_JWT_SECRET=fuzz-secret-$RANDOM$RANDOM
   export AGENTFLOW_HTTP_ADDR=127.0.0.1:$(free_port)
@@ -115,7 +120,7 @@ fuzz_api() {
   export AGENTFLOW_LOG=warn,agentflow=info
   local base=http://$AGENTFLOW_HTTP_ADDR
   target/debug/agentflow serve >"$FUZZ_OUT/server.log" 2>&1 &
-  pids+=($!)
+  API_PIDS+=($!)
   local i
   for i in $(seq 1 120); do
     curl -fsS -o /dev/null "$base/readyz" 2>/dev/null && break

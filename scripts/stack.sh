@@ -106,6 +106,10 @@ pg_start() {
     if [ -f "$dir/pg.port" ]; then pg_port=$(cat "$dir/pg.port"); else pg_port=$(free_port); fi
   fi
   echo "$pg_port" >"$dir/pg.port"
+  if [ "$(id -u)" = 0 ] && ! runuser -u postgres -- test -x "$dir"; then
+    log "the postgres user cannot reach $dir (a parent directory is private): use another directory"
+    return 1
+  fi
   if [ ! -f "$dir/pg/PG_VERSION" ]; then
     mkdir -p "$dir/pg"
     [ "$(id -u)" = 0 ] && chown postgres "$dir/pg"

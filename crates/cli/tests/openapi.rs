@@ -25,6 +25,13 @@ const OPERATIONS: [(&str, &str); 10] = [
 ];
 
 /// Validates `body` against the documented schema of `method path status`.
+/// Asserts the answer had the status the test means, then checks it
+/// against the document.
+fn expect(doc: &Value, method: &str, path: &str, want: u16, got: u16, body: &Value) {
+    assert_eq!(got, want, "{method} {path}: {body}");
+    check(doc, method, path, got, body);
+}
+
 fn check(doc: &Value, method: &str, path: &str, status: u16, body: &Value) {
     let response = &doc["paths"][path][method]["responses"][status.to_string()];
     assert!(
@@ -114,7 +121,7 @@ async fn the_document_covers_every_route_and_real_answers_match_it() {
             Some(pipeline("doc", &["a", "b"])),
         )
         .await;
-    check(&doc, "post", "/workflows/create", st, &created);
+    expect(&doc, "post", "/workflows/create", 201, st, &created);
     let id = created["workflow_id"].as_str().unwrap().to_owned();
     // The check is not vacuous: a wrong shape fails it.
     let wrong = std::panic::catch_unwind(|| {
@@ -128,17 +135,17 @@ async fn the_document_covers_every_route_and_real_answers_match_it() {
     });
     assert!(wrong.is_err(), "a wrong body passed the schema");
     let (st, body) = s.execute(&t, &id).await;
-    check(&doc, "post", "/workflows/{id}/execute", st, &body);
+    expect(&doc, "post", "/workflows/{id}/execute", 202, st, &body);
     let w = s.wait_done(&t, &id, Duration::from_secs(20)).await;
     check(&doc, "get", "/workflows/{id}", 200, &w);
     let (st, body) = s
         .req("GET", &format!("/workflows/{id}/events"), Some(&t), None)
         .await;
-    check(&doc, "get", "/workflows/{id}/events", st, &body);
+    expect(&doc, "get", "/workflows/{id}/events", 200, st, &body);
     let (st, body) = s
         .req("GET", "/workflows/list?limit=1", Some(&t), None)
         .await;
-    check(&doc, "get", "/workflows/list", st, &body);
+    expect(&doc, "get", "/workflows/list", 200, st, &body);
     let other = s.create(&t, pipeline("to cancel", &["a"])).await;
     let (st, body) = s
         .req(
@@ -148,14 +155,14 @@ async fn the_document_covers_every_route_and_real_answers_match_it() {
             None,
         )
         .await;
-    check(&doc, "post", "/workflows/{id}/cancel", st, &body);
+    expect(&doc, "post", "/workflows/{id}/cancel", 202, st, &body);
     let (st, body) = s.req("GET", "/readyz", None, None).await;
-    check(&doc, "get", "/readyz", st, &body);
+    expect(&doc, "get", "/readyz", 200, st, &body);
     // Errors too.
     let (st, body) = s.execute(&t, &id).await;
-    check(&doc, "post", "/workflows/{id}/execute", st, &body); // 409
+    expect(&doc, "post", "/workflows/{id}/execute", 409, st, &body);
     let (st, body) = s.req("GET", "/workflows/list", None, None).await;
-    check(&doc, "get", "/workflows/list", st, &body); // 401
+    expect(&doc, "get", "/workflows/list", 401, st, &body);
     let (st, body) = s
         .req(
             "POST",
@@ -164,13 +171,13 @@ async fn the_document_covers_every_route_and_real_answers_match_it() {
             Some(json!({"name": ""})),
         )
         .await;
-    check(&doc, "post", "/workflows/create", st, &body); // 422
+    expect(&doc, "post", "/workflows/create", 422, st, &body);
     let (st, body) = s.req("GET", "/workflows/nope", Some(&t), None).await;
-    check(&doc, "get", "/workflows/{id}", st, &body); // 400
+    expect(&doc, "get", "/workflows/{id}", 400, st, &body);
     let (st, body) = s
         .req("GET", &format!("/workflows/{some_id}"), Some(&t), None)
         .await;
-    check(&doc, "get", "/workflows/{id}", st, &body); // 404
+    expect(&doc, "get", "/workflows/{id}", 404, st, &body);
 }
 
 /// A raw `POST /workflows/create`: any bytes, any Content-Type.
