@@ -209,8 +209,8 @@ min.insync.replicas=$isr
 broker.heartbeat.interval.ms=500
 broker.session.timeout.ms=3000
 # Few threads: every test and the dev stack share two cores.
-num.network.threads=2
-num.io.threads=2
+num.network.threads=${KAFKA_NETWORK_THREADS:-2}
+num.io.threads=${KAFKA_IO_THREADS:-2}
 num.recovery.threads.per.data.dir=1
 background.threads=2
 log.cleaner.threads=1
