@@ -152,23 +152,7 @@ async fn another_users_workflow_is_not_found_and_admins_see_all() {
 async fn bad_input_gets_a_clear_4xx_and_writes_nothing() {
     let s = Stack::start_with(Duration::ZERO, "", &[("AGENTFLOW_MAX_BODY_BYTES", "2048")]).await;
     let t = s.token(8);
-    let raw = |body: &'static str| {
-        let s = &s;
-        let t = t.clone();
-        async move {
-            let r = s
-                .http
-                .post(format!("{}/workflows/create", s.base))
-                .bearer_auth(t)
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await
-                .unwrap();
-            let st = r.status().as_u16();
-            (st, r.json::<Value>().await.unwrap())
-        }
-    };
+    let raw = |body: &'static str| s.create_raw(&t, Some("application/json"), body);
     let (st, b) = raw("{not json").await;
     assert_error(st, &b, 400, "malformed_json");
     let (st, b) = raw("").await;
@@ -238,23 +222,7 @@ async fn bad_input_gets_a_clear_4xx_and_writes_nothing() {
 async fn a_nul_character_in_user_input_is_a_422_naming_the_field() {
     let s = Stack::start().await;
     let t = s.token(9);
-    let raw = |body: &'static str| {
-        let s = &s;
-        let t = t.clone();
-        async move {
-            let r = s
-                .http
-                .post(format!("{}/workflows/create", s.base))
-                .bearer_auth(t)
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await
-                .unwrap();
-            let st = r.status().as_u16();
-            (st, r.json::<Value>().await.unwrap())
-        }
-    };
+    let raw = |body: &'static str| s.create_raw(&t, Some("application/json"), body);
     for (body, field) in [
         (
             r#"{"name": "a\u0000b", "tasks": [{"agent": "a"}]}"#,

@@ -128,18 +128,9 @@ async fn outputs_of_1_2_mb_and_10_mb_complete_and_every_reader_sees_them_whole()
     // the same outputs.
     let before = s.get(&t, &ids[1]).await;
     let admin = std::env::var("AGENTFLOW_TEST_ADMIN_URL").unwrap();
-    let name = format!("r_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
-        .await
-        .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "CREATE DATABASE {name} OWNER agentflow"
-    )))
-    .execute(&mut conn)
-    .await
-    .unwrap();
+    let (_, fresh) = common::new_database(&admin, "r").await;
     s.kill9();
-    s.db_url = format!("{}/{name}", s.db_url.rsplit_once('/').unwrap().0);
+    s.db_url = fresh;
     s.spawn_server().await;
     let after = finished(&s, &t, &ids[1]).await;
     assert_eq!(before["results"], after["results"]);

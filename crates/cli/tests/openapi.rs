@@ -181,29 +181,6 @@ async fn the_document_covers_every_route_and_real_answers_match_it() {
 }
 
 /// A raw `POST /workflows/create`: any bytes, any Content-Type.
-async fn create_raw(
-    s: &Stack,
-    token: &str,
-    content_type: Option<&str>,
-    body: impl Into<reqwest::Body>,
-) -> (u16, Value) {
-    let mut r = s
-        .http
-        .post(format!("{}/workflows/create", s.base))
-        .bearer_auth(token)
-        .body(body);
-    if let Some(ct) = content_type {
-        r = r.header("content-type", ct);
-    }
-    let resp = r.send().await.unwrap();
-    let st = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    (
-        st,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
-}
-
 /// What fuzzing at the edges (scripts/fuzz.sh) found, and the adversarial
 /// bodies it feeds, through real HTTP: the document states what the server
 /// enforces, and every answer is a documented 2xx/4xx, never a 5xx.
@@ -259,30 +236,22 @@ async fn the_document_states_the_limits_and_adversarial_input_gets_documented_4x
 
     // schemathesis: a wrong Content-Type was read as JSON; now 415.
     let body = pipeline("ct", &["a"]).to_string();
-    let (st, b) = create_raw(&s, &t, Some("text/plain"), body.clone()).await;
+    let (st, b) = s.create_raw(&t, Some("text/plain"), body.clone()).await;
     assert_eq!(
         (st, &b["error"]["code"]),
         (415, &json!("unsupported_media_type")),
         "{b}"
     );
     check(&doc, "post", "/workflows/create", st, &b);
-    let (st, _) = create_raw(
-        &s,
-        &t,
-        Some("application/x-www-form-urlencoded"),
-        body.clone(),
-    )
-    .await;
+    let (st, _) = s
+        .create_raw(&t, Some("application/x-www-form-urlencoded"), body.clone())
+        .await;
     assert_eq!(st, 415);
-    let (st, b) = create_raw(
-        &s,
-        &t,
-        Some("application/json; charset=utf-8"),
-        body.clone(),
-    )
-    .await;
+    let (st, b) = s
+        .create_raw(&t, Some("application/json; charset=utf-8"), body.clone())
+        .await;
     assert_eq!(st, 201, "{b}");
-    let (st, b) = create_raw(&s, &t, None, body).await;
+    let (st, b) = s.create_raw(&t, None, body).await;
     assert_eq!(st, 201, "no Content-Type is still read as JSON: {b}");
 
     // schemathesis: `55260.0` is an integer to the document, and was a 422.
@@ -348,7 +317,7 @@ async fn the_document_states_the_limits_and_adversarial_input_gets_documented_4x
     ];
     for (body, want) in cases {
         let head = String::from_utf8_lossy(&body[..body.len().min(60)]).into_owned();
-        let (st, b) = create_raw(&s, &t, Some("application/json"), body).await;
+        let (st, b) = s.create_raw(&t, Some("application/json"), body).await;
         assert_eq!(st, want, "{head}: {b}");
         check(&doc, "post", "/workflows/create", st, &b);
     }
@@ -409,10 +378,10 @@ async fn the_document_states_the_limits_and_adversarial_input_gets_documented_4x
     }
 
     // 100 tasks is the limit, not over it; duplicate keys: the last wins.
-    let (st, b) = create_raw(&s, &t, Some("application/json"), many(100)).await;
+    let (st, b) = s.create_raw(&t, Some("application/json"), many(100)).await;
     assert_eq!((st, &b["task_count"]), (201, &json!(100)), "{b}");
     let dup = r#"{"name":"first","name":"last","tasks":[{"agent":"a","agent":"b"}]}"#;
-    let (st, b) = create_raw(&s, &t, Some("application/json"), dup).await;
+    let (st, b) = s.create_raw(&t, Some("application/json"), dup).await;
     assert_eq!((st, &b["name"]), (201, &json!("last")), "{b}");
     let w = s.get(&t, b["workflow_id"].as_str().unwrap()).await;
     assert_eq!(w["tasks"][0]["agent"], "b");

@@ -173,17 +173,7 @@ async fn replay_into_an_empty_database_gives_the_same_answers_and_verify_catches
 
     // A brand-new database, rebuilt from the log alone...
     let admin = std::env::var("AGENTFLOW_TEST_ADMIN_URL").unwrap();
-    let name = format!("r_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
-        .await
-        .unwrap();
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "CREATE DATABASE {name} OWNER agentflow"
-    )))
-    .execute(&mut conn)
-    .await
-    .unwrap();
-    let fresh = format!("{}/{name}", s.db_url.rsplit_once('/').unwrap().0);
+    let (_, fresh) = common::new_database(&admin, "r").await;
     let o = run(
         &s,
         &["replay", "--json"],

@@ -73,24 +73,7 @@ impl Stack {
             .find(|(k, _)| *k == "AGENTFLOW_KAFKA_BROKERS")
             .map(|(_, v)| v.to_string())
             .unwrap_or_else(|| env("AGENTFLOW_KAFKA_BROKERS"));
-        let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
-            .await
-            .expect("admin connection");
-        sqlx::query(sqlx::AssertSqlSafe(format!(
-            "CREATE DATABASE {name} OWNER agentflow"
-        )))
-        .execute(&mut conn)
-        .await
-        .expect("create database");
-        let db_url = admin
-            .replace("postgres@", "agentflow@")
-            .rsplit_once('/')
-            .unwrap()
-            .0
-            .to_owned()
-            + "/"
-            + &name;
+        let (name, db_url) = new_database(&admin, "t").await;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let agent = MockAgent::serve(listener, latency).unwrap();
         let dir = std::env::temp_dir().join(format!("agentflow-{name}"));
@@ -290,6 +273,32 @@ impl Stack {
         let text = resp.text().await.unwrap();
         (
             status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// `POST /workflows/create` with these bytes as the body, as given
+    /// (malformed JSON, another Content-Type, none): the status and the
+    /// answer (JSON, or its text).
+    pub async fn create_raw(
+        &self,
+        token: &str,
+        content_type: Option<&str>,
+        body: impl Into<reqwest::Body>,
+    ) -> (u16, Value) {
+        let mut r = self
+            .http
+            .post(format!("{}/workflows/create", self.base))
+            .bearer_auth(token)
+            .body(body);
+        if let Some(ct) = content_type {
+            r = r.header("content-type", ct);
+        }
+        let resp = r.send().await.unwrap();
+        let st = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (
+            st,
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
         )
     }
@@ -658,4 +667,27 @@ pub async fn wait_for_call(s: &Stack, key: &str) {
         assert!(Instant::now() < deadline, "no call {key} under way");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+/// A new, empty database owned by `agentflow` on the Postgres at `admin`
+/// (a superuser URL): its name (`{prefix}_{uuid}`) and agentflow's URL to it.
+pub async fn new_database(admin: &str, prefix: &str) -> (String, String) {
+    let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(admin)
+        .await
+        .expect("admin connection");
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE DATABASE {name} OWNER agentflow"
+    )))
+    .execute(&mut conn)
+    .await
+    .expect("create database");
+    let server = admin
+        .replace("postgres@", "agentflow@")
+        .rsplit_once('/')
+        .unwrap()
+        .0
+        .to_owned();
+    let url = format!("{server}/{name}");
+    (name, url)
 }
