@@ -115,10 +115,15 @@ pg_start() {
     [ "$(id -u)" = 0 ] && chown postgres "$dir/pg"
     as_pg "$bin/initdb" -D "$dir/pg" -A trust -U postgres --no-sync >/dev/null
   fi
-  # fsync off: these clusters are for development and tests, rebuilt from the log at will.
-  as_pg "$bin/pg_ctl" -D "$dir/pg" -l "$dir/pg/server.log" -w -o \
-    "-p $pg_port -k $dir/pg -c listen_addresses=127.0.0.1 -c max_connections=400 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
-    start >/dev/null
+  # Still running (e.g. a killed `agentflow dev` left it behind): use it.
+  if as_pg "$bin/pg_ctl" -D "$dir/pg" status >/dev/null 2>&1; then
+    log "Postgres already running in $dir/pg"
+  else
+    # fsync off: these clusters are for development and tests, rebuilt from the log at will.
+    as_pg "$bin/pg_ctl" -D "$dir/pg" -l "$dir/pg/server.log" -w -o \
+      "-p $pg_port -k $dir/pg -c listen_addresses=127.0.0.1 -c max_connections=400 -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+      start >/dev/null
+  fi
   local admin="postgres://postgres@127.0.0.1:$pg_port/postgres"
   psql -q "$admin" -tc "SELECT 1 FROM pg_roles WHERE rolname='agentflow'" | grep -q 1 \
     || psql -q "$admin" -c "CREATE ROLE agentflow LOGIN CREATEDB" >/dev/null
