@@ -217,10 +217,21 @@ async fn a_sigkilled_node_out_of_two_hands_all_its_workflows_to_the_survivor() {
     let ids = start_workflows(&s, &[&a, &b], &t, 40).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let mut killed = s.take_node(&b);
-    let in_flight = s.agent.in_flight.keys();
+    // In flight at the kill: under way just before it, or sent by node B in
+    // the instant between that look and its death (it was running).
+    let mut in_flight = s.agent.in_flight.keys();
+    let called_before = s.agent.calls.snapshot();
     killed.kill().unwrap();
     killed.wait().unwrap();
     let kill_at = Instant::now();
+    in_flight.extend(
+        s.agent
+            .calls
+            .snapshot()
+            .into_iter()
+            .filter(|(k, n)| called_before.get(k) != Some(n))
+            .map(|(k, _)| k),
+    );
 
     // Node A's API keeps answering for every workflow meanwhile.
     let (st, _) = s
