@@ -19,14 +19,25 @@ pub struct AuditEntry {
     /// Whether the fold applied it (`false`: it lost a race or did not fit,
     /// and changed nothing).
     pub applied: bool,
+    /// The step it is about (its id).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub step: Option<u32>,
+    pub step: Option<String>,
+    /// The step's iteration (a loop's calls are 1, 2, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iteration: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attempts: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
+    /// A branch decision or a loop's exit test: the expression and its
+    /// result (`condition.evaluated`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub condition: Option<Value>,
+    /// A wait: the signal it waits for, until when, or how it ended.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait: Option<Value>,
     /// The user whose request wrote it (create, execute, cancel).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub requested_by: Option<Value>,
@@ -44,54 +55,83 @@ pub struct AuditEntry {
 
 impl AuditEntry {
     pub fn new(record: &Record, applied: bool) -> Self {
-        let (step, agent, attempts, duration_ms, error) = match &record.event {
-            Event::AgentExecuted {
-                step,
-                agent,
-                attempts,
-                duration_ms,
-                ..
-            } => (
-                Some(*step),
-                Some(agent),
-                Some(*attempts),
-                Some(*duration_ms),
-                None,
-            ),
-            Event::StepFailed {
-                step,
-                agent,
-                attempts,
-                duration_ms,
-                error,
-            } => (
-                Some(*step),
-                Some(agent),
-                Some(*attempts),
-                Some(*duration_ms),
-                Some(error),
-            ),
-            Event::Failed { step, agent, error } => {
-                (Some(*step), Some(agent), None, None, Some(error))
-            }
-            Event::Started { from_step } => (Some(*from_step), None, None, None, None),
-            _ => (None, None, None, None, None),
-        };
-        Self {
+        let mut e = Self {
             timestamp: record.timestamp,
             event_type: record.event_type(),
             seq: record.seq,
             event_id: record.event_id,
             applied,
-            step,
-            agent: agent.map(|a| a.as_str().to_owned()),
-            attempts,
-            duration_ms,
+            step: record.event.step().map(|s| s.to_string()),
+            iteration: None,
+            agent: None,
+            attempts: None,
+            duration_ms: None,
+            condition: None,
+            wait: None,
             requested_by: record.metadata.get("requested_by").cloned(),
             node_id: record.metadata.get("node_id").cloned(),
-            error: error.map(|e| serde_json::to_value(e).expect("serialisable")),
+            error: None,
             quarantined: None,
+        };
+        let error = |e: &crate::record::StepError| Some(serde_json::to_value(e).expect("serialisable"));
+        match &record.event {
+            Event::AgentExecuted {
+                iteration,
+                agent,
+                attempts,
+                duration_ms,
+                ..
+            } => {
+                e.iteration = Some(*iteration);
+                e.agent = Some(agent.to_string());
+                e.attempts = Some(*attempts);
+                e.duration_ms = Some(*duration_ms);
+            }
+            Event::StepFailed {
+                iteration,
+                agent,
+                error: err,
+                attempts,
+                duration_ms,
+                ..
+            } => {
+                e.iteration = Some(*iteration);
+                e.agent = agent.as_ref().map(|a| a.to_string());
+                e.attempts = Some(*attempts);
+                e.duration_ms = Some(*duration_ms);
+                e.error = error(err);
+            }
+            Event::Failed { agent, error: err, .. } => {
+                e.agent = agent.as_ref().map(|a| a.to_string());
+                e.error = error(err);
+            }
+            Event::ConditionEvaluated {
+                condition,
+                iteration,
+                expression,
+                result,
+                error: err,
+                ..
+            } => {
+                if *condition == crate::record::ConditionKind::Until {
+                    e.iteration = Some(*iteration);
+                }
+                e.condition = Some(serde_json::json!({
+                    "kind": condition, "expression": expression, "result": result, "error": err,
+                }));
+            }
+            Event::StepWaiting { signal, until, .. } => {
+                e.wait = Some(serde_json::json!({"signal": signal, "until": until}));
+            }
+            Event::WaitCompleted { reason, .. } => {
+                e.wait = Some(serde_json::json!({"ended_by": reason}));
+            }
+            Event::SignalReceived { signal, key, .. } => {
+                e.wait = Some(serde_json::json!({"signal": signal, "key": key}));
+            }
+            _ => {}
         }
+        e
     }
 
     /// Marks the entry as a record the projection quarantined, and why.

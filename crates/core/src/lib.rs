@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod decide;
 pub mod definition;
+pub mod expr;
 pub mod ids;
 pub mod record;
 pub mod state;
@@ -16,7 +17,15 @@ pub mod template;
 
 pub use audit::{AuditEntry, audit};
 pub use decide::{Action, decide, timed_out};
-pub use definition::{DefinitionError, TaskDef, WorkflowDefinition};
+pub use definition::{
+    DefinitionError, OnExhausted, Repeat, StepDef, StepId, StepKind, TaskDef, WaitDef,
+    WorkflowDefinition,
+};
 pub use ids::{AgentName, IdError, UserId, WorkflowId};
-pub use record::{Event, OutputRef, Record, RecordError, ResolveOutput, StepError, StepErrorKind};
-pub use state::{Rejected, StepState, StepStatus, WorkflowState, WorkflowStatus, apply};
+pub use record::{
+    ConditionKind, Event, OutputRef, Record, RecordError, ResolveOutput, StepError, StepErrorKind,
+    WaitEnd,
+};
+pub use state::{
+    Inbox, Rejected, SkipReason, StepState, StepStatus, WorkflowState, WorkflowStatus, apply,
+};

@@ -10,11 +10,13 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::definition::TaskDef;
+use crate::definition::{StepDef, StepId};
 use crate::ids::{AgentName, UserId, WorkflowId};
 
 /// The version of the envelope and payload shapes written by this code.
-pub const RECORD_VERSION: u32 = 1;
+/// Version 2: graphs (steps named by id, iterations, conditions, waits,
+/// pauses, signals). Version-1 records are upcast when read (`mod v1`).
+pub const RECORD_VERSION: u32 = 2;
 
 /// Why a step failed. Recorded in the log and shown in the step's result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,6 +48,13 @@ pub enum StepErrorKind {
     /// The event log refused the step's result for good (a broker limit or
     /// permission); retrying the same result would only fail again.
     LogRejected,
+    /// The step's `when` or `repeat.until` has no boolean value (e.g. it
+    /// reads a field the output does not have).
+    ConditionError,
+    /// A loop ran `max_iterations` times without `until` holding.
+    MaxIterations,
+    /// A wait's `timeout_ms` passed before its signal arrived.
+    WaitTimeout,
 }
 
 impl StepErrorKind {
@@ -60,6 +69,9 @@ impl StepErrorKind {
             StepErrorKind::WorkflowTimeout => "workflow_timeout",
             StepErrorKind::OutputTooLarge => "output_too_large",
             StepErrorKind::LogRejected => "log_rejected",
+            StepErrorKind::ConditionError => "condition_error",
+            StepErrorKind::MaxIterations => "max_iterations",
+            StepErrorKind::WaitTimeout => "wait_timeout",
         }
     }
 }
@@ -93,40 +105,93 @@ impl OutputRef {
 /// topic), or says why it cannot.
 pub type ResolveOutput<'a> = &'a mut dyn FnMut(&OutputRef) -> Result<Value, String>;
 
+/// Which condition of a step an evaluation was of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConditionKind {
+    /// The step's `when`: false skips it.
+    When,
+    /// The loop's `repeat.until` after an iteration: true ends the loop.
+    Until,
+}
+
+/// How a wait or a sleep ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitEnd {
+    /// The signal it waited for arrived; its body is the output.
+    Signal,
+    /// The wait timed out and took the definition's `timeout_output`.
+    Timeout,
+    /// A sleep's time came.
+    Timer,
+}
+
 /// What happened (or what a user asked for), one variant per `event_type`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// `workflow.created`: a user defined a workflow.
     Created {
         name: String,
-        tasks: Vec<TaskDef>,
+        steps: Vec<StepDef>,
+        input: Value,
         timeout_ms: Option<u64>,
+        max_concurrency: Option<u32>,
     },
-    /// `workflow.started`: a user asked to run it, from `from_step` (1 on the
-    /// first run, the failed step when resuming a failed workflow).
-    Started { from_step: u32 },
+    /// `workflow.started`: a user asked to run it (the first time, or again
+    /// after it failed: its failed steps and those the failure left unrun
+    /// run again).
+    Started,
     /// `agent.executed`: a step's agent answered with `output`.
     AgentExecuted {
-        step: u32,
+        step: StepId,
+        iteration: u32,
         agent: AgentName,
         output: Value,
         attempts: u32,
         duration_ms: u64,
     },
-    /// `step.failed`: a step's agent call failed for good.
+    /// `step.failed`: a step failed for good (its agent call, its
+    /// condition, its wait's timeout or its loop's iterations).
     StepFailed {
-        step: u32,
-        agent: AgentName,
+        step: StepId,
+        iteration: u32,
+        agent: Option<AgentName>,
         error: StepError,
         attempts: u32,
         duration_ms: u64,
     },
-    /// `workflow.completed`: every step succeeded.
+    /// `condition.evaluated`: a step's `when` (before it ran) or its loop's
+    /// `until` (after iteration `iteration`) was evaluated: the result, or
+    /// why it has none (the step then fails). Recorded so that a replay never
+    /// evaluates an expression again.
+    ConditionEvaluated {
+        step: StepId,
+        condition: ConditionKind,
+        iteration: u32,
+        expression: String,
+        result: bool,
+        error: Option<String>,
+    },
+    /// `step.waiting`: a wait or sleep step began; it ends at `until` (a
+    /// sleep's wake-up time, a wait's timeout) unless a signal ends it first.
+    StepWaiting {
+        step: StepId,
+        signal: Option<String>,
+        until: Option<DateTime<Utc>>,
+    },
+    /// `wait.completed`: a waiting step ended with `output`.
+    WaitCompleted {
+        step: StepId,
+        reason: WaitEnd,
+        output: Value,
+    },
+    /// `workflow.completed`: every step completed or was skipped.
     Completed,
-    /// `workflow.failed`: a step failed; the remaining steps are skipped.
+    /// `workflow.failed`: a step failed; the steps not run are skipped.
     Failed {
-        step: u32,
-        agent: AgentName,
+        step: StepId,
+        agent: Option<AgentName>,
         error: StepError,
     },
     /// `workflow.cancel_requested`: a user asked to cancel a running
@@ -137,160 +202,320 @@ pub enum Event {
     /// `workflow.cancelled`: the workflow stopped for good; the steps not run
     /// are skipped.
     Cancelled,
+    /// `workflow.paused` (a command, like `cancel_requested`): no new step
+    /// starts; calls in flight finish and are kept.
+    Paused,
+    /// `workflow.resumed` (a command): steps start again.
+    Resumed,
+    /// `signal.received` (a command): a signal for a waiting step, with its
+    /// body; the step's `wait.completed` follows. `key` makes a retried
+    /// request harmless.
+    SignalReceived {
+        signal: String,
+        payload: Value,
+        key: Option<String>,
+    },
 }
 
 impl Event {
-    pub const TYPES: [&'static str; 8] = [
+    pub const TYPES: [&'static str; 14] = [
         "workflow.created",
         "workflow.started",
         "agent.executed",
         "step.failed",
+        "condition.evaluated",
+        "step.waiting",
+        "wait.completed",
         "workflow.completed",
         "workflow.failed",
         "workflow.cancel_requested",
         "workflow.cancelled",
+        "workflow.paused",
+        "workflow.resumed",
+        "signal.received",
     ];
 
     /// Whether the record takes the next place in the workflow's chain
-    /// (`seq`, `prev_event_id`). Only commands that merely flag the state
-    /// do not.
+    /// (`seq`, `prev_event_id`). Commands that merely flag the state (from
+    /// the API, while the engine's actor may be writing) do not.
     pub fn is_chained(&self) -> bool {
-        !matches!(self, Event::CancelRequested)
+        !matches!(
+            self,
+            Event::CancelRequested | Event::Paused | Event::Resumed | Event::SignalReceived { .. }
+        )
     }
 
     pub fn event_type(&self) -> &'static str {
         match self {
             Event::Created { .. } => "workflow.created",
-            Event::Started { .. } => "workflow.started",
+            Event::Started => "workflow.started",
             Event::AgentExecuted { .. } => "agent.executed",
             Event::StepFailed { .. } => "step.failed",
+            Event::ConditionEvaluated { .. } => "condition.evaluated",
+            Event::StepWaiting { .. } => "step.waiting",
+            Event::WaitCompleted { .. } => "wait.completed",
             Event::Completed => "workflow.completed",
             Event::Failed { .. } => "workflow.failed",
             Event::CancelRequested => "workflow.cancel_requested",
             Event::Cancelled => "workflow.cancelled",
+            Event::Paused => "workflow.paused",
+            Event::Resumed => "workflow.resumed",
+            Event::SignalReceived { .. } => "signal.received",
+        }
+    }
+
+    /// The step the record is about, if any.
+    pub fn step(&self) -> Option<&StepId> {
+        match self {
+            Event::AgentExecuted { step, .. }
+            | Event::StepFailed { step, .. }
+            | Event::ConditionEvaluated { step, .. }
+            | Event::StepWaiting { step, .. }
+            | Event::WaitCompleted { step, .. }
+            | Event::Failed { step, .. } => Some(step),
+            _ => None,
         }
     }
 
     fn to_data(&self) -> Value {
+        fn obj(v: Value) -> Value {
+            // Optional fields are left out rather than written as null.
+            match v {
+                Value::Object(m) => Value::Object(m.into_iter().filter(|(_, v)| !v.is_null()).collect()),
+                v => v,
+            }
+        }
         match self {
             Event::Created {
                 name,
-                tasks,
+                steps,
+                input,
                 timeout_ms,
+                max_concurrency,
             } => {
-                let mut d = serde_json::json!({"name": name, "tasks": tasks});
+                let mut d = serde_json::json!({"name": name, "steps": steps});
+                if input.as_object().is_some_and(|m| !m.is_empty()) {
+                    d["input"] = input.clone();
+                }
                 if let Some(ms) = timeout_ms {
                     d["timeout_ms"] = (*ms).into();
                 }
+                if let Some(n) = max_concurrency {
+                    d["max_concurrency"] = (*n).into();
+                }
                 d
             }
-            Event::Started { from_step } => serde_json::json!({"from_step": from_step}),
             Event::AgentExecuted {
                 step,
+                iteration,
                 agent,
                 output,
                 attempts,
                 duration_ms,
             } => serde_json::json!({
-                "step": step, "agent": agent, "output": output,
+                "step": step, "iteration": iteration, "agent": agent, "output": output,
                 "attempts": attempts, "duration_ms": duration_ms,
             }),
             Event::StepFailed {
                 step,
+                iteration,
                 agent,
                 error,
                 attempts,
                 duration_ms,
-            } => serde_json::json!({
-                "step": step, "agent": agent, "error": error,
+            } => obj(serde_json::json!({
+                "step": step, "iteration": iteration, "agent": agent, "error": error,
                 "attempts": attempts, "duration_ms": duration_ms,
-            }),
-            Event::Completed | Event::CancelRequested | Event::Cancelled => {
-                Value::Object(Map::new())
-            }
+            })),
+            Event::ConditionEvaluated {
+                step,
+                condition,
+                iteration,
+                expression,
+                result,
+                error,
+            } => obj(serde_json::json!({
+                "step": step, "condition": condition, "iteration": iteration,
+                "expression": expression, "result": result, "error": error,
+            })),
+            Event::StepWaiting {
+                step,
+                signal,
+                until,
+            } => obj(serde_json::json!({"step": step, "signal": signal, "until": until})),
+            Event::WaitCompleted {
+                step,
+                reason,
+                output,
+            } => serde_json::json!({"step": step, "reason": reason, "output": output}),
             Event::Failed { step, agent, error } => {
-                serde_json::json!({"step": step, "agent": agent, "error": error})
+                obj(serde_json::json!({"step": step, "agent": agent, "error": error}))
             }
+            Event::SignalReceived {
+                signal,
+                payload,
+                key,
+            } => {
+                let mut d = serde_json::json!({"signal": signal, "payload": payload});
+                if let Some(k) = key {
+                    d["key"] = k.clone().into();
+                }
+                d
+            }
+            Event::Started
+            | Event::Completed
+            | Event::CancelRequested
+            | Event::Cancelled
+            | Event::Paused
+            | Event::Resumed => Value::Object(Map::new()),
         }
     }
 
     fn from_data(
         event_type: &str,
+        version: u32,
         mut data: Value,
         resolve: ResolveOutput<'_>,
     ) -> Result<Self, RecordError> {
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct CreatedData {
-            name: String,
-            tasks: Vec<TaskDef>,
-            #[serde(default)]
-            timeout_ms: Option<u64>,
-        }
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct StartedData {
-            from_step: u32,
-        }
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct ExecutedData {
-            step: u32,
-            agent: AgentName,
-            output: Value,
-            attempts: u32,
-            duration_ms: u64,
-        }
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct StepFailedData {
-            step: u32,
-            agent: AgentName,
-            error: StepError,
-            attempts: u32,
-            duration_ms: u64,
-        }
-        #[derive(Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct FailedData {
-            step: u32,
-            agent: AgentName,
-            error: StepError,
-        }
         let bad = |e: serde_json::Error| RecordError::Data(event_type.to_owned(), e.to_string());
-        Ok(match event_type {
+        if event_type == "agent.executed"
+            && let Some(obj) = data.as_object_mut()
+            && let Some(r) = obj.remove("output_ref")
+        {
+            // An output kept out of the record: put it back in place.
+            let r: OutputRef = serde_json::from_value(r).map_err(bad)?;
+            if obj.contains_key("output") {
+                return Err(RecordError::Data(
+                    event_type.to_owned(),
+                    "both output and output_ref".into(),
+                ));
+            }
+            let output = resolve(&r).map_err(|e| RecordError::Payload(r.sha256, e))?;
+            obj.insert("output".into(), output);
+        }
+        match version {
+            1 => v1::upcast(event_type, data).map_err(bad),
+            RECORD_VERSION => v2::read(event_type, data).map_err(bad),
+            other => Err(RecordError::Version(other)),
+        }
+        .and_then(|e| e.ok_or_else(|| RecordError::UnknownType(event_type.to_owned())))
+    }
+}
+
+/// The data of version-2 records, as written since graphs.
+mod v2 {
+    use super::*;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct CreatedData {
+        name: String,
+        steps: Vec<StepDef>,
+        #[serde(default)]
+        input: Option<Value>,
+        #[serde(default)]
+        timeout_ms: Option<u64>,
+        #[serde(default)]
+        max_concurrency: Option<u32>,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Empty {}
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct ExecutedData {
+        step: StepId,
+        iteration: u32,
+        agent: AgentName,
+        output: Value,
+        attempts: u32,
+        duration_ms: u64,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct StepFailedData {
+        step: StepId,
+        iteration: u32,
+        #[serde(default)]
+        agent: Option<AgentName>,
+        error: StepError,
+        attempts: u32,
+        duration_ms: u64,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct ConditionData {
+        step: StepId,
+        condition: ConditionKind,
+        iteration: u32,
+        expression: String,
+        result: bool,
+        #[serde(default)]
+        error: Option<String>,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct WaitingData {
+        step: StepId,
+        #[serde(default)]
+        signal: Option<String>,
+        #[serde(default)]
+        until: Option<DateTime<Utc>>,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct WaitCompletedData {
+        step: StepId,
+        reason: WaitEnd,
+        output: Value,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct FailedData {
+        step: StepId,
+        #[serde(default)]
+        agent: Option<AgentName>,
+        error: StepError,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct SignalData {
+        signal: String,
+        payload: Value,
+        #[serde(default)]
+        key: Option<String>,
+    }
+
+    fn empty(data: Value) -> Result<(), serde_json::Error> {
+        // `{}` or nothing at all.
+        if data.is_null() {
+            return Ok(());
+        }
+        serde_json::from_value::<Empty>(data).map(|_| ())
+    }
+
+    pub(super) fn read(event_type: &str, data: Value) -> Result<Option<Event>, serde_json::Error> {
+        use serde_json::from_value as de;
+        Ok(Some(match event_type {
             "workflow.created" => {
-                let d: CreatedData = serde_json::from_value(data).map_err(bad)?;
+                let d: CreatedData = de(data)?;
                 Event::Created {
                     name: d.name,
-                    tasks: d.tasks,
+                    steps: d.steps,
+                    input: d.input.unwrap_or_else(|| Value::Object(Map::new())),
                     timeout_ms: d.timeout_ms,
+                    max_concurrency: d.max_concurrency,
                 }
             }
             "workflow.started" => {
-                let d: StartedData = serde_json::from_value(data).map_err(bad)?;
-                Event::Started {
-                    from_step: d.from_step,
-                }
+                empty(data)?;
+                Event::Started
             }
             "agent.executed" => {
-                // An output kept out of the record: put it back in place.
-                if let Some(obj) = data.as_object_mut()
-                    && let Some(r) = obj.remove("output_ref")
-                {
-                    let r: OutputRef = serde_json::from_value(r).map_err(bad)?;
-                    if obj.contains_key("output") {
-                        return Err(RecordError::Data(
-                            event_type.to_owned(),
-                            "both output and output_ref".into(),
-                        ));
-                    }
-                    let output = resolve(&r).map_err(|e| RecordError::Payload(r.sha256, e))?;
-                    obj.insert("output".into(), output);
-                }
-                let d: ExecutedData = serde_json::from_value(data).map_err(bad)?;
+                let d: ExecutedData = de(data)?;
                 Event::AgentExecuted {
                     step: d.step,
+                    iteration: d.iteration,
                     agent: d.agent,
                     output: d.output,
                     attempts: d.attempts,
@@ -298,28 +523,185 @@ impl Event {
                 }
             }
             "step.failed" => {
-                let d: StepFailedData = serde_json::from_value(data).map_err(bad)?;
+                let d: StepFailedData = de(data)?;
                 Event::StepFailed {
                     step: d.step,
+                    iteration: d.iteration,
                     agent: d.agent,
                     error: d.error,
                     attempts: d.attempts,
                     duration_ms: d.duration_ms,
                 }
             }
-            "workflow.completed" => Event::Completed,
-            "workflow.cancel_requested" => Event::CancelRequested,
-            "workflow.cancelled" => Event::Cancelled,
+            "condition.evaluated" => {
+                let d: ConditionData = de(data)?;
+                Event::ConditionEvaluated {
+                    step: d.step,
+                    condition: d.condition,
+                    iteration: d.iteration,
+                    expression: d.expression,
+                    result: d.result,
+                    error: d.error,
+                }
+            }
+            "step.waiting" => {
+                let d: WaitingData = de(data)?;
+                Event::StepWaiting {
+                    step: d.step,
+                    signal: d.signal,
+                    until: d.until,
+                }
+            }
+            "wait.completed" => {
+                let d: WaitCompletedData = de(data)?;
+                Event::WaitCompleted {
+                    step: d.step,
+                    reason: d.reason,
+                    output: d.output,
+                }
+            }
             "workflow.failed" => {
-                let d: FailedData = serde_json::from_value(data).map_err(bad)?;
+                let d: FailedData = de(data)?;
                 Event::Failed {
                     step: d.step,
                     agent: d.agent,
                     error: d.error,
                 }
             }
-            other => return Err(RecordError::UnknownType(other.to_owned())),
-        })
+            "signal.received" => {
+                let d: SignalData = de(data)?;
+                Event::SignalReceived {
+                    signal: d.signal,
+                    payload: d.payload,
+                    key: d.key,
+                }
+            }
+            simple => {
+                let e = match simple {
+                    "workflow.completed" => Event::Completed,
+                    "workflow.cancel_requested" => Event::CancelRequested,
+                    "workflow.cancelled" => Event::Cancelled,
+                    "workflow.paused" => Event::Paused,
+                    "workflow.resumed" => Event::Resumed,
+                    _ => return Ok(None),
+                };
+                empty(data)?;
+                e
+            }
+        }))
+    }
+}
+
+/// Version-1 records (before graphs: steps were numbers 1, 2, …), read as
+/// the version-2 events they mean. The one place old records are upcast:
+/// step `n` is `step_n` (the id a `tasks` chain gets), its one iteration is
+/// 1, and `workflow.started`'s `from_step` (always the step the fold would
+/// resume at) is implied.
+mod v1 {
+    use super::*;
+    use crate::definition::TaskDef as V1Task;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct CreatedData {
+        name: String,
+        tasks: Vec<V1Task>,
+        #[serde(default)]
+        timeout_ms: Option<u64>,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct StartedData {
+        #[allow(dead_code)]
+        from_step: u32,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct ExecutedData {
+        step: u32,
+        agent: AgentName,
+        output: Value,
+        attempts: u32,
+        duration_ms: u64,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct StepFailedData {
+        step: u32,
+        agent: AgentName,
+        error: StepError,
+        attempts: u32,
+        duration_ms: u64,
+    }
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct FailedData {
+        step: u32,
+        agent: AgentName,
+        error: StepError,
+    }
+
+    fn id(step: u32) -> StepId {
+        StepId::of_task(step as usize)
+    }
+
+    pub(super) fn upcast(event_type: &str, data: Value) -> Result<Option<Event>, serde_json::Error> {
+        use serde_json::from_value as de;
+        Ok(Some(match event_type {
+            "workflow.created" => {
+                let d: CreatedData = de(data)?;
+                Event::Created {
+                    name: d.name,
+                    steps: d
+                        .tasks
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, t)| StepDef::of_task(i + 1, t))
+                        .collect(),
+                    input: Value::Object(Map::new()),
+                    timeout_ms: d.timeout_ms,
+                    max_concurrency: None,
+                }
+            }
+            "workflow.started" => {
+                let _: StartedData = de(data)?;
+                Event::Started
+            }
+            "agent.executed" => {
+                let d: ExecutedData = de(data)?;
+                Event::AgentExecuted {
+                    step: id(d.step),
+                    iteration: 1,
+                    agent: d.agent,
+                    output: d.output,
+                    attempts: d.attempts,
+                    duration_ms: d.duration_ms,
+                }
+            }
+            "step.failed" => {
+                let d: StepFailedData = de(data)?;
+                Event::StepFailed {
+                    step: id(d.step),
+                    iteration: 1,
+                    agent: Some(d.agent),
+                    error: d.error,
+                    attempts: d.attempts,
+                    duration_ms: d.duration_ms,
+                }
+            }
+            "workflow.failed" => {
+                let d: FailedData = de(data)?;
+                Event::Failed {
+                    step: id(d.step),
+                    agent: Some(d.agent),
+                    error: d.error,
+                }
+            }
+            "workflow.completed" => Event::Completed,
+            "workflow.cancel_requested" => Event::CancelRequested,
+            "workflow.cancelled" => Event::Cancelled,
+            _ => return Ok(None),
+        }))
     }
 }
 
@@ -478,6 +860,7 @@ impl Record {
     pub fn to_bytes_with_ref(&self, r: &OutputRef) -> Vec<u8> {
         let Event::AgentExecuted {
             step,
+            iteration,
             agent,
             attempts,
             duration_ms,
@@ -488,7 +871,7 @@ impl Record {
         };
         let mut wire = self.wire_with(Value::Null);
         wire.data = serde_json::json!({
-            "step": step, "agent": agent, "output_ref": r,
+            "step": step, "iteration": iteration, "agent": agent, "output_ref": r,
             "attempts": attempts, "duration_ms": duration_ms,
         });
         serde_json::to_vec(&wire).expect("a record always serialises")
@@ -506,10 +889,7 @@ impl Record {
     pub fn from_bytes_with(bytes: &[u8], resolve: ResolveOutput<'_>) -> Result<Self, RecordError> {
         let wire: Wire =
             serde_json::from_slice(bytes).map_err(|e| RecordError::Envelope(e.to_string()))?;
-        if wire.version != RECORD_VERSION {
-            return Err(RecordError::Version(wire.version));
-        }
-        let event = Event::from_data(&wire.event_type, wire.data, resolve)?;
+        let event = Event::from_data(&wire.event_type, wire.version, wire.data, resolve)?;
         Ok(Self {
             event_id: wire.event_id,
             workflow_id: wire.workflow_id,

@@ -1,34 +1,47 @@
 //! The fold: a workflow's state is `apply` over its records, in log order.
 //!
-//! The lifecycle `pending → running → completed | failed` (and `failed →
-//! running` on resume; `pending | running | failed → cancelled`) lives here
-//! and only here. A record that does not fit —
-//! wrong `seq`, wrong workflow, an illegal transition — is rejected and
-//! changes nothing: the first record in log order that extends the chain wins,
+//! The lifecycle `pending → running ⇄ waiting | paused → completed | failed`
+//! (and `failed → running` on resume; `pending | running | waiting | paused
+//! | failed → cancelled`) lives here and only here. `running`, `waiting` and
+//! `paused` are one run: `waiting` when every step that can still run waits
+//! for a signal or a time, `paused` while a user holds new steps back.
+//!
+//! A record that does not fit — wrong `seq`, wrong workflow, an illegal
+//! transition, a step that cannot take it — is rejected and changes
+//! nothing: the first record in log order that extends the chain wins,
 //! which makes a stale writer after a rebalance harmless.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
+use uuid::Uuid;
 
-use crate::definition::TaskDef;
+use crate::definition::{OnExhausted, StepDef, StepId, StepKind};
 use crate::ids::{AgentName, UserId, WorkflowId};
-use crate::record::{Event, Record, StepError};
+use crate::record::{ConditionKind, Event, Record, StepError, StepErrorKind};
+use crate::template::{self, Ref};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WorkflowStatus {
     Pending,
     Running,
+    /// Running, and every step that can still run waits for a signal or a
+    /// time: no call is in flight and none is held in memory.
+    Waiting,
+    /// Running, but a user paused it: no new step starts.
+    Paused,
     Completed,
     Failed,
     Cancelled,
 }
 
 impl WorkflowStatus {
-    pub const ALL: [WorkflowStatus; 5] = [
+    pub const ALL: [WorkflowStatus; 7] = [
         WorkflowStatus::Pending,
         WorkflowStatus::Running,
+        WorkflowStatus::Waiting,
+        WorkflowStatus::Paused,
         WorkflowStatus::Completed,
         WorkflowStatus::Failed,
         WorkflowStatus::Cancelled,
@@ -38,6 +51,8 @@ impl WorkflowStatus {
         match self {
             WorkflowStatus::Pending => "pending",
             WorkflowStatus::Running => "running",
+            WorkflowStatus::Waiting => "waiting",
+            WorkflowStatus::Paused => "paused",
             WorkflowStatus::Completed => "completed",
             WorkflowStatus::Failed => "failed",
             WorkflowStatus::Cancelled => "cancelled",
@@ -57,21 +72,71 @@ impl WorkflowStatus {
     pub fn can_start(self) -> bool {
         matches!(self, WorkflowStatus::Pending | WorkflowStatus::Failed)
     }
+
+    /// Whether a run is going on (running, waiting or paused).
+    pub fn is_active(self) -> bool {
+        matches!(
+            self,
+            WorkflowStatus::Running | WorkflowStatus::Waiting | WorkflowStatus::Paused
+        )
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StepStatus {
+    /// Not finished: waiting for its parents, or ready (then running once
+    /// the engine calls its agent).
     Pending,
+    /// A wait or sleep step that began.
+    Waiting,
     Completed,
     Failed,
     Skipped,
 }
 
+impl StepStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StepStatus::Pending => "pending",
+            StepStatus::Waiting => "waiting",
+            StepStatus::Completed => "completed",
+            StepStatus::Failed => "failed",
+            StepStatus::Skipped => "skipped",
+        }
+    }
+
+    /// Completed or skipped: its children may go on.
+    pub fn is_resolved(self) -> bool {
+        matches!(self, StepStatus::Completed | StepStatus::Skipped)
+    }
+}
+
+/// Why a step was skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipReason {
+    /// Its `when` was false.
+    Condition,
+    /// Every parent was skipped: no way left to run it.
+    Unreachable,
+    /// The workflow ended (failed or cancelled) before it ran.
+    Ended,
+}
+
+/// A signal received for a waiting step, not yet taken by the engine.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Inbox {
+    pub payload: Value,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepState {
-    pub agent: AgentName,
+    pub id: StepId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<AgentName>,
     pub status: StepStatus,
+    /// The output (a loop's: its last iteration's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -82,6 +147,38 @@ pub struct StepState {
     pub duration_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<DateTime<Utc>>,
+    /// How many iterations (agent calls that answered) it has had.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub iteration: u32,
+    /// A loop's outputs, one per iteration.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub iterations: Vec<Value>,
+    /// A loop's iteration count when its current run began (a resumed loop
+    /// gets `max_iterations` more).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub loop_base: u32,
+    /// An iteration ended and `until` is still to be evaluated.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub until_pending: bool,
+    /// The recorded result of its `when`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub condition: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip_reason: Option<SkipReason>,
+    /// A waiting step ends by itself then (a sleep's wake-up, a wait's
+    /// timeout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_until: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inbox: Option<Inbox>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_empty_object(v: &Value) -> bool {
+    v.as_object().is_some_and(Map::is_empty) || v.is_null()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -89,22 +186,36 @@ pub struct WorkflowState {
     pub workflow_id: WorkflowId,
     pub user_id: UserId,
     pub name: String,
-    pub tasks: Vec<TaskDef>,
+    pub definition: Vec<StepDef>,
+    #[serde(default, skip_serializing_if = "is_empty_object")]
+    pub input: Value,
     pub steps: Vec<StepState>,
     pub status: WorkflowStatus,
     /// The `seq` of the last record applied.
     pub seq: u64,
     /// The `event_id` of the last record applied: the next record's parent.
-    pub last_event_id: uuid::Uuid,
+    pub last_event_id: Uuid,
     /// How many times it was started (1 + resumes).
     pub runs: u32,
     /// Each run's deadline, from its start (`None`: no deadline).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrency: Option<u32>,
     /// A user asked to cancel it during this run (only ever true while
     /// running: every end and every start clears it).
     #[serde(default)]
     pub cancel_requested: bool,
+    /// A user paused it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
+    /// The commands (pause, resume, signal) applied, by `event_id`: one
+    /// delivered again changes nothing.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub commands: Vec<Uuid>,
+    /// The `key`s of the signals received.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signal_keys: Vec<String>,
     pub created_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<DateTime<Utc>>,
@@ -119,8 +230,8 @@ pub enum Rejected {
     OutOfSequence { expected: u64, got: u64 },
     #[error("record was decided on another state (parent {got:?}, expected {expected})")]
     WrongParent {
-        expected: uuid::Uuid,
-        got: Option<uuid::Uuid>,
+        expected: Uuid,
+        got: Option<Uuid>,
     },
     #[error("record is for another workflow")]
     OtherWorkflow,
@@ -129,40 +240,64 @@ pub enum Rejected {
         status: Option<WorkflowStatus>,
         event: &'static str,
     },
-    #[error("step {got} does not match the step in progress ({expected:?})")]
-    WrongStep { expected: Option<u32>, got: u32 },
+    #[error("step `{step}` cannot take it: {why}")]
+    WrongStep { step: String, why: &'static str },
+    #[error("the command was applied already")]
+    Duplicate,
+}
+
+fn wrong(step: &StepId, why: &'static str) -> Rejected {
+    Rejected::WrongStep {
+        step: step.to_string(),
+        why,
+    }
 }
 
 impl WorkflowState {
-    /// The 1-based step to run next, if any step is still pending.
-    pub fn next_step(&self) -> Option<u32> {
-        self.steps
+    pub fn index(&self, id: &StepId) -> Option<usize> {
+        self.steps.iter().position(|s| &s.id == id)
+    }
+
+    pub fn step(&self, id: &StepId) -> Option<&StepState> {
+        self.index(id).map(|i| &self.steps[i])
+    }
+
+    /// The indices of step `i`'s parents.
+    pub fn parents(&self, i: usize) -> impl Iterator<Item = usize> + '_ {
+        self.definition[i]
+            .after
             .iter()
-            .position(|s| s.status == StepStatus::Pending)
-            .map(|i| i as u32 + 1)
+            .filter_map(|p| self.index(p))
     }
 
-    /// The step that failed, if any.
-    pub fn failed_step(&self) -> Option<u32> {
-        self.steps
-            .iter()
-            .position(|s| s.status == StepStatus::Failed)
-            .map(|i| i as u32 + 1)
+    /// Whether step `i`'s parents let it run: `None` while one is not
+    /// resolved, `Some(false)` when all were skipped, else `Some(true)`.
+    pub fn parents_done(&self, i: usize) -> Option<bool> {
+        let mut any = self.definition[i].after.is_empty();
+        for p in self.parents(i) {
+            match self.steps[p].status {
+                StepStatus::Completed => any = true,
+                StepStatus::Skipped => {}
+                _ => return None,
+            }
+        }
+        Some(any)
     }
 
-    pub fn step(&self, step: u32) -> Option<&StepState> {
-        self.steps.get((step as usize).checked_sub(1)?)
+    /// Whether step `i` can start now (its parents let it run and it has not
+    /// begun).
+    pub fn is_ready(&self, i: usize) -> bool {
+        let s = &self.steps[i];
+        s.status == StepStatus::Pending && !s.until_pending && self.parents_done(i) == Some(true)
     }
 
-    /// The output of the step before `step` (`null` for the first step).
-    pub fn previous_output(&self, step: u32) -> Value {
-        step.checked_sub(1)
-            .and_then(|p| self.step(p))
-            .and_then(|s| s.output.clone())
-            .unwrap_or(Value::Null)
+    /// The index of the step that failed, if any.
+    pub fn failed_step(&self) -> Option<usize> {
+        self.steps.iter().position(|s| s.status == StepStatus::Failed)
     }
 
-    /// The guide's `results`: `[{step, output}]` of the completed steps.
+    /// The guide's `results`: `[{step, id, output}]` of the steps with an
+    /// output, `step` being the 1-based position in the definition.
     pub fn results(&self) -> Value {
         Value::Array(
             self.steps
@@ -171,18 +306,18 @@ impl WorkflowState {
                 .filter_map(|(i, s)| {
                     s.output
                         .as_ref()
-                        .map(|o| serde_json::json!({"step": i + 1, "output": o}))
+                        .map(|o| serde_json::json!({"step": i + 1, "id": s.id, "output": o}))
                 })
                 .collect(),
         )
     }
 
-    /// The distinct agents of the workflow, in task order.
+    /// The distinct agents of the workflow, in definition order.
     pub fn agents_used(&self) -> Vec<AgentName> {
         let mut seen: Vec<AgentName> = Vec::new();
-        for t in &self.tasks {
-            if !seen.contains(&t.agent) {
-                seen.push(t.agent.clone());
+        for a in self.definition.iter().filter_map(|d| d.agent.as_ref()) {
+            if !seen.contains(a) {
+                seen.push(a.clone());
             }
         }
         seen
@@ -194,14 +329,44 @@ impl WorkflowState {
         Some(self.started_at? + chrono::Duration::milliseconds(ms))
     }
 
-    /// The step a (re)start begins at: 1 when pending, the failed step when
-    /// failed; `None` when it cannot start.
-    pub fn start_step(&self) -> Option<u32> {
-        match self.status {
-            WorkflowStatus::Pending => Some(1),
-            WorkflowStatus::Failed => self.failed_step(),
-            _ => None,
-        }
+    /// Step `i`'s input for its next call, rendered from its template.
+    pub fn render_input(&self, i: usize) -> Value {
+        let iteration = self.steps[i].iteration + 1;
+        template::render(&self.definition[i].input, &|r| match r {
+            Ref::PreviousOutput => self
+                .parents(i)
+                .next()
+                .and_then(|p| self.steps[p].output.clone())
+                .unwrap_or(Value::Null),
+            Ref::Step(id, path) => self
+                .steps
+                .iter()
+                .find(|s| s.id.as_str() == *id)
+                .and_then(|s| s.output.as_ref())
+                .map_or(Value::Null, |o| template::lookup(o, path)),
+            Ref::Input(path) => template::lookup(&self.input, path),
+            Ref::Iteration => iteration.into(),
+        })
+    }
+
+    /// What conditions see as `steps`: each step's output, status and
+    /// iterations, by id.
+    pub fn condition_steps(&self) -> Value {
+        Value::Object(
+            self.steps
+                .iter()
+                .map(|s| {
+                    (
+                        s.id.to_string(),
+                        serde_json::json!({
+                            "output": s.output.clone().unwrap_or(Value::Null),
+                            "status": s.status.as_str(),
+                            "iteration": s.iteration,
+                        }),
+                    )
+                })
+                .collect(),
+        )
     }
 
     /// Ends the workflow with `status`: the steps not run are skipped.
@@ -217,9 +382,13 @@ impl WorkflowState {
         for s in self
             .steps
             .iter_mut()
-            .filter(|s| s.status == StepStatus::Pending)
+            .filter(|s| matches!(s.status, StepStatus::Pending | StepStatus::Waiting))
         {
             s.status = StepStatus::Skipped;
+            s.skip_reason = Some(SkipReason::Ended);
+            s.until_pending = false;
+            s.wait_until = None;
+            s.inbox = None;
         }
         self.status = if self.cancel_requested {
             WorkflowStatus::Cancelled
@@ -227,93 +396,370 @@ impl WorkflowState {
             status
         };
         self.cancel_requested = false;
+        self.paused = false;
         self.finished_at = Some(record.timestamp);
     }
 
-    /// Ends the step in progress, which must be `step` run by `agent`.
-    fn finish_step(
-        &mut self,
-        step: u32,
-        agent: &AgentName,
-        status: StepStatus,
-        attempts: u32,
-        duration_ms: u64,
-        record: &Record,
-    ) -> Result<&mut StepState, Rejected> {
-        let expected = self.next_step();
-        let agent_matches = self.step(step).is_some_and(|s| &s.agent == agent);
-        if expected != Some(step) || !agent_matches {
-            return Err(Rejected::WrongStep {
-                expected,
-                got: step,
-            });
+    /// Skips the steps no parent can lead to any more, and says whether the
+    /// run is running, waiting or paused.
+    fn settle(&mut self) {
+        loop {
+            let unreachable: Vec<usize> = (0..self.steps.len())
+                .filter(|i| {
+                    self.steps[*i].status == StepStatus::Pending
+                        && self.parents_done(*i) == Some(false)
+                })
+                .collect();
+            if unreachable.is_empty() {
+                break;
+            }
+            for i in unreachable {
+                self.steps[i].status = StepStatus::Skipped;
+                self.steps[i].skip_reason = Some(SkipReason::Unreachable);
+            }
         }
-        let s = &mut self.steps[step as usize - 1];
+        if !self.status.is_active() {
+            return;
+        }
+        self.status = if self.paused {
+            WorkflowStatus::Paused
+        } else if self.only_waits() {
+            WorkflowStatus::Waiting
+        } else {
+            WorkflowStatus::Running
+        };
+    }
+
+    /// Whether nothing can happen but a signal or a time: some step waits,
+    /// and no step can start, end or be decided on.
+    fn only_waits(&self) -> bool {
+        if self.cancel_requested || self.failed_step().is_some() {
+            return false;
+        }
+        let mut waits = false;
+        for (i, s) in self.steps.iter().enumerate() {
+            match s.status {
+                StepStatus::Waiting if s.inbox.is_some() => return false,
+                StepStatus::Waiting => waits = true,
+                StepStatus::Pending if s.until_pending || self.is_ready(i) => return false,
+                _ => {}
+            }
+        }
+        waits
+    }
+
+    /// The step `id` names, which must be in `status`.
+    fn step_in(&self, id: &StepId, status: StepStatus) -> Result<usize, Rejected> {
+        let i = self.index(id).ok_or_else(|| wrong(id, "no such step"))?;
+        if self.steps[i].status != status {
+            return Err(wrong(id, "it is not in the status this record needs"));
+        }
+        Ok(i)
+    }
+
+    /// The step `id` names, which must be able to start now.
+    fn ready_step(&self, id: &StepId) -> Result<usize, Rejected> {
+        let i = self.step_in(id, StepStatus::Pending)?;
+        if !self.is_ready(i) {
+            return Err(wrong(id, "it cannot start yet"));
+        }
+        if self.definition[i].when.is_some() && self.steps[i].condition != Some(true) {
+            return Err(wrong(id, "its condition has not been found true"));
+        }
+        Ok(i)
+    }
+
+    fn finish(&mut self, i: usize, status: StepStatus, record: &Record) {
+        let s = &mut self.steps[i];
         s.status = status;
-        s.attempts = attempts;
-        s.duration_ms = duration_ms;
         s.finished_at = Some(record.timestamp);
-        Ok(s)
+        s.wait_until = None;
+        s.inbox = None;
+        s.until_pending = false;
+    }
+
+    fn fail(&mut self, i: usize, error: StepError, record: &Record) {
+        self.steps[i].error = Some(error);
+        self.finish(i, StepStatus::Failed, record);
+    }
+
+    /// A (re)start: failed steps and those the end left unrun run again.
+    fn restart(&mut self, record: &Record) {
+        for s in &mut self.steps {
+            let again = s.status == StepStatus::Failed
+                || (s.status == StepStatus::Skipped && s.skip_reason == Some(SkipReason::Ended));
+            if again {
+                s.status = StepStatus::Pending;
+                s.error = None;
+                s.finished_at = None;
+                s.skip_reason = None;
+                s.loop_base = s.iteration;
+            }
+        }
+        self.status = WorkflowStatus::Running;
+        // A request of an earlier run never carries over (see `end`).
+        self.cancel_requested = false;
+        self.paused = false;
+        self.runs += 1;
+        self.started_at = Some(record.timestamp);
+        self.finished_at = None;
+    }
+
+    fn apply_chained(&mut self, record: &Record) -> Result<(), Rejected> {
+        let active = self.status.is_active();
+        match &record.event {
+            Event::Started if self.status.can_start() => self.restart(record),
+            Event::AgentExecuted {
+                step,
+                iteration,
+                agent,
+                output,
+                attempts,
+                duration_ms,
+            } if active => {
+                let i = self.ready_step(step)?;
+                if self.definition[i].agent.as_ref() != Some(agent) {
+                    return Err(wrong(step, "another agent runs it"));
+                }
+                if *iteration != self.steps[i].iteration + 1 {
+                    return Err(wrong(step, "not its next iteration"));
+                }
+                let looped = self.definition[i].repeat.is_some();
+                let s = &mut self.steps[i];
+                s.iteration = *iteration;
+                s.attempts = *attempts;
+                s.duration_ms = *duration_ms;
+                s.output = Some(output.clone());
+                if looped {
+                    s.iterations.push(output.clone());
+                    s.until_pending = true;
+                    s.finished_at = Some(record.timestamp);
+                } else {
+                    self.finish(i, StepStatus::Completed, record);
+                }
+            }
+            Event::StepFailed {
+                step,
+                iteration,
+                error,
+                attempts,
+                duration_ms,
+                ..
+            } if active => {
+                let i = self.index(step).ok_or_else(|| wrong(step, "no such step"))?;
+                if self.steps[i].status != StepStatus::Waiting {
+                    self.ready_step(step)?;
+                }
+                if *iteration != self.steps[i].iteration + 1 {
+                    return Err(wrong(step, "not its next iteration"));
+                }
+                self.steps[i].attempts = *attempts;
+                self.steps[i].duration_ms = *duration_ms;
+                self.fail(i, error.clone(), record);
+            }
+            Event::ConditionEvaluated {
+                step,
+                condition: ConditionKind::When,
+                result,
+                error,
+                expression,
+                ..
+            } if active => {
+                let i = self.step_in(step, StepStatus::Pending)?;
+                if self.definition[i].when.is_none()
+                    || self.steps[i].condition.is_some()
+                    || !self.is_ready(i)
+                {
+                    return Err(wrong(step, "its `when` is not due"));
+                }
+                match error {
+                    Some(e) => self.fail(i, condition_error(expression, e), record),
+                    None if *result => self.steps[i].condition = Some(true),
+                    None => {
+                        self.steps[i].condition = Some(false);
+                        self.steps[i].skip_reason = Some(SkipReason::Condition);
+                        self.finish(i, StepStatus::Skipped, record);
+                    }
+                }
+            }
+            Event::ConditionEvaluated {
+                step,
+                condition: ConditionKind::Until,
+                iteration,
+                result,
+                error,
+                expression,
+            } if active => {
+                let i = self.step_in(step, StepStatus::Pending)?;
+                let Some(repeat) = self.definition[i].repeat.clone() else {
+                    return Err(wrong(step, "it does not repeat"));
+                };
+                let s = &self.steps[i];
+                if !s.until_pending || *iteration != s.iteration {
+                    return Err(wrong(step, "its `until` is not due"));
+                }
+                let exhausted = s.iteration - s.loop_base >= repeat.max_iterations;
+                self.steps[i].until_pending = false;
+                match error {
+                    Some(e) => self.fail(i, condition_error(expression, e), record),
+                    None if *result => self.finish(i, StepStatus::Completed, record),
+                    None if exhausted && repeat.on_exhausted == OnExhausted::Continue => {
+                        self.finish(i, StepStatus::Completed, record);
+                    }
+                    None if exhausted => {
+                        let error = StepError {
+                            kind: StepErrorKind::MaxIterations,
+                            message: format!(
+                                "`{}` did not hold after {} iterations",
+                                repeat.until, repeat.max_iterations
+                            ),
+                            http_status: None,
+                        };
+                        self.fail(i, error, record);
+                    }
+                    // Another iteration.
+                    None => {}
+                }
+            }
+            Event::StepWaiting { step, until, .. } if active => {
+                let i = self.ready_step(step)?;
+                if matches!(self.definition[i].kind(), StepKind::Agent(_)) {
+                    return Err(wrong(step, "an agent step does not wait"));
+                }
+                self.steps[i].status = StepStatus::Waiting;
+                self.steps[i].wait_until = *until;
+            }
+            Event::WaitCompleted { step, output, .. } if active => {
+                let i = self.step_in(step, StepStatus::Waiting)?;
+                let s = &mut self.steps[i];
+                s.output = Some(output.clone());
+                s.iteration = 1;
+                self.finish(i, StepStatus::Completed, record);
+            }
+            Event::Completed if active && self.steps.iter().all(|s| s.status.is_resolved()) => {
+                self.end(WorkflowStatus::Completed, record);
+            }
+            Event::Failed { step, .. } if active => {
+                if self.failed_step().map(|i| &self.steps[i].id) != Some(step) {
+                    return Err(wrong(step, "it is not the failed step"));
+                }
+                self.end(WorkflowStatus::Failed, record);
+            }
+            // Pending and failed workflows have no actor: the API cancels them
+            // directly. A running one only by its actor, once asked.
+            Event::Cancelled
+                if matches!(self.status, WorkflowStatus::Pending | WorkflowStatus::Failed)
+                    || (active && self.cancel_requested) =>
+            {
+                self.end(WorkflowStatus::Cancelled, record);
+            }
+            event => {
+                return Err(Rejected::IllegalTransition {
+                    status: Some(self.status),
+                    event: event.event_type(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a command that flags the state without taking a place in the
+    /// chain (see [`Event::is_chained`]). Applying one twice changes
+    /// nothing.
+    fn apply_command(&mut self, record: &Record) -> Result<(), Rejected> {
+        let illegal = || Rejected::IllegalTransition {
+            status: Some(self.status),
+            event: record.event_type(),
+        };
+        if !self.status.is_active() {
+            return Err(illegal());
+        }
+        if record.event != Event::CancelRequested && self.commands.contains(&record.event_id) {
+            return Err(Rejected::Duplicate);
+        }
+        match &record.event {
+            Event::CancelRequested => self.cancel_requested = true,
+            Event::Paused if !self.paused => self.paused = true,
+            Event::Resumed if self.paused => self.paused = false,
+            Event::SignalReceived {
+                signal,
+                payload,
+                key,
+            } => {
+                if key.as_ref().is_some_and(|k| self.signal_keys.contains(k)) {
+                    return Err(Rejected::Duplicate);
+                }
+                let waiting: Vec<usize> = (0..self.steps.len())
+                    .filter(|i| {
+                        self.steps[*i].status == StepStatus::Waiting
+                            && self.steps[*i].inbox.is_none()
+                            && matches!(self.definition[*i].kind(), StepKind::Wait(w) if &w.signal == signal)
+                    })
+                    .collect();
+                if waiting.is_empty() {
+                    return Err(illegal());
+                }
+                for i in waiting {
+                    self.steps[i].inbox = Some(Inbox {
+                        payload: payload.clone(),
+                    });
+                }
+                if let Some(k) = key {
+                    self.signal_keys.push(k.clone());
+                }
+            }
+            _ => return Err(illegal()),
+        }
+        if record.event != Event::CancelRequested {
+            self.commands.push(record.event_id);
+        }
+        Ok(())
+    }
+
+    /// The signals the workflow waits for now (each once).
+    pub fn awaited_signals(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for (i, s) in self.steps.iter().enumerate() {
+            if s.status == StepStatus::Waiting
+                && s.inbox.is_none()
+                && let StepKind::Wait(w) = self.definition[i].kind()
+                && !out.contains(&w.signal.as_str())
+            {
+                out.push(&w.signal);
+            }
+        }
+        out
+    }
+}
+
+fn condition_error(expression: &str, e: &str) -> StepError {
+    StepError {
+        kind: StepErrorKind::ConditionError,
+        message: format!("`{expression}` has no boolean value: {e}"),
+        http_status: None,
     }
 }
 
 /// Applies `record` to `state` (`None` before the workflow exists). On
 /// `Err`, `state` is left exactly as it was.
 pub fn apply(state: &mut Option<WorkflowState>, record: &Record) -> Result<(), Rejected> {
-    if !record.event.is_chained() {
-        return apply_command(state, record);
-    }
-    let expected = state.as_ref().map_or(1, |s| s.seq + 1);
-    if record.seq != expected {
-        return Err(Rejected::OutOfSequence {
-            expected,
-            got: record.seq,
-        });
-    }
     let Some(st) = state.as_mut() else {
-        let Event::Created {
-            name,
-            tasks,
-            timeout_ms,
-        } = &record.event
-        else {
-            return Err(Rejected::IllegalTransition {
-                status: None,
-                event: record.event_type(),
-            });
-        };
-        *state = Some(WorkflowState {
-            workflow_id: record.workflow_id,
-            user_id: record.user_id,
-            name: name.clone(),
-            steps: tasks
-                .iter()
-                .map(|t| StepState {
-                    agent: t.agent.clone(),
-                    status: StepStatus::Pending,
-                    output: None,
-                    error: None,
-                    attempts: 0,
-                    duration_ms: 0,
-                    finished_at: None,
-                })
-                .collect(),
-            tasks: tasks.clone(),
-            status: WorkflowStatus::Pending,
-            seq: record.seq,
-            last_event_id: record.event_id,
-            runs: 0,
-            timeout_ms: *timeout_ms,
-            cancel_requested: false,
-            created_at: record.timestamp,
-            started_at: None,
-            finished_at: None,
-        });
-        return Ok(());
+        return create(state, record);
     };
     if st.workflow_id != record.workflow_id {
         // Checked before anything else about the record is trusted.
         return Err(Rejected::OtherWorkflow);
+    }
+    if !record.event.is_chained() {
+        st.apply_command(record)?;
+        st.settle();
+        return Ok(());
+    }
+    if record.seq != st.seq + 1 {
+        return Err(Rejected::OutOfSequence {
+            expected: st.seq + 1,
+            got: record.seq,
+        });
     }
     if record.prev_event_id != Some(st.last_event_id) {
         return Err(Rejected::WrongParent {
@@ -321,120 +767,74 @@ pub fn apply(state: &mut Option<WorkflowState>, record: &Record) -> Result<(), R
             got: record.prev_event_id,
         });
     }
-    match (&record.event, st.status) {
-        (Event::Started { from_step }, status) if status.can_start() => {
-            if st.start_step() != Some(*from_step) {
-                return Err(Rejected::WrongStep {
-                    expected: st.start_step(),
-                    got: *from_step,
-                });
-            }
-            for s in st.steps.iter_mut().skip(*from_step as usize - 1) {
-                s.status = StepStatus::Pending;
-                s.error = None;
-                s.finished_at = None;
-            }
-            st.status = WorkflowStatus::Running;
-            // A request of an earlier run never carries over (see `end`).
-            st.cancel_requested = false;
-            st.runs += 1;
-            st.started_at = Some(record.timestamp);
-            st.finished_at = None;
-        }
-        (
-            Event::AgentExecuted {
-                step,
-                agent,
-                output,
-                attempts,
-                duration_ms,
-            },
-            WorkflowStatus::Running,
-        ) if st.failed_step().is_none() => {
-            let s = st.finish_step(
-                *step,
-                agent,
-                StepStatus::Completed,
-                *attempts,
-                *duration_ms,
-                record,
-            )?;
-            s.output = Some(output.clone());
-        }
-        (
-            Event::StepFailed {
-                step,
-                agent,
-                error,
-                attempts,
-                duration_ms,
-            },
-            WorkflowStatus::Running,
-        ) if st.failed_step().is_none() => {
-            let s = st.finish_step(
-                *step,
-                agent,
-                StepStatus::Failed,
-                *attempts,
-                *duration_ms,
-                record,
-            )?;
-            s.error = Some(error.clone());
-        }
-        (Event::Completed, WorkflowStatus::Running)
-            if st.steps.iter().all(|s| s.status == StepStatus::Completed) =>
-        {
-            st.end(WorkflowStatus::Completed, record);
-        }
-        (Event::Failed { step, .. }, WorkflowStatus::Running) => {
-            if st.failed_step() != Some(*step) {
-                return Err(Rejected::WrongStep {
-                    expected: st.failed_step(),
-                    got: *step,
-                });
-            }
-            st.end(WorkflowStatus::Failed, record);
-        }
-        // Pending and failed workflows have no actor: the API cancels them
-        // directly. A running one only by its actor, once asked.
-        (Event::Cancelled, status)
-            if matches!(status, WorkflowStatus::Pending | WorkflowStatus::Failed)
-                || (status == WorkflowStatus::Running && st.cancel_requested) =>
-        {
-            st.end(WorkflowStatus::Cancelled, record);
-        }
-        (event, status) => {
-            return Err(Rejected::IllegalTransition {
-                status: Some(status),
-                event: event.event_type(),
-            });
-        }
-    }
+    // Each rule checks everything before it changes anything.
+    st.apply_chained(record)?;
     st.seq = record.seq;
     st.last_event_id = record.event_id;
+    st.settle();
     Ok(())
 }
 
-/// Applies a command that flags the state without taking a place in the
-/// chain (see [`Event::is_chained`]). Applying it twice changes nothing.
-fn apply_command(state: &mut Option<WorkflowState>, record: &Record) -> Result<(), Rejected> {
-    let Some(st) = state.as_mut() else {
+fn create(state: &mut Option<WorkflowState>, record: &Record) -> Result<(), Rejected> {
+    let Event::Created {
+        name,
+        steps,
+        input,
+        timeout_ms,
+        max_concurrency,
+    } = &record.event
+    else {
         return Err(Rejected::IllegalTransition {
             status: None,
             event: record.event_type(),
         });
     };
-    if st.workflow_id != record.workflow_id {
-        return Err(Rejected::OtherWorkflow);
+    if record.seq != 1 {
+        return Err(Rejected::OutOfSequence {
+            expected: 1,
+            got: record.seq,
+        });
     }
-    match (&record.event, st.status) {
-        (Event::CancelRequested, WorkflowStatus::Running) => {
-            st.cancel_requested = true;
-            Ok(())
-        }
-        (event, status) => Err(Rejected::IllegalTransition {
-            status: Some(status),
-            event: event.event_type(),
-        }),
-    }
+    *state = Some(WorkflowState {
+        workflow_id: record.workflow_id,
+        user_id: record.user_id,
+        name: name.clone(),
+        steps: steps
+            .iter()
+            .map(|d| StepState {
+                id: d.id.clone(),
+                agent: d.agent.clone(),
+                status: StepStatus::Pending,
+                output: None,
+                error: None,
+                attempts: 0,
+                duration_ms: 0,
+                finished_at: None,
+                iteration: 0,
+                iterations: vec![],
+                loop_base: 0,
+                until_pending: false,
+                condition: None,
+                skip_reason: None,
+                wait_until: None,
+                inbox: None,
+            })
+            .collect(),
+        definition: steps.clone(),
+        input: input.clone(),
+        status: WorkflowStatus::Pending,
+        seq: record.seq,
+        last_event_id: record.event_id,
+        runs: 0,
+        timeout_ms: *timeout_ms,
+        max_concurrency: *max_concurrency,
+        cancel_requested: false,
+        paused: false,
+        commands: vec![],
+        signal_keys: vec![],
+        created_at: record.timestamp,
+        started_at: None,
+        finished_at: None,
+    });
+    Ok(())
 }
