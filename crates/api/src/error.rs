@@ -12,6 +12,8 @@ pub struct ApiError {
     pub message: String,
     /// Seconds, for 503.
     pub retry_after: Option<u32>,
+    /// The request field the error is about (a definition's mistake).
+    pub field: Option<String>,
 }
 
 impl ApiError {
@@ -21,7 +23,14 @@ impl ApiError {
             code,
             message: message.into(),
             retry_after: None,
+            field: None,
         }
+    }
+
+    /// Names the request field the error is about.
+    pub fn at(mut self, field: Option<String>) -> Self {
+        self.field = field;
+        self
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -54,6 +63,7 @@ impl ApiError {
             code: "unavailable",
             message: format!("{what} is unavailable; try again shortly"),
             retry_after: Some(5),
+            field: None,
         }
     }
 
@@ -68,6 +78,7 @@ impl ApiError {
                       workflow cannot be found or ruled out; try again shortly"
                 .into(),
             retry_after: Some(1),
+            field: None,
         }
     }
 
@@ -94,7 +105,10 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message}});
+        let mut body = json!({"error": {"code": self.code, "message": self.message}});
+        if let Some(f) = self.field {
+            body["error"]["field"] = f.into();
+        }
         let mut resp = (self.status, axum::Json(body)).into_response();
         if let Some(s) = self.retry_after {
             resp.headers_mut()

@@ -99,13 +99,16 @@ pub struct ApiConfig {
 /// The routes and the OpenAPI document, built from one list (every route
 /// goes through `routes!`, which documents it).
 pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    use routes::{ops, workflows};
+    use routes::{ops, steering, workflows};
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(workflows::create))
         .routes(routes!(workflows::list))
         .routes(routes!(workflows::get))
         .routes(routes!(workflows::execute))
         .routes(routes!(workflows::cancel))
+        .routes(routes!(steering::pause))
+        .routes(routes!(steering::resume))
+        .routes(routes!(steering::signal))
         .routes(routes!(workflows::events))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))

@@ -304,6 +304,28 @@ pub struct QuarantinedView {
     pub reason: String,
 }
 
+/// The answer to a signal.
+#[derive(Serialize, ToSchema)]
+pub struct SignalAccepted {
+    pub workflow_id: uuid::Uuid,
+    pub signal: String,
+    /// Always `accepted`.
+    pub status: String,
+    /// The wait steps of this signal that have begun (waiting or done).
+    pub steps: Vec<String>,
+}
+
+/// The signal's headers.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct SignalHeaders {
+    /// Makes a retried signal harmless: with the same key it is delivered
+    /// once and answered the same.
+    #[param(rename = "Idempotency-Key", value_type = String, required = false,
+        pattern = "^[!-~]{1,255}$", min_length = 1, max_length = 255)]
+    pub idempotency_key: Option<String>,
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct StepView {
     pub step: u32,

@@ -4,52 +4,86 @@ use agentflow_core::{StepStatus, WorkflowState, WorkflowStatus};
 use agentflow_store::WorkflowSummary;
 use serde_json::{Value, json};
 
+/// A step's status as shown: `running` is a pending step the engine runs
+/// now (its parents are done, its condition held, the run is not paused).
+pub fn step_status(st: &WorkflowState, i: usize) -> &'static str {
+    let s = &st.steps[i];
+    let runs_now = st.status == WorkflowStatus::Running
+        && s.status == StepStatus::Pending
+        && (s.until_pending
+            || (st.is_ready(i) && (st.definition[i].when.is_none() || s.condition == Some(true))));
+    if runs_now {
+        "running"
+    } else {
+        s.status.as_str()
+    }
+}
+
 pub fn workflow(st: &WorkflowState) -> Value {
-    let running_step = (st.status == WorkflowStatus::Running)
-        .then(|| st.next_step())
-        .flatten();
     let tasks: Vec<Value> = st
         .steps
         .iter()
         .enumerate()
         .map(|(i, s)| {
-            let step = i as u32 + 1;
-            let status = match s.status {
-                StepStatus::Pending if Some(step) == running_step => "running",
-                StepStatus::Pending => "pending",
-                StepStatus::Completed => "completed",
-                StepStatus::Failed => "failed",
-                StepStatus::Skipped => "skipped",
-            };
+            let def = &st.definition[i];
             let mut t = json!({
-                "step": step,
+                "step": i + 1,
+                "id": s.id,
+                "after": def.after,
+                "kind": def.kind().as_str(),
                 "agent": s.agent,
-                "status": status,
+                "status": step_status(st, i),
                 "attempts": s.attempts,
                 "duration_ms": s.duration_ms,
+                "iteration": s.iteration,
             });
+            if let Some(o) = &s.output {
+                t["output"] = o.clone();
+            }
+            if def.repeat.is_some() {
+                t["iterations"] = json!(s.iterations);
+            }
             if let Some(e) = &s.error {
                 t["error"] = json!(e);
+            }
+            if let Some(r) = s.skip_reason {
+                t["skip_reason"] = json!(r);
+            }
+            if let Some(c) = s.condition {
+                t["condition"] = c.into();
+            }
+            if let Some(w) = &def.wait {
+                t["signal"] = w.signal.clone().into();
+            }
+            if let Some(u) = s.wait_until {
+                t["wait_until"] = json!(u);
+            }
+            if let Some(f) = s.finished_at {
+                t["finished_at"] = json!(f);
             }
             t
         })
         .collect();
-    let error = st
-        .failed_step()
-        .and_then(|f| st.step(f).map(|s| (f, s)))
-        .map(|(f, s)| json!({"step": f, "agent": s.agent, "error": s.error}));
+    let error = st.failed_step().map(|i| {
+        let s = &st.steps[i];
+        json!({"step": i + 1, "id": s.id, "agent": s.agent, "error": s.error})
+    });
     json!({
         "workflow_id": st.workflow_id,
         "name": st.name,
         "status": st.status.as_str(),
         "user_id": st.user_id,
-        "task_count": st.tasks.len(),
+        "task_count": st.steps.len(),
         "tasks": tasks,
+        "input": st.input,
         "results": st.results(),
         "error": error,
         "runs": st.runs,
         "timeout_ms": st.timeout_ms,
+        "max_concurrency": st.max_concurrency,
         "cancel_requested": st.cancel_requested,
+        "paused": st.paused,
+        "waiting_for": st.awaited_signals(),
         "created_at": st.created_at,
         "started_at": st.started_at,
         "finished_at": st.finished_at,

@@ -72,13 +72,7 @@ async fn main() {
             let mut lat = vec![];
             let id = WorkflowId::new();
             while next.fetch_add(1, Ordering::Relaxed) < n {
-                let r = Record::new(
-                    id,
-                    UserId(1),
-                    1,
-                    chrono::Utc::now(),
-                    Event::Started { from_step: 1 },
-                );
+                let r = Record::new(id, UserId(1), 1, chrono::Utc::now(), Event::Started);
                 let t = Instant::now();
                 producer
                     .append(&r, Duration::from_secs(30))

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use agentflow_core::{AgentName, Event, Record, TaskDef, UserId, WorkflowId};
+use agentflow_core::{AgentName, Event, Record, StepDef, StepId, TaskDef, UserId, WorkflowId};
 use agentflow_log::{LogConfig, Producer, ensure_topic};
 use clap::Parser;
 use serde_json::json;
@@ -79,23 +79,28 @@ fn finished_workflow() -> Vec<Record> {
         now,
         Event::Created {
             name: "history".into(),
-            tasks: vec![TaskDef {
-                agent: agent.clone(),
-                input: json!({"topic": "AI"}),
-                timeout_ms: None,
-            }],
+            steps: vec![StepDef::of_task(
+                1,
+                TaskDef {
+                    agent: agent.clone(),
+                    input: json!({"topic": "AI"}),
+                    timeout_ms: None,
+                },
+            )],
+            input: json!({}),
             timeout_ms: None,
+            max_concurrency: None,
         },
     );
-    let started =
-        Record::new(id, user, 2, now, Event::Started { from_step: 1 }).after(created.event_id);
+    let started = Record::new(id, user, 2, now, Event::Started).after(created.event_id);
     let executed = Record::new(
         id,
         user,
         3,
         now,
         Event::AgentExecuted {
-            step: 1,
+            step: StepId::of_task(1),
+            iteration: 1,
             agent,
             output: json!({"text": "done"}),
             attempts: 1,

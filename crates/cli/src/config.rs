@@ -32,6 +32,7 @@ pub struct Config {
     pub append_timeout_ms: u64,
     pub projection_wait_ms: u64,
     pub shutdown_grace_ms: u64,
+    pub max_concurrent_steps: usize,
     pub engine_checkpoints: bool,
     pub jwt_secret: String,
     pub agents_file: PathBuf,
@@ -119,6 +120,9 @@ impl Config {
         }
         if self.inline_output_bytes < 1024 {
             bail!("inline_output_bytes must be at least 1024");
+        }
+        if self.max_concurrent_steps < 1 {
+            bail!("max_concurrent_steps must be at least 1");
         }
         if self.max_output_bytes < 1024 {
             bail!("max_output_bytes must be at least 1024");

@@ -109,6 +109,7 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
             producer: producer.clone(),
             agents,
             node_id: config.node_id.clone(),
+            max_concurrency: config.max_concurrent_steps,
         };
         let options = EngineOptions {
             checkpoints: config.engine_checkpoints,

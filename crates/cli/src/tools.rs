@@ -439,8 +439,8 @@ pub async fn audit_workflow(config: &Config, args: AuditArgs) -> anyhow::Result<
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "{:<27} {:<26} {:>4} {:>4} {:<28} {:>8} {:>9}  {:<10} node",
-        "time", "event", "seq", "step", "agent", "attempts", "duration", "asked by"
+        "{:<27} {:<26} {:>4} {:<20} {:<28} {:>8} {:>9}  {:<10} node",
+        "time", "event", "seq", "step#iteration", "agent", "attempts", "duration", "asked by"
     )?;
     for e in &entries {
         print_entry(&mut out, e)?;
@@ -455,8 +455,7 @@ pub async fn audit_workflow(config: &Config, args: AuditArgs) -> anyhow::Result<
             st.runs,
             st.steps
                 .iter()
-                .enumerate()
-                .map(|(i, s)| format!("{}:{}={:?}", i + 1, s.agent, s.status).to_lowercase())
+                .map(|s| format!("{}={}", s.id, s.status.as_str()))
                 .collect::<Vec<_>>()
                 .join(", ")
         )?;
@@ -474,12 +473,15 @@ fn print_entry(out: &mut impl Write, e: &AuditEntry) -> std::io::Result<()> {
     };
     writeln!(
         out,
-        "{:<27} {:<26} {:>4} {:>4} {:<28} {:>8} {:>9}  {:<10} {}{}",
+        "{:<27} {:<26} {:>4} {:<20} {:<28} {:>8} {:>9}  {:<10} {}{}",
         e.timestamp
             .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         e.event_type,
         e.seq,
-        opt(e.step.map(|s| s.to_string())),
+        opt(e.step.as_ref().map(|s| match e.iteration {
+            Some(n) => format!("{s}#{n}"),
+            None => s.clone(),
+        })),
         opt(e.agent.clone()),
         opt(e.attempts.map(|a| a.to_string())),
         opt(e.duration_ms.map(|d| format!("{d} ms"))),
@@ -491,6 +493,23 @@ fn print_entry(out: &mut impl Write, e: &AuditEntry) -> std::io::Result<()> {
             "  (ignored by the fold)"
         }
     )?;
+    if let Some(c) = &e.condition {
+        writeln!(
+            out,
+            "{:>31} {} `{}` -> {}{}",
+            "",
+            plain(&c.get("kind").cloned()),
+            plain(&c.get("expression").cloned()),
+            plain(&c.get("result").cloned()),
+            c.get("error")
+                .filter(|x| !x.is_null())
+                .map(|x| format!(" (error: {})", plain(&Some(x.clone()))))
+                .unwrap_or_default()
+        )?;
+    }
+    if let Some(w) = &e.wait {
+        writeln!(out, "{:>31} {}", "", w)?;
+    }
     if let Some(why) = &e.quarantined {
         writeln!(
             out,

@@ -153,7 +153,13 @@ async fn running_workflows_pause(mut broker: OwnBroker) {
     let calls = s.agent.calls.snapshot();
     for id in &ids {
         let repeated = (1..=4)
-            .filter(|step| calls.get(&format!("{id}:{step}")).copied().unwrap_or(0) > 1)
+            .filter(|step| {
+                calls
+                    .get(&format!("{id}:step_{step}:1"))
+                    .copied()
+                    .unwrap_or(0)
+                    > 1
+            })
             .count();
         assert!(repeated <= 1, "{id}: {calls:?}");
     }

@@ -69,7 +69,7 @@ async fn a_running_workflow_stops_after_its_step_in_flight() {
         .await;
     assert_eq!(s.execute(&t, &id).await.0, 202);
     // The cancel lands while the agent holds step 1's call.
-    common::wait_for_call(&s, &format!("{id}:1")).await;
+    common::wait_for_call(&s, &format!("{id}:step_1:1")).await;
 
     let (st, b) = s
         .req("POST", &format!("/workflows/{id}/cancel"), Some(&t), None)
@@ -86,7 +86,7 @@ async fn a_running_workflow_stops_after_its_step_in_flight() {
         .await;
     assert_eq!(st, 202);
     assert!(
-        s.agent.in_flight.keys().contains(&format!("{id}:1")),
+        s.agent.in_flight.keys().contains(&format!("{id}:step_1:1")),
         "the cancel landed while step 1 was in flight"
     );
     s.agent.gates.release("draft");
@@ -98,7 +98,7 @@ async fn a_running_workflow_stops_after_its_step_in_flight() {
     assert_eq!(w["tasks"][1]["status"], "skipped");
     assert_eq!(w["tasks"][2]["status"], "skipped");
     let calls = s.agent.calls.snapshot();
-    assert_eq!(calls.get(&format!("{id}:1")), Some(&1));
+    assert_eq!(calls.get(&format!("{id}:step_1:1")), Some(&1));
     assert_eq!(calls.len(), 1, "{calls:?}");
 
     let types: Vec<String> = common::read_topic(&s.brokers, &s.topic)
@@ -206,7 +206,7 @@ async fn a_workflow_timeout_cuts_the_step_in_flight_and_skips_the_rest() {
         took < Duration::from_millis(3000),
         "cut at the deadline, took {took:?}"
     );
-    assert_eq!(s.agent.calls.get(&format!("{id}:3")), 0);
+    assert_eq!(s.agent.calls.get(&format!("{id}:step_3:1")), 0);
 
     // A bad timeout is the user's mistake: 422, nothing written.
     let (st, b) = s
@@ -247,7 +247,7 @@ async fn a_cancel_stops_the_retries_of_the_step_in_flight() {
     s.execute(&t, &id).await;
     // Cancel once the agent has answered 503 to the first attempt and holds
     // the second.
-    let key = format!("{id}:1");
+    let key = format!("{id}:step_1:1");
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while !(s.agent.calls.get(&key) >= 2 && s.agent.in_flight.keys().contains(&key)) {
         assert!(std::time::Instant::now() < deadline, "no second attempt");
@@ -263,12 +263,12 @@ async fn a_cancel_stops_the_retries_of_the_step_in_flight() {
         w["tasks"][0]["status"], "skipped",
         "no result for an abandoned step"
     );
-    let attempts = s.agent.calls.get(&format!("{id}:1"));
+    let attempts = s.agent.calls.get(&format!("{id}:step_1:1"));
     assert!(
         (2..=3).contains(&attempts),
         "stopped retrying: {attempts} attempts"
     );
-    assert_eq!(s.agent.calls.get(&format!("{id}:2")), 0);
+    assert_eq!(s.agent.calls.get(&format!("{id}:step_2:1")), 0);
     s.assert_projection_is_the_fold(std::slice::from_ref(&id))
         .await;
 }
@@ -304,7 +304,7 @@ async fn a_timed_out_workflow_resumes_with_a_fresh_deadline() {
     assert_ne!(w["started_at"], first_started, "a new run, a new deadline");
     assert_eq!(w["results"][0]["step"], 1, "step 1 kept from the first run");
     assert_eq!(
-        s.agent.calls.get(&format!("{id}:1")),
+        s.agent.calls.get(&format!("{id}:step_1:1")),
         1,
         "and not run again"
     );

@@ -104,7 +104,7 @@ async fn kill_9_mid_run_then_restart_finishes_every_workflow_repeating_only_in_f
     let mut repeated = 0;
     for id in &ids {
         for step in 1..=3 {
-            let key = format!("{id}:{step}");
+            let key = format!("{id}:step_{step}:1");
             let n = after.get(&key).copied().unwrap_or(0);
             assert!(n >= 1, "{key} never called");
             if n > 1 {
@@ -125,7 +125,13 @@ async fn kill_9_mid_run_then_restart_finishes_every_workflow_repeating_only_in_f
             (
                 id.as_str(),
                 (1..=3)
-                    .filter(|st| after.get(&format!("{id}:{st}")).copied().unwrap_or(0) > 1)
+                    .filter(|st| {
+                        after
+                            .get(&format!("{id}:step_{st}:1"))
+                            .copied()
+                            .unwrap_or(0)
+                            > 1
+                    })
                     .count(),
             )
         })
@@ -242,7 +248,7 @@ async fn a_stale_writer_that_wins_a_seq_is_followed_and_the_actor_restarts_from_
     assert_eq!(ignored, [(3, "agent.executed")], "{trail:#?}");
     // The agent's view: step 2 was called once, with the zombie's step 1.
     assert_eq!(
-        s.agent.calls.bodies(&format!("{id}:2")),
+        s.agent.calls.bodies(&format!("{id}:step_2:1")),
         [serde_json::json!({"content": {"from": "zombie"}})]
     );
     assert_eq!(

@@ -42,7 +42,7 @@ async fn a_writer_that_lost_a_step_never_calls_the_next_agent_with_its_own_outpu
         let w = s.wait_done(&t, id, Duration::from_secs(60)).await;
         assert_eq!(w["status"], "completed", "{w}");
         assert_eq!(
-            s.agent.calls.bodies(&format!("{id}:1")).len(),
+            s.agent.calls.bodies(&format!("{id}:step_1:1")).len(),
             2,
             "both actors called step 1"
         );
@@ -50,7 +50,7 @@ async fn a_writer_that_lost_a_step_never_calls_the_next_agent_with_its_own_outpu
         // (one per actor at most), every one of them with the output of the
         // previous step that the log kept, never a losing writer's.
         for step in 2..=3usize {
-            let key = format!("{id}:{step}");
+            let key = format!("{id}:step_{step}:1");
             let bodies = s.agent.calls.bodies(&key);
             assert!(
                 (1..=2).contains(&bodies.len()),

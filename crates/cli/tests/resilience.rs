@@ -62,7 +62,7 @@ fn repeats(s: &Stack, ids: &[String]) -> Vec<String> {
     let mut repeated = vec![];
     for id in ids {
         for step in 1..=STEPS.len() {
-            let key = format!("{id}:{step}");
+            let key = format!("{id}:step_{step}:1");
             let n = calls.get(&key).copied().unwrap_or(0);
             assert!(n >= 1, "{key} never called");
             assert!(n <= 2, "{key} called {n} times");

@@ -40,7 +40,8 @@ async fn content_pipeline_chains_each_output_into_the_next_input() {
     assert_eq!(w["status"], "pending");
     assert_eq!(
         w["tasks"][0],
-        json!({"step": 1, "agent": CONTENT[0], "status": "pending", "attempts": 0, "duration_ms": 0})
+        json!({"step": 1, "id": "step_1", "after": [], "kind": "agent", "agent": CONTENT[0],
+               "status": "pending", "attempts": 0, "duration_ms": 0, "iteration": 0})
     );
 
     let (st, ex) = s.execute(&t, &id).await;
@@ -59,7 +60,10 @@ async fn content_pipeline_chains_each_output_into_the_next_input() {
     for (i, r) in results.iter().enumerate() {
         assert_eq!(r["step"], i + 1);
         assert_eq!(r["output"]["agent"], CONTENT[i]);
-        assert_eq!(r["output"]["idempotency_key"], format!("{id}:{}", i + 1));
+        assert_eq!(
+            r["output"]["idempotency_key"],
+            format!("{id}:step_{}:1", i + 1)
+        );
         assert_eq!(r["output"]["workflow_id"], id.as_str());
         // W3C trace context: the workflow is the trace, each call a span.
         let tp = r["output"]["traceparent"].as_str().unwrap();
@@ -96,7 +100,7 @@ async fn content_pipeline_chains_each_output_into_the_next_input() {
     assert!(w["started_at"].is_string() && w["finished_at"].is_string());
     // Exactly one call per step.
     for step in 1..=3 {
-        assert_eq!(s.agent.calls.get(&format!("{id}:{step}")), 1);
+        assert_eq!(s.agent.calls.get(&format!("{id}:step_{step}:1")), 1);
     }
 }
 
@@ -171,7 +175,7 @@ async fn retries_server_errors_then_succeeds() {
     assert_eq!(w["status"], "completed", "{w}");
     assert_eq!(w["tasks"][0]["attempts"], 3);
     assert_eq!(
-        s.agent.calls.get(&format!("{id}:1")),
+        s.agent.calls.get(&format!("{id}:step_1:1")),
         3,
         "same Idempotency-Key on every retry"
     );
@@ -207,11 +211,11 @@ async fn a_4xx_fails_the_step_at_once_and_skips_the_rest() {
         "the completed step's result is kept"
     );
     assert_eq!(
-        s.agent.calls.get(&format!("{id}:2")),
+        s.agent.calls.get(&format!("{id}:step_2:1")),
         1,
         "4xx is not retried"
     );
-    assert_eq!(s.agent.calls.get(&format!("{id}:3")), 0);
+    assert_eq!(s.agent.calls.get(&format!("{id}:step_3:1")), 0);
 }
 
 #[tokio::test]
@@ -227,7 +231,7 @@ async fn timeouts_use_the_per_agent_settings_and_fail_after_the_attempts() {
     assert_eq!(w["status"], "failed", "{w}");
     assert_eq!(w["tasks"][0]["error"]["kind"], "timeout");
     assert_eq!(w["tasks"][0]["attempts"], 2);
-    assert_eq!(s.agent.calls.get(&format!("{id}:1")), 2);
+    assert_eq!(s.agent.calls.get(&format!("{id}:step_1:1")), 2);
 }
 
 #[tokio::test]
@@ -270,17 +274,17 @@ async fn execute_is_only_for_pending_or_failed_and_resumes_a_failed_workflow() {
 
     let (st, body) = s.execute(&t, &id).await;
     assert_eq!(st, 202, "{body}");
-    assert_eq!(body["message"], "Workflow execution resumed from step 2");
+    assert_eq!(body["message"], "Workflow execution resumed from step_2");
     let w = s.wait_done(&t, &id, Duration::from_secs(30)).await;
     assert_eq!(w["status"], "completed", "{w}");
     assert_eq!(w["runs"], 2);
     assert_eq!(w["results"][0], first_output, "earlier results are kept");
     assert_eq!(
-        s.agent.calls.get(&format!("{id}:1")),
+        s.agent.calls.get(&format!("{id}:step_1:1")),
         1,
         "step 1 is not run again"
     );
-    assert_eq!(s.agent.calls.get(&format!("{id}:2")), 4);
+    assert_eq!(s.agent.calls.get(&format!("{id}:step_2:1")), 4);
 
     let (st, body) = s.execute(&t, &id).await;
     assert_eq!(st, 409, "{body}");
@@ -585,7 +589,11 @@ async fn executes_at_the_same_time_run_the_workflow_once() {
     );
     let calls = s.agent.calls.snapshot();
     for step in 1..=3 {
-        assert_eq!(calls.get(&format!("{id}:{step}")), Some(&1), "{calls:?}");
+        assert_eq!(
+            calls.get(&format!("{id}:step_{step}:1")),
+            Some(&1),
+            "{calls:?}"
+        );
     }
     assert_eq!(calls.len(), 3, "{calls:?}");
     s.assert_projection_is_the_fold(&[id]).await;

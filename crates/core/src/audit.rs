@@ -73,7 +73,8 @@ impl AuditEntry {
             error: None,
             quarantined: None,
         };
-        let error = |e: &crate::record::StepError| Some(serde_json::to_value(e).expect("serialisable"));
+        let error =
+            |e: &crate::record::StepError| Some(serde_json::to_value(e).expect("serialisable"));
         match &record.event {
             Event::AgentExecuted {
                 iteration,
@@ -101,7 +102,9 @@ impl AuditEntry {
                 e.duration_ms = Some(*duration_ms);
                 e.error = error(err);
             }
-            Event::Failed { agent, error: err, .. } => {
+            Event::Failed {
+                agent, error: err, ..
+            } => {
                 e.agent = agent.as_ref().map(|a| a.to_string());
                 e.error = error(err);
             }

@@ -10,12 +10,12 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
+use crate::definition::StepId;
 use crate::definition::StepKind;
 use crate::expr;
 use crate::ids::AgentName;
 use crate::record::{ConditionKind, Event, StepError, StepErrorKind, WaitEnd};
 use crate::state::{StepStatus, WorkflowState};
-use crate::definition::StepId;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {

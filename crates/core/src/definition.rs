@@ -829,7 +829,8 @@ fn check_graph(steps: &[StepDef], from_tasks: bool) -> Result<(), DefinitionErro
         let at = format!("{list}[{i}]");
         let own = s.repeat.is_some();
         if !s.input.is_null() {
-            let refs = template::validate(&s.input).map_err(|e| invalid(format!("{at}.input"), e.to_string()))?;
+            let refs = template::validate(&s.input)
+                .map_err(|e| invalid(format!("{at}.input"), e.to_string()))?;
             for r in &refs {
                 match r {
                     Ref::PreviousOutput if graph.parents[i].len() != 1 => {

@@ -139,7 +139,11 @@ mod tests {
             Ok(false)
         );
         assert!(evaluate("steps.score.output.missing > 1", &vars).is_err());
-        assert!(evaluate("1 + 1", &vars).unwrap_err().contains("not a boolean"));
+        assert!(
+            evaluate("1 + 1", &vars)
+                .unwrap_err()
+                .contains("not a boolean")
+        );
     }
 
     #[test]

@@ -281,7 +281,9 @@ impl Event {
         fn obj(v: Value) -> Value {
             // Optional fields are left out rather than written as null.
             match v {
-                Value::Object(m) => Value::Object(m.into_iter().filter(|(_, v)| !v.is_null()).collect()),
+                Value::Object(m) => {
+                    Value::Object(m.into_iter().filter(|(_, v)| !v.is_null()).collect())
+                }
                 v => v,
             }
         }
@@ -645,7 +647,10 @@ mod v1 {
         StepId::of_task(step as usize)
     }
 
-    pub(super) fn upcast(event_type: &str, data: Value) -> Result<Option<Event>, serde_json::Error> {
+    pub(super) fn upcast(
+        event_type: &str,
+        data: Value,
+    ) -> Result<Option<Event>, serde_json::Error> {
         use serde_json::from_value as de;
         Ok(Some(match event_type {
             "workflow.created" => {

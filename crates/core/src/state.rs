@@ -173,8 +173,36 @@ pub struct StepState {
     pub inbox: Option<Inbox>,
 }
 
+impl StepState {
+    /// A step before anything happened to it.
+    pub fn new(def: &StepDef) -> Self {
+        StepState {
+            id: def.id.clone(),
+            agent: def.agent.clone(),
+            status: StepStatus::Pending,
+            output: None,
+            error: None,
+            attempts: 0,
+            duration_ms: 0,
+            finished_at: None,
+            iteration: 0,
+            iterations: vec![],
+            loop_base: 0,
+            until_pending: false,
+            condition: None,
+            skip_reason: None,
+            wait_until: None,
+            inbox: None,
+        }
+    }
+}
+
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+fn empty_object() -> Value {
+    Value::Object(Map::new())
 }
 
 fn is_empty_object(v: &Value) -> bool {
@@ -187,7 +215,7 @@ pub struct WorkflowState {
     pub user_id: UserId,
     pub name: String,
     pub definition: Vec<StepDef>,
-    #[serde(default, skip_serializing_if = "is_empty_object")]
+    #[serde(default = "empty_object", skip_serializing_if = "is_empty_object")]
     pub input: Value,
     pub steps: Vec<StepState>,
     pub status: WorkflowStatus,
@@ -229,10 +257,7 @@ pub enum Rejected {
     #[error("seq {got} is not the next one ({expected})")]
     OutOfSequence { expected: u64, got: u64 },
     #[error("record was decided on another state (parent {got:?}, expected {expected})")]
-    WrongParent {
-        expected: Uuid,
-        got: Option<Uuid>,
-    },
+    WrongParent { expected: Uuid, got: Option<Uuid> },
     #[error("record is for another workflow")]
     OtherWorkflow,
     #[error("{event} is not allowed while {status:?}")]
@@ -293,7 +318,9 @@ impl WorkflowState {
 
     /// The index of the step that failed, if any.
     pub fn failed_step(&self) -> Option<usize> {
-        self.steps.iter().position(|s| s.status == StepStatus::Failed)
+        self.steps
+            .iter()
+            .position(|s| s.status == StepStatus::Failed)
     }
 
     /// The guide's `results`: `[{step, id, output}]` of the steps with an
@@ -546,7 +573,9 @@ impl WorkflowState {
                 duration_ms,
                 ..
             } if active => {
-                let i = self.index(step).ok_or_else(|| wrong(step, "no such step"))?;
+                let i = self
+                    .index(step)
+                    .ok_or_else(|| wrong(step, "no such step"))?;
                 if self.steps[i].status != StepStatus::Waiting {
                     self.ready_step(step)?;
                 }
@@ -648,8 +677,10 @@ impl WorkflowState {
             // Pending and failed workflows have no actor: the API cancels them
             // directly. A running one only by its actor, once asked.
             Event::Cancelled
-                if matches!(self.status, WorkflowStatus::Pending | WorkflowStatus::Failed)
-                    || (active && self.cancel_requested) =>
+                if matches!(
+                    self.status,
+                    WorkflowStatus::Pending | WorkflowStatus::Failed
+                ) || (active && self.cancel_requested) =>
             {
                 self.end(WorkflowStatus::Cancelled, record);
             }
@@ -799,27 +830,7 @@ fn create(state: &mut Option<WorkflowState>, record: &Record) -> Result<(), Reje
         workflow_id: record.workflow_id,
         user_id: record.user_id,
         name: name.clone(),
-        steps: steps
-            .iter()
-            .map(|d| StepState {
-                id: d.id.clone(),
-                agent: d.agent.clone(),
-                status: StepStatus::Pending,
-                output: None,
-                error: None,
-                attempts: 0,
-                duration_ms: 0,
-                finished_at: None,
-                iteration: 0,
-                iterations: vec![],
-                loop_base: 0,
-                until_pending: false,
-                condition: None,
-                skip_reason: None,
-                wait_until: None,
-                inbox: None,
-            })
-            .collect(),
+        steps: steps.iter().map(StepState::new).collect(),
         definition: steps.clone(),
         input: input.clone(),
         status: WorkflowStatus::Pending,

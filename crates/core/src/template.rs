@@ -60,7 +60,8 @@ pub fn validate(input: &Value) -> Result<Vec<Ref<'_>>, TemplateError> {
         for part in placeholders(s) {
             let name = part?;
             refs.push(
-                parse_ref(name).ok_or_else(|| TemplateError::UnknownPlaceholder(name.to_owned()))?,
+                parse_ref(name)
+                    .ok_or_else(|| TemplateError::UnknownPlaceholder(name.to_owned()))?,
             );
         }
         Ok(())
@@ -199,7 +200,10 @@ mod tests {
             render(&json!("{{ previous_output }}"), &ctx),
             json!({"title": "AI", "words": 900})
         );
-        assert_eq!(render(&json!("{{steps.score.output.score}}"), &ctx), json!(82));
+        assert_eq!(
+            render(&json!("{{steps.score.output.score}}"), &ctx),
+            json!(82)
+        );
         assert_eq!(render(&json!("{{input.tags.1}}"), &ctx), json!("b"));
         assert_eq!(render(&json!("{{input.nope.deeper}}"), &ctx), Value::Null);
         assert_eq!(render(&json!("{{iteration}}"), &ctx), json!(2));
@@ -208,11 +212,17 @@ mod tests {
     #[test]
     fn embedded_placeholder_passes_text() {
         assert_eq!(
-            render(&json!("Summary of {{input.topic}}: {{previous_output}}!"), &ctx),
+            render(
+                &json!("Summary of {{input.topic}}: {{previous_output}}!"),
+                &ctx
+            ),
             json!("Summary of AI: {\"title\":\"AI\",\"words\":900}!")
         );
         assert_eq!(
-            render(&json!("score {{steps.score.output.score}}, try {{iteration}}"), &ctx),
+            render(
+                &json!("score {{steps.score.output.score}}, try {{iteration}}"),
+                &ctx
+            ),
             json!("score 82, try 2")
         );
     }
@@ -228,7 +238,13 @@ mod tests {
             validate(&json!({"a": "{{secrets}}"})),
             Err(TemplateError::UnknownPlaceholder("secrets".into()))
         );
-        for bad in ["steps.x", "steps.x.input", "steps..output", "input.", "iteration.x"] {
+        for bad in [
+            "steps.x",
+            "steps.x.input",
+            "steps..output",
+            "input.",
+            "iteration.x",
+        ] {
             assert_eq!(
                 validate(&json!(format!("{{{{{bad}}}}}"))),
                 Err(TemplateError::UnknownPlaceholder(bad.into())),

@@ -33,9 +33,15 @@ pub struct Worker {
     pub producer: Producer,
     pub agents: AgentClient,
     pub node_id: String,
+    /// At most this many agent calls of one workflow at once, unless its
+    /// definition says (`max_concurrency`).
+    pub max_concurrency: usize,
 }
 
 pub const CONSUMER_GROUP: &str = "engine";
+
+/// How often idle workflows' timers are looked at.
+const TICK: Duration = Duration::from_millis(200);
 
 /// A running engine. Dropping it does not stop it; call [`Engine::stop`].
 pub struct Engine {
@@ -99,6 +105,18 @@ impl Engine {
         let (supervisor, _) = Actor::spawn(None, Supervisor, (Arc::new(worker), stash.clone()))
             .await
             .map_err(|e| EngineError::Spawn(e.to_string()))?;
+        // Sleeps and waits' timeouts wake within a tick of their time.
+        let to = supervisor.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(TICK);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                if to.send_message(SupervisorMsg::Tick).is_err() {
+                    break; // the supervisor stopped
+                }
+            }
+        });
         let assigner = FromCheckpoints {
             store: checkpoints,
             producer,

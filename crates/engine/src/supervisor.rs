@@ -3,16 +3,17 @@
 //! running workflow, forwards each live record to its workflow's actor, and
 //! restarts a child that fails from the fold of the log.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use agentflow_core::{Record, WorkflowId, WorkflowState, WorkflowStatus, apply};
+use agentflow_core::{Action, Record, WorkflowId, WorkflowState, WorkflowStatus, apply, decide};
 use agentflow_log::{Assigned, ConsumerEvent, LogRecord, Origin, RevokeGuard};
+use chrono::{DateTime, Utc};
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, SupervisionEvent};
 
 use crate::checkpoints::Stash;
 use crate::metrics as m;
-use crate::workflow_actor::{Cancelling, WorkflowActor, WorkflowMsg};
+use crate::workflow_actor::{WorkflowActor, WorkflowMsg};
 use crate::{EngineStatus, Worker};
 
 pub struct Supervisor;
@@ -44,7 +45,10 @@ impl SupervisorState {
 
 pub struct SupervisorState {
     worker: Arc<Worker>,
-    cancelling: Cancelling,
+    /// When idle workflows (sleeping, waiting with a timeout) have something
+    /// to do again. Checked by `Tick`; an entry may be stale (the workflow
+    /// moved on), which costs one look.
+    timers: BTreeSet<(DateTime<Utc>, WorkflowId)>,
     stash: Stash,
     partitions: HashMap<i32, Partition>,
     children: HashMap<WorkflowId, (i32, ActorRef<WorkflowMsg>)>,
@@ -69,6 +73,8 @@ pub enum SupervisorMsg {
     Status(ractor::RpcReplyPort<EngineStatus>),
     /// Start no more steps: each actor finishes the one in flight and stops.
     Drain,
+    /// Time passed: start the actors of idle workflows whose time came.
+    Tick,
 }
 
 impl Actor for Supervisor {
@@ -83,7 +89,7 @@ impl Actor for Supervisor {
     ) -> Result<Self::State, ActorProcessingErr> {
         Ok(SupervisorState {
             worker,
-            cancelling: Default::default(),
+            timers: BTreeSet::new(),
             stash,
             partitions: HashMap::new(),
             children: HashMap::new(),
@@ -143,10 +149,6 @@ impl Actor for Supervisor {
                 for partition in parts {
                     if let Some(p) = state.partitions.remove(&partition) {
                         state.pending -= count_pending(&p);
-                        let mut cancelling = state.cancelling.lock().expect("not poisoned");
-                        for id in p.workflows.keys() {
-                            cancelling.remove(&id.as_uuid());
-                        }
                     }
                     let gone: Vec<WorkflowId> = state
                         .children
@@ -185,6 +187,16 @@ impl Actor for Supervisor {
                 for (_, child) in state.children.values() {
                     let _ = child.send_message(WorkflowMsg::Drain);
                 }
+            }
+            SupervisorMsg::Tick => {
+                let now = Utc::now();
+                while let Some(first) = state.timers.first().copied()
+                    && first.0 <= now
+                {
+                    state.timers.pop_first();
+                    self.ensure_child(&myself, state, first.1).await;
+                }
+                metrics::gauge!(m::ACTIVE).set(state.children.len() as f64);
             }
             SupervisorMsg::Status(reply) => {
                 let _ = reply.send(EngineStatus {
@@ -298,11 +310,7 @@ impl Supervisor {
         }
         if live {
             if applied.is_ok() {
-                // Into the actor's mailbox first: when the actor gives up a
-                // step because of the mark, the request is already there.
-                let is_cancel = rec.event == agentflow_core::Event::CancelRequested;
                 self.forward(myself, state, id, rec).await;
-                mark_cancelling(&state.cancelling, id, is_cancel, was, now);
             }
         } else if offset + 1 >= part.replay_until {
             self.go_live(myself, state, partition).await;
@@ -326,7 +334,7 @@ impl Supervisor {
         let running: Vec<WorkflowId> = part
             .workflows
             .iter()
-            .filter(|(_, s)| s.status == WorkflowStatus::Running)
+            .filter(|(_, s)| s.status.is_active())
             .map(|(id, _)| *id)
             .collect();
         tracing::info!(
@@ -342,7 +350,7 @@ impl Supervisor {
     }
 
     /// Sends a live record to its workflow's actor, starting one if the
-    /// workflow is running and has none.
+    /// workflow has something to do and no actor.
     async fn forward(
         &self,
         myself: &ActorRef<SupervisorMsg>,
@@ -382,13 +390,22 @@ impl Supervisor {
         else {
             return;
         };
-        if st.status != WorkflowStatus::Running {
+        if !st.status.is_active() {
+            return;
+        }
+        // A workflow that only waits (a sleep, a person) or is paused holds
+        // no actor: only its state, and a timer when it has a time.
+        let actions = decide(&st, Utc::now());
+        if actions.iter().all(|a| matches!(a, Action::WakeAt(_))) {
+            if let Some(Action::WakeAt(t)) = actions.first() {
+                state.timers.insert((*t, id));
+            }
             return;
         }
         match Actor::spawn_linked(
             None,
             WorkflowActor,
-            (st, state.worker.clone(), state.cancelling.clone()),
+            (st, state.worker.clone()),
             myself.get_cell(),
         )
         .await
@@ -399,28 +416,6 @@ impl Supervisor {
             }
             Err(e) => tracing::error!(workflow_id = %id, error = %e, "cannot start workflow actor"),
         }
-    }
-}
-
-/// Marks a workflow whose cancel was asked (its actor stops retrying, even
-/// in the middle of a step), and forgets it once it stops running. Most
-/// records are neither, and take no lock.
-fn mark_cancelling(
-    cancelling: &Cancelling,
-    id: WorkflowId,
-    is_cancel: bool,
-    was: Option<WorkflowStatus>,
-    now: Option<WorkflowStatus>,
-) {
-    let stopped = was == Some(WorkflowStatus::Running) && now != was;
-    if !is_cancel && !stopped {
-        return;
-    }
-    let mut set = cancelling.lock().expect("not poisoned");
-    if is_cancel {
-        set.insert(id.as_uuid());
-    } else {
-        set.remove(&id.as_uuid());
     }
 }
 

@@ -1,6 +1,10 @@
 //! One actor per running workflow. It holds the workflow's folded state,
-//! asks `decide` what to do, does it (call an agent, append an event), and
-//! once the broker has acknowledged the record applies it and moves on.
+//! asks `decide` what to do, and does it: records that need no I/O are
+//! appended at once; agent calls run as tasks (several at once for parallel
+//! steps, up to the workflow's `max_concurrency`) that report back as
+//! messages, so a cancel, a pause or a signal is heard while calls run; a
+//! sleep or a wait's timeout is a timer that sends a message. Once the
+//! broker has acknowledged a record the actor applies it and moves on.
 //!
 //! Each record is chained to the one it was decided on (`prev_event_id`),
 //! and the log has the last word: every record of the workflow comes back
@@ -10,16 +14,19 @@
 //! the log has confirmed (every record it appended came back as the chain's
 //! head), so a writer that lost a race never calls the next step's agent
 //! with its losing input under the winner's `Idempotency-Key`. The actor
-//! stops only when its workflow is no longer running and the log has
-//! confirmed all it wrote.
+//! stops when nothing is left for it (the workflow ended, or only waits, or
+//! is paused with no call in flight) and the log has confirmed all it
+//! wrote; the supervisor starts another when a record or a timer gives the
+//! workflow something to do.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use agentflow_core::{
-    Action, Event, Record, StepError, StepErrorKind, WorkflowState, WorkflowStatus, apply, decide,
-    timed_out,
+    Action, AgentName, Event, Record, StepError, StepErrorKind, StepId, WorkflowState, apply,
+    decide, timed_out,
 };
 use agentflow_log::LogError;
 use chrono::Utc;
@@ -35,44 +42,69 @@ pub enum WorkflowMsg {
     Record(Box<Record>),
     /// Decide and act.
     Drive,
-    /// The node is shutting down: finish the step in flight (its result is
-    /// appended), then stop instead of starting another.
+    /// The node is shutting down or handing the partition over: finish the
+    /// calls in flight (their results are appended), then stop instead of
+    /// starting others.
     Drain,
+    /// An agent call ended.
+    CallDone(Box<CallDone>),
+}
+
+pub struct CallDone {
+    step: StepId,
+    iteration: u32,
+    agent: AgentName,
+    /// `None`: it gave up between attempts (the workflow is being
+    /// cancelled), with no result.
+    outcome: Option<CallOutcome>,
 }
 
 pub struct WorkflowActor;
 
-/// The workflows asked to cancel: their actors stop retrying steps.
-/// Shared by the supervisor (which marks them as the request arrives, even
-/// while the actor is busy in a call) and the actors.
-pub(crate) type Cancelling = Arc<std::sync::Mutex<std::collections::HashSet<uuid::Uuid>>>;
+/// A call in flight: aborted when the actor stops (or is killed, which
+/// drops its state), so no call outlives the actor that would record it.
+struct InFlight(tokio::task::JoinHandle<()>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
 
 pub struct WorkflowActorState {
     st: Option<WorkflowState>,
-    cancelling: Cancelling,
     /// Records this actor appended and applied, not yet seen in the log.
     unconfirmed: VecDeque<(u64, Uuid)>,
     worker: Arc<Worker>,
     draining: bool,
+    /// Agent calls in flight, by step.
+    in_flight: HashMap<StepId, InFlight>,
+    /// The timer armed for `Action::WakeAt`, and its time.
+    timer: Option<(chrono::DateTime<Utc>, InFlight)>,
+    /// Set once a cancel is asked: the calls in flight make no more
+    /// attempts.
+    give_up: Arc<AtomicBool>,
 }
 
 impl Actor for WorkflowActor {
     type Msg = WorkflowMsg;
     type State = WorkflowActorState;
-    type Arguments = (WorkflowState, Arc<Worker>, Cancelling);
+    type Arguments = (WorkflowState, Arc<Worker>);
 
     async fn pre_start(
         &self,
         myself: ActorRef<Self::Msg>,
-        (st, worker, cancelling): Self::Arguments,
+        (st, worker): Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         myself.send_message(WorkflowMsg::Drive)?;
         Ok(WorkflowActorState {
             st: Some(st),
-            cancelling,
             unconfirmed: VecDeque::new(),
             worker,
             draining: false,
+            in_flight: HashMap::new(),
+            timer: None,
+            give_up: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -84,7 +116,8 @@ impl Actor for WorkflowActor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             WorkflowMsg::Record(rec) if !rec.event.is_chained() => {
-                // A command (cancel): it flags the state, takes no seq.
+                // A command (cancel, pause, resume, signal): it flags the
+                // state, takes no seq.
                 if apply(&mut state.st, &rec).is_ok() {
                     myself.send_message(WorkflowMsg::Drive)?;
                 }
@@ -108,7 +141,7 @@ impl Actor for WorkflowActor {
                         }
                         state.unconfirmed.pop_front();
                         if state.unconfirmed.is_empty() {
-                            // A call may have waited for this (see `drive`).
+                            // Calls may have waited for this (see `drive`).
                             myself.send_message(WorkflowMsg::Drive)?;
                         }
                     }
@@ -126,20 +159,32 @@ impl Actor for WorkflowActor {
                 myself.send_message(WorkflowMsg::Drive)?;
                 Ok(())
             }
+            WorkflowMsg::CallDone(done) => self.call_done(&myself, state, *done).await,
         }
     }
 }
 
 impl WorkflowActor {
+    /// Stops once nothing is left for it: the workflow is not running (or
+    /// only waits, or is paused with nothing in flight), and the log has
+    /// confirmed all it wrote. The supervisor starts a new actor when a
+    /// record or a timer gives the workflow something to do.
     fn stop_if_done(&self, myself: &ActorRef<WorkflowMsg>, state: &WorkflowActorState) {
-        let running = state
-            .st
-            .as_ref()
-            .is_some_and(|s| s.status == WorkflowStatus::Running);
+        if !state.in_flight.is_empty() {
+            return;
+        }
         // Draining (shutdown or a revoked partition) it need not wait for
         // the log to echo what the broker acknowledged: the next owner
         // replays the log.
-        if !running && (state.unconfirmed.is_empty() || state.draining) {
+        if !state.unconfirmed.is_empty() && !state.draining {
+            return;
+        }
+        let idle = state.st.as_ref().is_none_or(|st| {
+            decide(st, Utc::now())
+                .iter()
+                .all(|a| matches!(a, Action::WakeAt(_)))
+        });
+        if idle || state.draining {
             myself.stop(None);
         }
     }
@@ -153,118 +198,173 @@ impl WorkflowActor {
             myself.stop(None);
             return Ok(());
         };
-        let Some(action) = decide(st, Utc::now()) else {
+        if st.cancel_requested {
+            // The calls in flight make no more attempts.
+            state.give_up.store(true, Ordering::Relaxed);
+        }
+        let actions = decide(st, Utc::now());
+        if let Some(Action::Append { event, metadata }) = actions.first() {
+            // The workflow ends (cancelled, failed) once the calls in flight
+            // have ended and their results are kept.
+            if matches!(event, Event::Cancelled | Event::Failed { .. })
+                && !state.in_flight.is_empty()
+            {
+                return Ok(());
+            }
+            let (event, metadata) = (event.clone(), metadata.clone());
+            return self.append(myself, state, event, metadata).await;
+        }
+        if state.draining {
+            // Shutting down: the next owner starts what is left.
             self.stop_if_done(myself, state);
             return Ok(());
-        };
-        let w = &state.worker;
-        let (event, metadata) = match action {
-            Action::CallAgent { .. } if state.draining => {
-                // Shutting down: the next owner starts this step.
-                myself.stop(None);
-                return Ok(());
-            }
-            Action::CallAgent { .. } if !state.unconfirmed.is_empty() => {
-                // Not before the log has confirmed every record this actor
-                // appended: if another writer took one of those seqs, this
-                // state lost the race, and a call on it would reach the agent
-                // under the winner's `Idempotency-Key` with this state's
-                // input. The confirmation (or the record that won, which
-                // fails this actor) arrives as a `Record`, and drives again.
-                return Ok(());
-            }
-            Action::CallAgent {
-                step,
-                agent,
-                input,
-                idempotency_key,
-                attempt_timeout_ms,
-                deadline,
-            } => {
-                // A stalled process may have lost this workflow to another node.
-                crate::liveness::hold_while_suspect().await;
-                let span = tracing::info_span!("step", workflow_id = %st.workflow_id, step, agent = %agent);
-                let cancelling = state.cancelling.clone();
-                let id = st.workflow_id.as_uuid();
-                let give_up = move || cancelling.lock().expect("not poisoned").contains(&id);
-                let call = w
-                    .agents
-                    .call(
-                        st.workflow_id,
-                        &agent,
-                        &idempotency_key,
-                        &input,
-                        attempt_timeout_ms.map(Duration::from_millis),
-                        &give_up,
-                    )
-                    .instrument(span);
-                let began = std::time::Instant::now();
-                let outcome = match deadline {
-                    None => call.await,
-                    Some(d) => {
-                        let left = (d - Utc::now()).to_std().unwrap_or_default();
-                        match tokio::time::timeout(left, call).await {
-                            Ok(outcome) => outcome,
-                            Err(_) => Some(CallOutcome {
-                                result: Err(timed_out(st, d)),
-                                attempts: 1,
-                                duration: began.elapsed(),
-                            }),
-                        }
-                    }
-                };
-                let Some(outcome) = outcome else {
-                    // Cancelled between attempts: the request is in the
-                    // mailbox, ahead of this Drive; the next decision ends it.
-                    myself.send_message(WorkflowMsg::Drive)?;
-                    return Ok(());
-                };
-                metrics::histogram!(m::STEP_DURATION, "agent" => w.agents.label(&agent))
-                    .record(outcome.duration.as_secs_f64());
-                let attempts = outcome.attempts;
-                let duration_ms = outcome.duration.as_millis() as u64;
-                let event = match outcome.result {
-                    Ok(output) => Event::AgentExecuted {
-                        step,
+        }
+        if !state.unconfirmed.is_empty() {
+            // Not before the log has confirmed every record this actor
+            // appended: if another writer took one of those seqs, this
+            // state lost the race, and a call on it would reach the agent
+            // under the winner's `Idempotency-Key` with this state's
+            // input. The confirmation (or the record that won, which fails
+            // this actor) arrives as a `Record`, and drives again.
+            return Ok(());
+        }
+        let cap = st
+            .max_concurrency
+            .map_or(state.worker.max_concurrency, |n| n as usize);
+        let mut wake = None;
+        for action in actions {
+            match action {
+                Action::CallAgent { ref step, .. } if state.in_flight.contains_key(step) => {}
+                Action::CallAgent { .. } if state.in_flight.len() >= cap => {}
+                Action::CallAgent {
+                    step,
+                    iteration,
+                    agent,
+                    input,
+                    idempotency_key,
+                    attempt_timeout_ms,
+                    deadline,
+                } => {
+                    let task = call(
+                        myself.clone(),
+                        state.worker.clone(),
+                        state.give_up.clone(),
+                        st.clone_for_call(),
+                        step.clone(),
+                        iteration,
                         agent,
-                        output,
-                        attempts,
-                        duration_ms,
-                    },
-                    Err(error) => {
-                        metrics::counter!(m::STEP_FAILURES, "agent" => w.agents.label(&agent))
-                            .increment(1);
-                        tracing::info!(workflow_id = %st.workflow_id, step, error = %error.message, attempts, "step failed");
-                        Event::StepFailed {
-                            step,
-                            agent,
-                            error,
-                            attempts,
-                            duration_ms,
-                        }
-                    }
-                };
-                (event, Default::default())
+                        input,
+                        idempotency_key,
+                        attempt_timeout_ms,
+                        deadline,
+                    );
+                    state.in_flight.insert(step, InFlight(tokio::spawn(task)));
+                }
+                Action::WakeAt(t) => wake = Some(t),
+                Action::Append { .. } => {}
             }
-            Action::Append { event, metadata } => (event, metadata),
+        }
+        match wake {
+            Some(t) if state.timer.as_ref().is_none_or(|(at, _)| *at != t) => {
+                let me = myself.clone();
+                let left = (t - Utc::now()).to_std().unwrap_or_default();
+                let timer = tokio::spawn(async move {
+                    tokio::time::sleep(left).await;
+                    let _ = me.send_message(WorkflowMsg::Drive);
+                });
+                state.timer = Some((t, InFlight(timer)));
+            }
+            Some(_) => {}
+            None => state.timer = None,
+        }
+        self.stop_if_done(myself, state);
+        Ok(())
+    }
+
+    async fn call_done(
+        &self,
+        myself: &ActorRef<WorkflowMsg>,
+        state: &mut WorkflowActorState,
+        done: CallDone,
+    ) -> Result<(), ActorProcessingErr> {
+        state.in_flight.remove(&done.step);
+        let w = &state.worker;
+        let CallDone {
+            step,
+            iteration,
+            agent,
+            outcome,
+        } = done;
+        let iteration_done = iteration;
+        let Some(outcome) = outcome else {
+            // Gave up (cancelled): no result; the end follows.
+            myself.send_message(WorkflowMsg::Drive)?;
+            return Ok(());
         };
-        // The record, and any that follow from it without an agent call
-        // (the last step's result and `workflow.completed`, a failed step and
-        // `workflow.failed`): appended together, one round trip to the broker.
-        // A cancel that arrived meanwhile goes first, as it would one Drive later.
-        let id = st.workflow_id.as_uuid();
-        let chain = !state.cancelling.lock().expect("not poisoned").contains(&id);
+        metrics::histogram!(m::STEP_DURATION, "agent" => w.agents.label(&agent))
+            .record(outcome.duration.as_secs_f64());
+        let attempts = outcome.attempts;
+        let duration_ms = outcome.duration.as_millis() as u64;
+        let event = match outcome.result {
+            Ok(output) => Event::AgentExecuted {
+                step,
+                iteration,
+                agent,
+                output,
+                attempts,
+                duration_ms,
+            },
+            Err(error) => {
+                metrics::counter!(m::STEP_FAILURES, "agent" => w.agents.label(&agent)).increment(1);
+                tracing::info!(step = %step, error = %error.message, attempts, "step failed");
+                Event::StepFailed {
+                    step,
+                    iteration,
+                    agent: Some(agent),
+                    error,
+                    attempts,
+                    duration_ms,
+                }
+            }
+        };
+        // The result may no longer fit (the workflow was cancelled, or
+        // another writer took the step): then it is dropped.
+        let fits = state.st.as_ref().is_some_and(|st| {
+            let step = event.step().and_then(|id| st.index(id));
+            st.status.is_active()
+                && step
+                    .is_some_and(|i| st.is_ready(i) && st.steps[i].iteration + 1 == iteration_done)
+        });
+        if !fits {
+            tracing::debug!("a call's result no longer fits the workflow; dropped");
+            myself.send_message(WorkflowMsg::Drive)?;
+            return Ok(());
+        }
+        self.append(myself, state, event, Default::default()).await
+    }
+
+    /// Appends `event` (and what follows from it without I/O), waiting for
+    /// the broker's acknowledgement, then drives again.
+    async fn append(
+        &self,
+        myself: &ActorRef<WorkflowMsg>,
+        state: &mut WorkflowActorState,
+        event: Event,
+        metadata: serde_json::Map<String, serde_json::Value>,
+    ) -> Result<(), ActorProcessingErr> {
+        let w = state.worker.clone();
         // A step's result may be refused by the log for good (a broker
         // limit): the step then fails instead, decided on the same state.
-        let before = matches!(event, Event::AgentExecuted { .. }).then(|| st.clone());
-        let base = state.st.take().expect("checked above");
-        let (mut next, mut records) = chain_records(w, base, event, metadata, chain)?;
+        let before = matches!(event, Event::AgentExecuted { .. }).then(|| state.st.clone());
+        let base = state.st.take().expect("checked by the caller");
+        let (mut next, mut records) = chain_records(&w, base, event, metadata)?;
         crate::liveness::hold_while_suspect().await;
         if let Err(refused) = w.append_until_acked(&records).await {
             let (
-                Some(before),
+                Some(Some(before)),
                 Event::AgentExecuted {
                     step,
+                    iteration,
                     agent,
                     attempts,
                     duration_ms,
@@ -280,16 +380,17 @@ impl WorkflowActor {
                 myself.stop(Some(refused.to_string()));
                 return Ok(());
             };
-            tracing::warn!(workflow_id = %records[0].workflow_id, step, error = %refused,
+            tracing::warn!(workflow_id = %records[0].workflow_id, step = %step, error = %refused,
                 "the event log refused the step's result; the step fails");
             let failed = Event::StepFailed {
                 step,
-                agent,
+                iteration,
+                agent: Some(agent),
                 error: refused_result(&refused),
                 attempts,
                 duration_ms,
             };
-            (next, records) = chain_records(w, before, failed, Default::default(), chain)?;
+            (next, records) = chain_records(&w, before, failed, Default::default())?;
             if let Err(e) = w.append_until_acked(&records).await {
                 return Err(format!("the event log refused a step's failure: {e}").into());
             }
@@ -305,15 +406,85 @@ impl WorkflowActor {
     }
 }
 
+/// What a call task needs of the state: its identity and deadline message.
+struct CallContext {
+    workflow_id: agentflow_core::WorkflowId,
+    deadline_error: Option<StepError>,
+}
+
+trait CloneForCall {
+    fn clone_for_call(&self) -> CallContext;
+}
+
+impl CloneForCall for WorkflowState {
+    fn clone_for_call(&self) -> CallContext {
+        CallContext {
+            workflow_id: self.workflow_id,
+            deadline_error: self.deadline().map(|d| timed_out(self, d)),
+        }
+    }
+}
+
+/// One agent call, as a task that reports back to the actor.
+#[allow(clippy::too_many_arguments)]
+async fn call(
+    actor: ActorRef<WorkflowMsg>,
+    w: Arc<Worker>,
+    give_up: Arc<AtomicBool>,
+    ctx: CallContext,
+    step: StepId,
+    iteration: u32,
+    agent: AgentName,
+    input: serde_json::Value,
+    idempotency_key: String,
+    attempt_timeout_ms: Option<u64>,
+    deadline: Option<chrono::DateTime<Utc>>,
+) {
+    // A stalled process may have lost this workflow to another node.
+    crate::liveness::hold_while_suspect().await;
+    let span = tracing::info_span!("step", workflow_id = %ctx.workflow_id, step = %step, iteration, agent = %agent);
+    let began = std::time::Instant::now();
+    let gave_up = move || give_up.load(Ordering::Relaxed);
+    let call = w
+        .agents
+        .call(
+            ctx.workflow_id,
+            &agent,
+            &idempotency_key,
+            &input,
+            attempt_timeout_ms.map(Duration::from_millis),
+            &gave_up,
+        )
+        .instrument(span);
+    let outcome = match deadline {
+        None => call.await,
+        Some(d) => {
+            let left = (d - Utc::now()).to_std().unwrap_or_default();
+            match tokio::time::timeout(left, call).await {
+                Ok(outcome) => outcome,
+                Err(_) => Some(CallOutcome {
+                    result: Err(ctx.deadline_error.clone().expect("a deadline")),
+                    attempts: 1,
+                    duration: began.elapsed(),
+                }),
+            }
+        }
+    };
+    let _ = actor.send_message(WorkflowMsg::CallDone(Box::new(CallDone {
+        step,
+        iteration,
+        agent,
+        outcome,
+    })));
+}
+
 /// The record of `event` on `state`, and any that follow from it without an
-/// agent call (up to [`MAX_CHAINED`], only when `chain`), with the state
-/// after them.
+/// agent call (up to [`MAX_CHAINED`]), with the state after them.
 fn chain_records(
     w: &Worker,
     state: WorkflowState,
     event: Event,
     metadata: serde_json::Map<String, serde_json::Value>,
-    chain: bool,
 ) -> Result<(WorkflowState, Vec<Record>), ActorProcessingErr> {
     let node_id: serde_json::Value = w.node_id.clone().into();
     let mut next = state;
@@ -334,11 +505,13 @@ fn chain_records(
         apply(&mut slot, &record).map_err(|e| format!("own record rejected: {e}"))?;
         next = slot.expect("apply keeps a state");
         records.push(record);
-        match decide(&next, Utc::now()) {
+        match decide(&next, Utc::now()).into_iter().next() {
+            // Not a failure while calls are in flight (see `drive`): the
+            // caller knows those, this function does not.
             Some(Action::Append {
                 event: e,
                 metadata: m,
-            }) if chain && records.len() < MAX_CHAINED => {
+            }) if records.len() < MAX_CHAINED && !matches!(e, Event::Failed { .. }) => {
                 (event, metadata) = (e, m);
             }
             _ => break,

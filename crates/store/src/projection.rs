@@ -218,7 +218,7 @@ impl Store {
             states.extend(load_states(&mut tx, &to_read).await?);
         }
         // What identifies a change: seq, or a command that flags the state.
-        let version = |s: &WorkflowState| (s.seq, s.cancel_requested);
+        let version = |s: &WorkflowState| (s.seq, s.cancel_requested, s.commands.len());
         let before: HashMap<WorkflowId, Before> = states
             .iter()
             .filter_map(|(k, v)| {
@@ -290,7 +290,7 @@ impl Store {
         }
         for (id, st) in states {
             if let Some(st) =
-                st.filter(|s| matches!(s.status, WorkflowStatus::Pending | WorkflowStatus::Running))
+                st.filter(|s| s.status == WorkflowStatus::Pending || s.status.is_active())
             {
                 cache.states.insert(id, (partition_of[&id], st));
             }
@@ -302,7 +302,7 @@ impl Store {
 
 /// What a workflow's row and step rows held before the batch.
 struct Before {
-    version: (u64, bool),
+    version: (u64, bool, usize),
     status: WorkflowStatus,
     steps: Vec<StepRow>,
 }
@@ -320,6 +320,7 @@ struct Changed<'a> {
 #[derive(PartialEq)]
 struct StepRow {
     status: StepStatus,
+    iteration: u32,
     attempts: u32,
     duration_ms: u64,
     error: Option<StepError>,
@@ -330,6 +331,7 @@ impl StepRow {
     fn of(s: &StepState) -> Self {
         Self {
             status: s.status,
+            iteration: s.iteration,
             attempts: s.attempts,
             duration_ms: s.duration_ms,
             error: s.error.clone(),
@@ -391,12 +393,13 @@ async fn write_batch(
              INSERT INTO workflows
                 (id, name, tasks, status, results, user_id, created_at, started_at, finished_at,
                  seq, runs, error, last_event_id, timeout_ms, cancel_requested, log_partition,
-                 updated_at)
+                 state, updated_at)
              SELECT *, $19 FROM UNNEST($3::uuid[], $4::text[], $5::jsonb[], $6::text[],
                  $7::text[], $8::bigint[], $9::timestamptz[], $10::timestamptz[],
                  $11::timestamptz[], $12::bigint[], $13::int[], $14::text[], $15::uuid[],
-                 $16::bigint[], $17::bool[], $18::int[])
+                 $16::bigint[], $17::bool[], $18::int[], $35::text[])
              ON CONFLICT (id) DO UPDATE SET
+                state = EXCLUDED.state,
                 status = EXCLUDED.status, results = EXCLUDED.results,
                 started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at,
                 updated_at = EXCLUDED.updated_at, seq = EXCLUDED.seq, runs = EXCLUDED.runs,
@@ -405,11 +408,14 @@ async fn write_batch(
                 log_partition = EXCLUDED.log_partition
          ), steps_in AS (
              INSERT INTO workflow_steps
-                (workflow_id, step, agent, status, attempts, duration_ms, error, finished_at)
+                (workflow_id, step, agent, status, attempts, duration_ms, error, finished_at,
+                 step_id, iteration)
              SELECT * FROM UNNEST($20::uuid[], $21::int[], $22::text[], $23::text[], $24::int[],
-                                  $25::bigint[], $26::text[], $27::timestamptz[])
+                                  $25::bigint[], $26::text[], $27::timestamptz[], $36::text[],
+                                  $37::int[])
              ON CONFLICT (workflow_id, step) DO UPDATE SET
                 status = EXCLUDED.status, attempts = EXCLUDED.attempts,
+                iteration = EXCLUDED.iteration,
                 duration_ms = EXCLUDED.duration_ms, error = EXCLUDED.error,
                 finished_at = EXCLUDED.finished_at
          ), events_in AS (
@@ -459,6 +465,9 @@ async fn write_batch(
     .bind(trail.record)
     .bind(partitions)
     .bind(offsets)
+    .bind(w.state)
+    .bind(s.step_id)
+    .bind(s.iteration)
     .execute(&mut **tx)
     .await
     .map_err(StoreError::classify)?;
@@ -485,6 +494,8 @@ struct WorkflowRows {
     timeout_ms: Vec<Option<i64>>,
     cancel_requested: Vec<bool>,
     log_partition: Vec<i32>,
+    /// The fold's whole state, JSON text.
+    state: Vec<String>,
 }
 
 impl WorkflowRows {
@@ -495,7 +506,7 @@ impl WorkflowRows {
         self.name
             .push(if new { st.name.clone() } else { String::new() });
         self.tasks.push(if new {
-            serde_json::to_value(&st.tasks).expect("serialisable")
+            serde_json::to_value(&st.definition).expect("serialisable")
         } else {
             Value::Array(Vec::new())
         });
@@ -509,14 +520,15 @@ impl WorkflowRows {
         self.runs.push(st.runs as i32);
         self.error.push(
             st.failed_step()
-                .and_then(|s| st.step(s))
-                .and_then(|s| s.error.as_ref())
+                .and_then(|i| st.steps[i].error.as_ref())
                 .map(|e| serde_json::to_string(e).expect("serialisable")),
         );
         self.last_event_id.push(st.last_event_id);
         self.timeout_ms.push(st.timeout_ms.map(|ms| ms as i64));
         self.cancel_requested.push(st.cancel_requested);
         self.log_partition.push(partition);
+        self.state
+            .push(serde_json::to_string(st).expect("serialisable"));
     }
 }
 
@@ -525,7 +537,9 @@ impl WorkflowRows {
 struct StepRows {
     workflow_id: Vec<Uuid>,
     step: Vec<i32>,
-    agent: Vec<String>,
+    step_id: Vec<String>,
+    iteration: Vec<i32>,
+    agent: Vec<Option<String>>,
     status: Vec<&'static str>,
     attempts: Vec<i32>,
     duration_ms: Vec<i64>,
@@ -542,7 +556,10 @@ impl StepRows {
             }
             self.workflow_id.push(st.workflow_id.as_uuid());
             self.step.push(i as i32 + 1);
-            self.agent.push(s.agent.as_str().to_owned());
+            self.step_id.push(s.id.to_string());
+            self.iteration.push(s.iteration as i32);
+            self.agent
+                .push(s.agent.as_ref().map(|a| a.as_str().to_owned()));
             self.status.push(step_status_str(s.status));
             self.attempts.push(s.attempts as i32);
             self.duration_ms.push(s.duration_ms as i64);

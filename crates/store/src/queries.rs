@@ -130,7 +130,7 @@ impl Store {
             return Ok(None);
         };
         let steps: Vec<StepRow> = sqlx::query_as(
-            "SELECT workflow_id, step, agent, status, attempts, duration_ms, error, finished_at
+            "SELECT workflow_id, step, status, attempts, duration_ms, error, finished_at
              FROM workflow_steps WHERE workflow_id = $1 ORDER BY step",
         )
         .bind(id.as_uuid())

@@ -1,7 +1,7 @@
 //! Between `WorkflowState` (the fold's type) and its rows.
 
 use agentflow_core::{
-    AgentName, StepState, StepStatus, TaskDef, UserId, WorkflowId, WorkflowState, WorkflowStatus,
+    StepDef, StepState, StepStatus, TaskDef, UserId, WorkflowId, WorkflowState, WorkflowStatus,
 };
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -30,13 +30,15 @@ pub(crate) struct WorkflowRow {
     pub runs: i32,
     pub timeout_ms: Option<i64>,
     pub cancel_requested: bool,
+    /// The fold's whole state, JSON text (`None` in rows written before
+    /// graphs: they are read from their columns).
+    pub state: Option<String>,
 }
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct StepRow {
     pub workflow_id: Uuid,
     pub step: i32,
-    pub agent: String,
     pub status: String,
     pub attempts: i32,
     pub duration_ms: i64,
@@ -45,11 +47,12 @@ pub(crate) struct StepRow {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-pub(crate) const WORKFLOW_COLUMNS: &str = "id, name, tasks, status, results, user_id, created_at, started_at, finished_at, seq, last_event_id, runs, timeout_ms, cancel_requested";
+pub(crate) const WORKFLOW_COLUMNS: &str = "id, name, tasks, status, results, user_id, created_at, started_at, finished_at, seq, last_event_id, runs, timeout_ms, cancel_requested, state";
 
 pub(crate) fn step_status_str(s: StepStatus) -> &'static str {
     match s {
         StepStatus::Pending => "pending",
+        StepStatus::Waiting => "waiting",
         StepStatus::Completed => "completed",
         StepStatus::Failed => "failed",
         StepStatus::Skipped => "skipped",
@@ -59,6 +62,7 @@ pub(crate) fn step_status_str(s: StepStatus) -> &'static str {
 fn parse_step_status(s: &str) -> Result<StepStatus, StoreError> {
     Ok(match s {
         "pending" => StepStatus::Pending,
+        "waiting" => StepStatus::Waiting,
         "completed" => StepStatus::Completed,
         "failed" => StepStatus::Failed,
         "skipped" => StepStatus::Skipped,
@@ -71,6 +75,10 @@ pub(crate) fn state_from_rows(
     steps: Vec<StepRow>,
 ) -> Result<WorkflowState, StoreError> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("workflow {}: {what}", row.id));
+    if let Some(text) = &row.state {
+        return serde_json::from_str(text).map_err(|e| corrupt(&e.to_string()));
+    }
+    // A row written before graphs: a chain of `tasks`.
     let tasks: Vec<TaskDef> =
         serde_json::from_value(row.tasks.clone()).map_err(|e| corrupt(&e.to_string()))?;
     let status = WorkflowStatus::parse(&row.status).ok_or_else(|| corrupt("status"))?;
@@ -94,31 +102,41 @@ pub(crate) fn state_from_rows(
     {
         return Err(corrupt("step rows do not match tasks"));
     }
+    let definition: Vec<StepDef> = tasks
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| StepDef::of_task(i + 1, t))
+        .collect();
     let steps = steps
         .into_iter()
         .zip(outputs)
-        .map(|(s, output)| {
-            Ok(StepState {
-                agent: AgentName::parse(&s.agent).map_err(|e| corrupt(&e.to_string()))?,
-                status: parse_step_status(&s.status)?,
-                output,
-                error: s
-                    .error
-                    .as_deref()
-                    .map(serde_json::from_str)
-                    .transpose()
-                    .map_err(|e| corrupt(&e.to_string()))?,
-                attempts: s.attempts.max(0) as u32,
-                duration_ms: s.duration_ms.max(0) as u64,
-                finished_at: s.finished_at,
-            })
+        .zip(&definition)
+        .map(|((s, output), def)| {
+            let mut st = StepState::new(def);
+            st.status = parse_step_status(&s.status)?;
+            if st.status == StepStatus::Skipped {
+                st.skip_reason = Some(agentflow_core::SkipReason::Ended);
+            }
+            st.iteration = u32::from(output.is_some());
+            st.output = output;
+            st.error = s
+                .error
+                .as_deref()
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|e| corrupt(&e.to_string()))?;
+            st.attempts = s.attempts.max(0) as u32;
+            st.duration_ms = s.duration_ms.max(0) as u64;
+            st.finished_at = s.finished_at;
+            Ok(st)
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
     Ok(WorkflowState {
         workflow_id: WorkflowId::from(row.id),
         user_id: UserId(row.user_id),
         name: row.name,
-        tasks,
+        definition,
+        input: Value::Object(Default::default()),
         steps,
         status,
         seq: row.seq.max(0) as u64,
@@ -126,6 +144,10 @@ pub(crate) fn state_from_rows(
         runs: row.runs.max(0) as u32,
         timeout_ms: row.timeout_ms.map(|ms| ms.max(0) as u64),
         cancel_requested: row.cancel_requested,
+        max_concurrency: None,
+        paused: false,
+        commands: vec![],
+        signal_keys: vec![],
         created_at: row.created_at,
         started_at: row.started_at,
         finished_at: row.finished_at,
@@ -144,15 +166,27 @@ pub(crate) async fn load_states(
     .fetch_all(&mut **tx)
     .await
     .map_err(StoreError::classify)?;
-    if rows.is_empty() {
-        // New workflows: no steps to look for.
-        return Ok(HashMap::new());
+    let mut out = HashMap::with_capacity(ids.len());
+    // Rows with their state need nothing more; older ones their steps.
+    let mut legacy = Vec::new();
+    for row in rows {
+        if row.state.is_some() {
+            let st = state_from_rows(row, vec![])?;
+            out.insert(st.workflow_id, Some(st));
+        } else {
+            legacy.push(row);
+        }
     }
+    if legacy.is_empty() {
+        return Ok(out);
+    }
+    let rows = legacy;
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
     let steps: Vec<StepRow> = sqlx::query_as(
-        "SELECT workflow_id, step, agent, status, attempts, duration_ms, error, finished_at
+        "SELECT workflow_id, step, status, attempts, duration_ms, error, finished_at
          FROM workflow_steps WHERE workflow_id = ANY($1) ORDER BY workflow_id, step",
     )
-    .bind(ids)
+    .bind(&ids)
     .fetch_all(&mut **tx)
     .await
     .map_err(StoreError::classify)?;
@@ -160,7 +194,6 @@ pub(crate) async fn load_states(
     for s in steps {
         steps_by.entry(s.workflow_id).or_default().push(s);
     }
-    let mut out = HashMap::with_capacity(ids.len());
     for row in rows {
         let id = row.id;
         let st = state_from_rows(row, steps_by.remove(&id).unwrap_or_default())?;

@@ -1,3 +1,4 @@
 mod lookup;
 pub mod ops;
+pub mod steering;
 pub mod workflows;

@@ -65,17 +65,21 @@ pub async fn create(
     let value: Value = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request("malformed_json", format!("body is not valid JSON: {e}"))
     })?;
-    let def = WorkflowDefinition::parse(&value).map_err(|e| match e {
-        DefinitionError::NulCharacter(_) => ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_character",
-            e.to_string(),
-        ),
-        e => ApiError::invalid(e.to_string()),
+    let def = WorkflowDefinition::parse(&value).map_err(|e| {
+        let field = e.field();
+        match e {
+            DefinitionError::NulCharacter(_) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_character",
+                e.to_string(),
+            ),
+            e => ApiError::invalid(e.to_string()),
+        }
+        .at(field)
     })?;
     let key = idempotency_key(&headers)?;
     let id = key.map_or_else(WorkflowId::new, |k| WorkflowId::for_request(caller.user, k));
-    let task_count = def.tasks.len();
+    let task_count = def.steps.len();
     let name = def.name.clone();
     let created = |status| {
         let body =
@@ -96,8 +100,10 @@ pub async fn create(
         Utc::now(),
         Event::Created {
             name: def.name.clone(),
-            tasks: def.tasks.clone(),
+            steps: def.steps.clone(),
+            input: def.input.clone(),
             timeout_ms: def.timeout_ms,
+            max_concurrency: def.max_concurrency,
         },
     );
     append_and_wait(&s, &caller, record).await?;
@@ -112,7 +118,7 @@ pub async fn create(
 
 /// A body that says it is not JSON is refused (415) rather than guessed at.
 /// No Content-Type at all is read as JSON, as before.
-fn json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
+pub(super) fn json_content_type(headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(v) = headers.get(header::CONTENT_TYPE) else {
         return Ok(());
     };
@@ -163,7 +169,7 @@ fn same_json(a: &Value, b: &Value) -> bool {
 }
 
 /// The `Idempotency-Key` header, if any: 1 to 255 visible ASCII characters.
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
+pub(super) fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     let Some(v) = headers.get("idempotency-key") else {
         return Ok(None);
     };
@@ -180,11 +186,13 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
 }
 
 fn same_definition(existing: &WorkflowState, def: &WorkflowDefinition) -> Result<(), ApiError> {
-    let same_tasks = existing.tasks.len() == def.tasks.len()
-        && existing.tasks.iter().zip(&def.tasks).all(|(a, b)| {
-            a.agent == b.agent && a.timeout_ms == b.timeout_ms && same_json(&a.input, &b.input)
-        });
-    if existing.name == def.name && same_tasks && existing.timeout_ms == def.timeout_ms {
+    let steps = |v: &[agentflow_core::StepDef]| serde_json::to_value(v).unwrap_or_default();
+    let same = existing.name == def.name
+        && same_json(&steps(&existing.definition), &steps(&def.steps))
+        && same_json(&existing.input, &def.input)
+        && existing.timeout_ms == def.timeout_ms
+        && existing.max_concurrency == def.max_concurrency;
+    if same {
         return Ok(());
     }
     Err(ApiError::new(
@@ -216,30 +224,29 @@ pub async fn execute(
     if head.quarantined {
         return Err(ApiError::quarantined());
     }
-    // A pending workflow starts at step 1: its head is all we need. Any
-    // other is read whole (a failed one resumes at its failed step).
-    let (from_step, head) = if head.status == WorkflowStatus::Pending {
-        (1, head)
+    // A pending workflow starts: its head is all we need. Any other is
+    // read whole (a failed one resumes at its failed step).
+    let (retried, head) = if head.status == WorkflowStatus::Pending {
+        (vec![], head)
     } else {
         let st = load_visible(&s, &caller, &id).await?.state;
-        let Some(from_step) = st.start_step() else {
+        if !st.status.can_start() {
             return Err(ApiError::conflict(format!(
                 "workflow is {}; only a pending or failed workflow can be executed",
                 st.status.as_str()
             )));
-        };
-        let head = WorkflowHead::of(&st);
-        (from_step, head)
+        }
+        let failed: Vec<String> = st
+            .steps
+            .iter()
+            .filter(|s| s.status == agentflow_core::StepStatus::Failed)
+            .map(|s| s.id.to_string())
+            .collect();
+        (failed, WorkflowHead::of(&st))
     };
     let seq = head.seq + 1;
-    let record = Record::new(
-        wid,
-        head.user_id,
-        seq,
-        Utc::now(),
-        Event::Started { from_step },
-    )
-    .after(head.last_event_id);
+    let record =
+        Record::new(wid, head.user_id, seq, Utc::now(), Event::Started).after(head.last_event_id);
     // Start is a status change, so the in-process projector pushes the state
     // it commits: watched from before the append, it answers the check below
     // without reading the workflow back.
@@ -260,10 +267,10 @@ pub async fn execute(
             now.status.as_str()
         )));
     }
-    let message = if from_step == 1 {
+    let message = if retried.is_empty() {
         "Workflow execution started".to_owned()
     } else {
-        format!("Workflow execution resumed from step {from_step}")
+        format!("Workflow execution resumed from {}", retried.join(", "))
     };
     let body = json!({"workflow_id": wid, "status": "running", "message": message});
     Ok((StatusCode::ACCEPTED, axum::Json(body)).into_response())
@@ -302,10 +309,10 @@ pub async fn cancel(
             .after(st.last_event_id),
         ),
         // Asked already: nothing new to say (cancel is idempotent).
-        WorkflowStatus::Running if st.cancel_requested => None,
+        status if status.is_active() && st.cancel_requested => None,
         // A command: it repeats the seq it was asked at and never races the
         // actor for the next one.
-        WorkflowStatus::Running => Some(
+        WorkflowStatus::Running | WorkflowStatus::Waiting | WorkflowStatus::Paused => Some(
             Record::new(
                 st.workflow_id,
                 st.user_id,
@@ -333,7 +340,7 @@ pub async fn cancel(
         .ok_or_else(ApiError::not_found)?;
     let (status, message) = match now.status {
         WorkflowStatus::Cancelled => ("cancelled", "Workflow cancelled"),
-        WorkflowStatus::Running if now.cancel_requested => (
+        status if status.is_active() && now.cancel_requested => (
             "cancelling",
             "Cancellation requested; the workflow stops after its step in flight",
         ),
@@ -573,7 +580,11 @@ pub async fn list(
 /// The workflow, if it exists and the caller may see it; 404 otherwise, so
 /// another user's workflow is indistinguishable from a missing one (503
 /// while the projection is too far behind to tell: see `lookup`).
-async fn load_visible(s: &AppState, caller: &Caller, id: &str) -> Result<Projected, ApiError> {
+pub(super) async fn load_visible(
+    s: &AppState,
+    caller: &Caller,
+    id: &str,
+) -> Result<Projected, ApiError> {
     let id =
         WorkflowId::parse(id).map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))?;
     lookup::find(s, caller, id, || async {
@@ -587,7 +598,7 @@ async fn load_visible(s: &AppState, caller: &Caller, id: &str) -> Result<Project
 
 /// Appends a record of the caller's request (noting who asked, through
 /// which node) and waits (bounded) until the projection shows it.
-async fn append_and_wait(
+pub(super) async fn append_and_wait(
     s: &AppState,
     caller: &Caller,
     record: Record,

@@ -1,0 +1,221 @@
+//! Steering a run: pause, resume, and signals for steps that wait for a
+//! person (or another system).
+//!
+//! Each is a command record (`workflow.paused`, `workflow.resumed`,
+//! `signal.received`): it does not take a place in the workflow's chain,
+//! so it never races the engine's actor, which hears it as a message and
+//! acts (starts no new step; starts them again; completes the waiting
+//! step with the signal's body).
+
+use agentflow_core::{Event, Record, StepStatus, WorkflowState, definition::valid_signal_name};
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use chrono::Utc;
+use serde_json::{Value, json};
+
+use super::workflows::{append_and_wait, idempotency_key, json_content_type, load_visible};
+use crate::AppState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+use crate::openapi::{CommonErrors, ErrorBody, SignalAccepted, SignalHeaders, WorkflowAccepted};
+
+/// The workflow, if the caller may change it.
+async fn changeable(s: &AppState, caller: &Caller, id: &str) -> Result<WorkflowState, ApiError> {
+    let p = load_visible(s, caller, id).await?;
+    if p.quarantined {
+        return Err(ApiError::quarantined());
+    }
+    Ok(p.state)
+}
+
+/// A command on `st`: it repeats the seq it was asked at.
+fn command(st: &WorkflowState, event: Event) -> Record {
+    Record::new(st.workflow_id, st.user_id, st.seq, Utc::now(), event).after(st.last_event_id)
+}
+
+fn accepted(st: &WorkflowState, status: &str, message: &str) -> Response {
+    let body = json!({"workflow_id": st.workflow_id, "status": status, "message": message});
+    (StatusCode::ACCEPTED, axum::Json(body)).into_response()
+}
+
+/// Pauses a run: no new step starts; agent calls in flight finish and their
+/// results are kept. Pausing a paused workflow changes nothing.
+#[utoipa::path(post, path = "/workflows/{id}/pause", tag = "workflows", security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "Workflow id")),
+    responses(
+        (status = 202, description = "Paused (or already paused)", body = WorkflowAccepted),
+        (status = 404, description = "No such workflow, or another user's", body = ErrorBody),
+        (status = 409, description = "Not running or waiting (pending, finished, failed), or records of it were quarantined", body = ErrorBody),
+        CommonErrors
+    ))]
+pub async fn pause(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let st = changeable(&s, &caller, &id).await?;
+    if !st.status.is_active() {
+        return Err(ApiError::conflict(format!(
+            "workflow is {}; only a running or waiting workflow can be paused",
+            st.status.as_str()
+        )));
+    }
+    if !st.paused {
+        append_and_wait(&s, &caller, command(&st, Event::Paused)).await?;
+    }
+    Ok(accepted(
+        &st,
+        "paused",
+        "Workflow paused: no new step starts; calls in flight finish",
+    ))
+}
+
+/// Resumes a paused run. Resuming a workflow that is not paused (but
+/// running or waiting) changes nothing.
+#[utoipa::path(post, path = "/workflows/{id}/resume", tag = "workflows", security(("bearer" = [])),
+    params(("id" = uuid::Uuid, Path, description = "Workflow id")),
+    responses(
+        (status = 202, description = "Resumed (or was not paused)", body = WorkflowAccepted),
+        (status = 404, description = "No such workflow, or another user's", body = ErrorBody),
+        (status = 409, description = "Not running, waiting or paused (a failed one is resumed by `execute`), or records of it were quarantined", body = ErrorBody),
+        CommonErrors
+    ))]
+pub async fn resume(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let st = changeable(&s, &caller, &id).await?;
+    if !st.status.is_active() {
+        let hint = if st.status.can_start() {
+            " (`POST /workflows/{id}/execute` starts a pending or failed one)"
+        } else {
+            ""
+        };
+        return Err(ApiError::conflict(format!(
+            "workflow is {}; only a paused workflow can be resumed{hint}",
+            st.status.as_str()
+        )));
+    }
+    if st.paused {
+        append_and_wait(&s, &caller, command(&st, Event::Resumed)).await?;
+    }
+    Ok(accepted(&st, "running", "Workflow resumed"))
+}
+
+/// Sends signal `name` to the workflow: each step waiting for it completes
+/// with the request's JSON body as its output (an empty body is `null`).
+/// With an `Idempotency-Key` a retried request is answered as the first
+/// one and delivers nothing twice.
+#[utoipa::path(post, path = "/workflows/{id}/signals/{name}", tag = "workflows", security(("bearer" = [])),
+    params(
+        ("id" = uuid::Uuid, Path, description = "Workflow id"),
+        ("name" = String, Path, description = "The signal a wait step names (`wait.signal`)", pattern = "^[a-z0-9_.-]{1,64}$"),
+        SignalHeaders
+    ),
+    request_body(content = Object, description = "Any JSON: the waiting step's output", content_type = "application/json"),
+    responses(
+        (status = 202, description = "Delivered to the steps waiting for it (or delivered before, with this Idempotency-Key)", body = SignalAccepted),
+        (status = 400, description = "A malformed signal name, body or Idempotency-Key", body = ErrorBody),
+        (status = 404, description = "No such workflow, or another user's", body = ErrorBody),
+        (status = 409, description = "No step waits for this signal now, or records of it were quarantined", body = ErrorBody),
+        (status = 413, description = "Body over max_body_bytes", body = ErrorBody),
+        (status = 415, description = "A Content-Type other than JSON", body = ErrorBody),
+        (status = 422, description = "The body holds U+0000 (`invalid_character`)", body = ErrorBody),
+        CommonErrors
+    ))]
+pub async fn signal(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path((id, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    json_content_type(&headers)?;
+    if !valid_signal_name(&name) {
+        return Err(ApiError::bad_request(
+            "invalid_signal",
+            "a signal's name is 1 to 64 of `a-z`, `0-9`, `_`, `-`, `.`",
+        ));
+    }
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "request body is too large",
+            )
+        } else {
+            ApiError::bad_request("bad_body", e.body_text())
+        }
+    })?;
+    let payload: Value = if body.iter().all(u8::is_ascii_whitespace) {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request("malformed_json", format!("body is not valid JSON: {e}"))
+        })?
+    };
+    if has_nul(&payload) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_character",
+            "the body must not contain the NUL character (U+0000)",
+        ));
+    }
+    let key = idempotency_key(&headers)?.map(str::to_owned);
+    let st = changeable(&s, &caller, &id).await?;
+    let delivered = |st: &WorkflowState| {
+        let steps: Vec<String> = st
+            .steps
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| {
+                s.status != StepStatus::Pending
+                    && st.definition[*i]
+                        .wait
+                        .as_ref()
+                        .is_some_and(|w| w.signal == name)
+            })
+            .map(|(_, s)| s.id.to_string())
+            .collect();
+        let body = json!({"workflow_id": st.workflow_id, "signal": name, "status": "accepted", "steps": steps});
+        (StatusCode::ACCEPTED, axum::Json(body)).into_response()
+    };
+    if key.as_ref().is_some_and(|k| st.signal_keys.contains(k)) {
+        return Ok(delivered(&st));
+    }
+    if !st.status.is_active() || !st.awaited_signals().contains(&name.as_str()) {
+        let waiting = st.awaited_signals();
+        let now = if waiting.is_empty() {
+            format!("it waits for no signal now (it is {})", st.status.as_str())
+        } else {
+            format!("it waits for: {}", waiting.join(", "))
+        };
+        return Err(ApiError::conflict(format!(
+            "no step of this workflow waits for signal `{name}`; {now}"
+        )));
+    }
+    let record = command(
+        &st,
+        Event::SignalReceived {
+            signal: name.clone(),
+            payload,
+            key,
+        },
+    );
+    append_and_wait(&s, &caller, record).await?;
+    Ok(delivered(&st))
+}
+
+fn has_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(a) => a.iter().any(has_nul),
+        Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
+}
