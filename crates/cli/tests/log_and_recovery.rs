@@ -186,7 +186,8 @@ async fn a_stale_writer_that_wins_a_seq_is_followed_and_the_actor_restarts_from_
         3,
         chrono::Utc::now(),
         Event::AgentExecuted {
-            step: 1,
+            step: agentflow_core::StepId::of_task(1),
+            iteration: 1,
             agent: AgentName::parse("slow").unwrap(),
             output: serde_json::json!({"from": "zombie"}),
             attempts: 1,

@@ -6,7 +6,7 @@ mod common;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use agentflow_core::{AgentName, Event, Record, TaskDef, UserId, WorkflowId};
+use agentflow_core::{AgentName, Event, Record, StepDef, TaskDef, UserId, WorkflowId};
 use agentflow_log::{LogConfig, Producer};
 use common::{Stack, pipeline};
 use serde_json::{Value, json};
@@ -36,12 +36,17 @@ async fn a_record_postgres_cannot_hold_is_quarantined_and_the_read_side_goes_on(
         chrono::Utc::now(),
         Event::Created {
             name: "bad\u{0}name".into(),
-            tasks: vec![TaskDef {
-                agent: AgentName::parse("a").unwrap(),
-                input: json!({}),
-                timeout_ms: None,
-            }],
+            steps: vec![StepDef::of_task(
+                1,
+                TaskDef {
+                    agent: AgentName::parse("a").unwrap(),
+                    input: json!({}),
+                    timeout_ms: None,
+                },
+            )],
+            input: json!({}),
             timeout_ms: None,
+            max_concurrency: None,
         },
     );
     let producer = Producer::new(&LogConfig::new(&s.brokers, &s.topic)).unwrap();
@@ -115,7 +120,7 @@ async fn a_workflow_with_a_quarantined_record_says_so_and_refuses_changes() {
         UserId(7),
         st.seq + 1,
         chrono::Utc::now(),
-        Event::Started { from_step: 1 },
+        Event::Started,
     )
     .after(st.last_event_id);
     store

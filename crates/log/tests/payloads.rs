@@ -24,7 +24,8 @@ fn executed(output: Value) -> Record {
         3,
         chrono::Utc::now(),
         Event::AgentExecuted {
-            step: 1,
+            step: agentflow_core::StepId::of_task(1),
+            iteration: 1,
             agent: AgentName::parse("writer").unwrap(),
             output,
             attempts: 1,

@@ -217,7 +217,9 @@ impl Progress {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use agentflow_core::{AgentName, Event, Record, TaskDef, UserId, WorkflowStatus, apply};
+    use agentflow_core::{
+        AgentName, Event, Record, StepDef, StepId, TaskDef, UserId, WorkflowStatus, apply,
+    };
     use chrono::Utc;
     use serde_json::json;
 
@@ -228,16 +230,22 @@ mod tests {
         let events = [
             Event::Created {
                 name: "w".into(),
-                tasks: vec![TaskDef {
-                    agent: agent.clone(),
-                    input: json!({}),
-                    timeout_ms: None,
-                }],
+                steps: vec![StepDef::of_task(
+                    1,
+                    TaskDef {
+                        agent: agent.clone(),
+                        input: json!({}),
+                        timeout_ms: None,
+                    },
+                )],
+                input: json!({}),
                 timeout_ms: None,
+                max_concurrency: None,
             },
-            Event::Started { from_step: 1 },
+            Event::Started,
             Event::AgentExecuted {
-                step: 1,
+                step: StepId::of_task(1),
+                iteration: 1,
                 agent,
                 output: json!(1),
                 attempts: 1,

@@ -58,7 +58,7 @@ impl Store {
         // then only a full replay is safe.
         let (unplaced,): (bool,) = sqlx::query_as(
             "SELECT EXISTS (SELECT 1 FROM workflows WHERE log_partition IS NULL
-                            AND status IN ('pending', 'running', 'failed'))",
+                            AND status IN ('pending', 'running', 'waiting', 'paused', 'failed'))",
         )
         .fetch_one(&mut *tx)
         .await
@@ -69,7 +69,7 @@ impl Store {
         let parts: Vec<i32> = offsets.iter().map(|(p, _)| *p).collect();
         let live: Vec<(Uuid, i32)> = sqlx::query_as(
             "SELECT id, log_partition FROM workflows
-             WHERE log_partition = ANY($1) AND status IN ('pending', 'running', 'failed')",
+             WHERE log_partition = ANY($1) AND status IN ('pending', 'running', 'waiting', 'paused', 'failed')",
         )
         .bind(&parts)
         .fetch_all(&mut *tx)

@@ -23,11 +23,16 @@ async fn fresh_store() -> Store {
 fn records(n_steps: usize) -> Vec<Record> {
     let id = WorkflowId::new();
     let a = AgentName::parse("a").unwrap();
-    let tasks = (0..n_steps)
-        .map(|_| TaskDef {
-            agent: a.clone(),
-            input: json!({}),
-            timeout_ms: None,
+    let steps = (0..n_steps)
+        .map(|i| {
+            StepDef::of_task(
+                i + 1,
+                TaskDef {
+                    agent: a.clone(),
+                    input: json!({}),
+                    timeout_ms: None,
+                },
+            )
         })
         .collect();
     let mut out: Vec<Record> = vec![Record::new(
@@ -37,8 +42,10 @@ fn records(n_steps: usize) -> Vec<Record> {
         Utc::now(),
         Event::Created {
             name: "w".into(),
-            tasks,
+            steps,
+            input: json!({}),
             timeout_ms: Some(60_000),
+            max_concurrency: None,
         },
     )];
     let mut push = |ev| {
@@ -46,10 +53,11 @@ fn records(n_steps: usize) -> Vec<Record> {
         let r = Record::new(id, UserId(1), prev.seq + 1, Utc::now(), ev).after(prev.event_id);
         out.push(r);
     };
-    push(Event::Started { from_step: 1 });
+    push(Event::Started);
     for step in 1..=n_steps as u32 {
         push(Event::AgentExecuted {
-            step,
+            step: StepId::of_task(step as usize),
+            iteration: 1,
             agent: a.clone(),
             output: json!({"step": step}),
             attempts: 1,
@@ -122,7 +130,8 @@ async fn records_the_fold_rejects_are_not_projected() {
         3,
         Utc::now(),
         Event::AgentExecuted {
-            step: 1,
+            step: StepId::of_task(1),
+            iteration: 1,
             agent: AgentName::parse("a").unwrap(),
             output: json!("zombie"),
             attempts: 1,
@@ -145,7 +154,7 @@ async fn records_the_fold_rejects_are_not_projected() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(st.step(1).unwrap().output, Some(json!({"step": 1})));
+    assert_eq!(st.step(&StepId::of_task(1)).unwrap().output, Some(json!({"step": 1})));
     assert_eq!(
         out.next_offsets,
         vec![(0, 4)],
@@ -399,15 +408,16 @@ async fn an_agent_output_with_nul_is_stored_and_read_back_unchanged() {
     recs.truncate(3);
     for ev in [
         Event::StepFailed {
-            step: 2,
-            agent: a.clone(),
+            step: StepId::of_task(2),
+            iteration: 1,
+            agent: Some(a.clone()),
             error: error.clone(),
             attempts: 1,
             duration_ms: 1,
         },
         Event::Failed {
-            step: 2,
-            agent: a,
+            step: StepId::of_task(2),
+            agent: Some(a),
             error,
         },
     ] {
@@ -427,9 +437,9 @@ async fn an_agent_output_with_nul_is_stored_and_read_back_unchanged() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(st.step(1).unwrap().output, Some(nul));
+    assert_eq!(st.step(&StepId::of_task(1)).unwrap().output, Some(nul));
     assert!(
-        st.step(2)
+        st.step(&StepId::of_task(2))
             .unwrap()
             .error
             .as_ref()
