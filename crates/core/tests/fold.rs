@@ -39,11 +39,7 @@ impl Given {
             id,
             records: vec![],
         };
-        g.push(Event::Created {
-            name: "pipeline".into(),
-            tasks,
-            timeout_ms: None,
-        });
+        g.push(created("pipeline", tasks, None));
         g
     }
 
@@ -68,13 +64,46 @@ impl Given {
     }
 }
 
-fn executed(step: u32, a: &str, output: Value) -> Event {
+/// Step `n` (1-based) of a `tasks` chain.
+fn step(n: usize) -> StepId {
+    StepId::of_task(n)
+}
+
+/// `workflow.created` for a `tasks` chain.
+fn created(name: &str, tasks: Vec<TaskDef>, timeout_ms: Option<u64>) -> Event {
+    Event::Created {
+        name: name.into(),
+        steps: tasks
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| StepDef::of_task(i + 1, t))
+            .collect(),
+        input: json!({}),
+        timeout_ms,
+        max_concurrency: None,
+    }
+}
+
+fn executed(n: usize, a: &str, output: Value) -> Event {
     Event::AgentExecuted {
-        step,
+        step: step(n),
+        iteration: 1,
         agent: agent(a),
         output,
         attempts: 1,
         duration_ms: 5,
+    }
+}
+
+fn call(st: &WorkflowState, n: usize, input: Value) -> Action {
+    Action::CallAgent {
+        step: step(n),
+        iteration: 1,
+        agent: st.definition[n - 1].agent.clone().unwrap(),
+        input,
+        idempotency_key: format!("{}:step_{n}:1", st.workflow_id),
+        attempt_timeout_ms: None,
+        deadline: None,
     }
 }
 
@@ -86,57 +115,79 @@ fn step_error() -> StepError {
     }
 }
 
+fn step_failed(n: usize, a: &str, attempts: u32, duration_ms: u64) -> Event {
+    Event::StepFailed {
+        step: step(n),
+        iteration: 1,
+        agent: Some(agent(a)),
+        error: step_error(),
+        attempts,
+        duration_ms,
+    }
+}
+
+fn failed(n: usize, a: &str) -> Event {
+    Event::Failed {
+        step: step(n),
+        agent: Some(agent(a)),
+        error: step_error(),
+    }
+}
+
 #[test]
 fn created_workflow_is_pending_and_waits() {
     let st = Given::created(&["a", "b"]).fold();
     assert_eq!(st.status, WorkflowStatus::Pending);
     assert_eq!(st.seq, 1);
-    assert_eq!(decide(&st, t(9)), None);
+    assert_eq!(decide(&st, t(9)), vec![]);
 }
 
 #[test]
 fn started_workflow_calls_the_first_agent_with_its_input() {
     let mut g = Given::created(&["a", "b"]);
-    g.push(Event::Started { from_step: 1 });
+    g.push(Event::Started);
     let st = g.fold();
     assert_eq!(st.status, WorkflowStatus::Running);
     assert_eq!(
         decide(&st, t(9)),
-        Some(Action::CallAgent {
-            step: 1,
+        vec![Action::CallAgent {
+            step: step(1),
+            iteration: 1,
             agent: agent("a"),
             input: json!({"topic": "AI"}),
-            idempotency_key: format!("{}:1", g.id),
+            idempotency_key: format!("{}:step_1:1", g.id),
             attempt_timeout_ms: None,
             deadline: None,
-        })
+        }]
     );
 }
 
 #[test]
 fn next_step_gets_the_previous_output() {
     let mut g = Given::created(&["a", "b"]);
-    g.push(Event::Started { from_step: 1 })
+    g.push(Event::Started)
         .push(executed(1, "a", json!({"draft": "x"})));
-    let Some(Action::CallAgent { step, input, .. }) = decide(&g.fold(), t(9)) else {
-        panic!("expected a call")
-    };
-    assert_eq!(step, 2);
-    assert_eq!(input, json!({"content": {"draft": "x"}}));
+    let st = g.fold();
+    assert_eq!(
+        decide(&st, t(9)),
+        vec![call(&st, 2, json!({"content": {"draft": "x"}}))]
+    );
 }
 
 #[test]
 fn all_steps_done_completes_with_the_guides_metadata() {
     let mut g = Given::created(&["a", "b", "a"]);
-    g.push(Event::Started { from_step: 1 })
+    g.push(Event::Started)
         .push(executed(1, "a", json!(1)))
         .push(executed(2, "b", json!(2)))
         .push(executed(3, "a", json!(3)));
     let st = g.fold();
-    let Some(Action::Append {
-        event: Event::Completed,
-        metadata,
-    }) = decide(&st, t(12))
+    let [
+        Action::Append {
+            event: Event::Completed,
+            metadata,
+        },
+    ] = &decide(&st, t(12))[..]
     else {
         panic!("expected completion")
     };
@@ -147,38 +198,24 @@ fn all_steps_done_completes_with_the_guides_metadata() {
     g.push(Event::Completed);
     let st = g.fold();
     assert_eq!(st.status, WorkflowStatus::Completed);
-    assert_eq!(decide(&st, t(13)), None);
+    assert_eq!(decide(&st, t(13)), vec![]);
 }
 
 #[test]
 fn a_failed_step_fails_the_workflow_and_skips_the_rest() {
     let mut g = Given::created(&["a", "b", "c"]);
-    g.push(Event::Started { from_step: 1 })
+    g.push(Event::Started)
         .push(executed(1, "a", json!(1)))
-        .push(Event::StepFailed {
-            step: 2,
-            agent: agent("b"),
-            error: step_error(),
-            attempts: 3,
-            duration_ms: 70,
-        });
+        .push(step_failed(2, "b", 3, 70));
     let st = g.fold();
     assert_eq!(
         decide(&st, t(9)),
-        Some(Action::Append {
-            event: Event::Failed {
-                step: 2,
-                agent: agent("b"),
-                error: step_error()
-            },
+        vec![Action::Append {
+            event: failed(2, "b"),
             metadata: Default::default(),
-        })
+        }]
     );
-    g.push(Event::Failed {
-        step: 2,
-        agent: agent("b"),
-        error: step_error(),
-    });
+    g.push(failed(2, "b"));
     let st = g.fold();
     assert_eq!(st.status, WorkflowStatus::Failed);
     let statuses: Vec<_> = st.steps.iter().map(|s| s.status).collect();
@@ -190,40 +227,46 @@ fn a_failed_step_fails_the_workflow_and_skips_the_rest() {
             StepStatus::Skipped
         ]
     );
-    assert_eq!(st.step(2).unwrap().error, Some(step_error()));
+    assert_eq!(
+        st.step(&step(3)).unwrap().skip_reason,
+        Some(SkipReason::Ended)
+    );
+    assert_eq!(st.step(&step(2)).unwrap().error, Some(step_error()));
 }
 
 #[test]
 fn resuming_a_failed_workflow_starts_at_the_failed_step_and_keeps_earlier_results() {
     let mut g = Given::created(&["a", "b", "c"]);
-    g.push(Event::Started { from_step: 1 })
+    g.push(Event::Started)
         .push(executed(1, "a", json!("one")))
-        .push(Event::StepFailed {
-            step: 2,
-            agent: agent("b"),
-            error: step_error(),
-            attempts: 3,
-            duration_ms: 1,
-        })
-        .push(Event::Failed {
-            step: 2,
-            agent: agent("b"),
-            error: step_error(),
-        });
-    let mut st = Some(g.fold());
-    let wrong = Record::new(g.id, UserId(42), 6, t(6), Event::Started { from_step: 1 })
-        .after(g.records[4].event_id);
-    assert!(matches!(
-        apply(&mut st, &wrong),
-        Err(Rejected::WrongStep { .. })
-    ));
-    g.push(Event::Started { from_step: 2 });
+        .push(step_failed(2, "b", 3, 1))
+        .push(failed(2, "b"));
+    g.push(Event::Started);
     let st = g.fold();
     assert_eq!(st.runs, 2);
-    assert_eq!(st.step(1).unwrap().output, Some(json!("one")));
-    assert!(matches!(
+    assert_eq!(st.status, WorkflowStatus::Running);
+    assert_eq!(st.step(&step(1)).unwrap().output, Some(json!("one")));
+    assert_eq!(st.step(&step(1)).unwrap().status, StepStatus::Completed);
+    assert_eq!(st.step(&step(2)).unwrap().error, None);
+    // The failed step runs again under the same key (its first iteration
+    // never ended), and only it.
+    assert_eq!(
         decide(&st, t(9)),
-        Some(Action::CallAgent { step: 2, input, .. }) if input == json!({"content": "one"})
+        vec![call(&st, 2, json!({"content": "one"}))]
+    );
+    // A result for the step that completed before is not taken again.
+    let mut slot = Some(st.clone());
+    let again = Record::new(
+        g.id,
+        UserId(42),
+        st.seq + 1,
+        t(10),
+        executed(1, "a", json!(1)),
+    )
+    .after(st.last_event_id);
+    assert!(matches!(
+        apply(&mut slot, &again),
+        Err(Rejected::WrongStep { .. })
     ));
 }
 
@@ -236,10 +279,17 @@ fn illegal_transitions_are_rejected_and_change_nothing() {
         executed(1, "a", json!(1)),
         Event::Created {
             name: "again".into(),
-            tasks: vec![],
+            steps: vec![],
+            input: json!({}),
             timeout_ms: None,
+            max_concurrency: None,
         },
-        Event::Started { from_step: 2 },
+        failed(1, "a"),
+        Event::WaitCompleted {
+            step: step(1),
+            reason: WaitEnd::Signal,
+            output: json!(1),
+        },
     ];
     for ev in cases {
         let mut st = before.clone();
@@ -251,11 +301,33 @@ fn illegal_transitions_are_rejected_and_change_nothing() {
         );
         assert_eq!(st, before);
     }
-    g.push(Event::Started { from_step: 1 })
-        .push(executed(1, "a", json!(1)));
+    // Commands need a run: a pending workflow cannot be paused, resumed or
+    // signalled.
+    for ev in [
+        Event::Paused,
+        Event::Resumed,
+        Event::CancelRequested,
+        Event::SignalReceived {
+            signal: "ok".into(),
+            payload: json!(1),
+            key: None,
+        },
+    ] {
+        let mut st = before.clone();
+        let rec = Record::new(g.id, UserId(42), 1, t(2), ev).after(g.records[0].event_id);
+        assert!(
+            matches!(
+                apply(&mut st, &rec),
+                Err(Rejected::IllegalTransition { .. })
+            ),
+            "{} accepted",
+            rec.event_type()
+        );
+        assert_eq!(st, before);
+    }
+    g.push(Event::Started).push(executed(1, "a", json!(1)));
     let mut st = Some(g.fold());
-    let again = Record::new(g.id, UserId(42), 4, t(4), Event::Started { from_step: 1 })
-        .after(g.records[2].event_id);
+    let again = Record::new(g.id, UserId(42), 4, t(4), Event::Started).after(g.records[2].event_id);
     assert!(matches!(
         apply(&mut st, &again),
         Err(Rejected::IllegalTransition {
@@ -266,12 +338,50 @@ fn illegal_transitions_are_rejected_and_change_nothing() {
     let wrong_agent = Record::new(g.id, UserId(42), 4, t(4), executed(1, "zzz", json!(1)))
         .after(g.records[2].event_id);
     assert!(apply(&mut st, &wrong_agent).is_err());
+    // Nor a step of another name, an iteration that is not the next, or a
+    // wait's end for an agent step.
+    let mut g = Given::created(&["a", "b"]);
+    g.push(Event::Started);
+    let st = g.fold();
+    for ev in [
+        Event::AgentExecuted {
+            step: StepId::parse("nope").unwrap(),
+            iteration: 1,
+            agent: agent("a"),
+            output: json!(1),
+            attempts: 1,
+            duration_ms: 1,
+        },
+        Event::AgentExecuted {
+            step: step(1),
+            iteration: 2,
+            agent: agent("a"),
+            output: json!(1),
+            attempts: 1,
+            duration_ms: 1,
+        },
+        executed(2, "b", json!(1)),
+        Event::StepWaiting {
+            step: step(1),
+            signal: None,
+            until: Some(t(5)),
+        },
+    ] {
+        let mut slot = Some(st.clone());
+        let rec = Record::new(g.id, UserId(42), 3, t(3), ev).after(st.last_event_id);
+        assert!(
+            matches!(apply(&mut slot, &rec), Err(Rejected::WrongStep { .. })),
+            "{:?} accepted",
+            rec.event
+        );
+        assert_eq!(slot.as_ref(), Some(&st));
+    }
 }
 
 #[test]
 fn first_record_with_a_seq_wins_and_later_duplicates_are_ignored() {
     let mut g = Given::created(&["a", "b"]);
-    g.push(Event::Started { from_step: 1 });
+    g.push(Event::Started);
     let mut st = Some(g.fold());
     let parent = g.records[1].event_id;
     let winner =
@@ -286,26 +396,19 @@ fn first_record_with_a_seq_wins_and_later_duplicates_are_ignored() {
             got: 3
         })
     );
-    assert_eq!(st.unwrap().step(1).unwrap().output, Some(json!("first")));
+    assert_eq!(
+        st.unwrap().step(&step(1)).unwrap().output,
+        Some(json!("first"))
+    );
 }
 
 #[test]
 fn records_round_trip_through_their_wire_shape() {
     let mut g = Given::created(&["a", "b"]);
-    g.push(Event::Started { from_step: 1 })
+    g.push(Event::Started)
         .push(executed(1, "a", json!({"x": [1, 2]})))
-        .push(Event::StepFailed {
-            step: 2,
-            agent: agent("b"),
-            error: step_error(),
-            attempts: 2,
-            duration_ms: 9,
-        })
-        .push(Event::Failed {
-            step: 2,
-            agent: agent("b"),
-            error: step_error(),
-        });
+        .push(step_failed(2, "b", 2, 9))
+        .push(failed(2, "b"));
     for r in &g.records {
         assert_eq!(&Record::from_bytes(&r.to_bytes()).unwrap(), r);
     }
@@ -319,6 +422,12 @@ fn records_round_trip_through_their_wire_shape() {
         Record::from_bytes(j.to_string().as_bytes()),
         Err(RecordError::UnknownType(_))
     ));
+    let mut j = g.records[1].to_json();
+    j["version"] = json!(3);
+    assert_eq!(
+        Record::from_bytes(j.to_string().as_bytes()),
+        Err(RecordError::Version(3))
+    );
 }
 
 #[test]
@@ -326,7 +435,7 @@ fn a_record_decided_on_a_state_that_lost_the_race_is_rejected() {
     // Two writers both decided on seq 2; the loser's next record (seq 4,
     // built on its own seq 3) must not extend the winner's chain.
     let mut g = Given::created(&["a", "b", "c"]);
-    g.push(Event::Started { from_step: 1 });
+    g.push(Event::Started);
     let mut st = Some(g.fold());
     let parent = g.records[1].event_id;
     let winner = Record::new(g.id, UserId(42), 3, t(3), executed(1, "a", json!("w"))).after(parent);
@@ -350,8 +459,7 @@ fn a_record_decided_on_a_state_that_lost_the_race_is_rejected() {
 #[test]
 fn cancelling_a_running_workflow_waits_for_the_step_in_flight() {
     let mut g = Given::created(&["a", "b", "c"]);
-    g.push(Event::Started { from_step: 1 })
-        .push(Event::CancelRequested);
+    g.push(Event::Started).push(Event::CancelRequested);
     let st = g.fold();
     // The request does not take a place in the chain...
     assert_eq!(st.seq, 2);
@@ -361,11 +469,11 @@ fn cancelling_a_running_workflow_waits_for_the_step_in_flight() {
     g.push(executed(1, "a", json!("draft")));
     let st = g.fold();
     assert_eq!(st.seq, 3);
-    let Some(Action::Append { event, .. }) = decide(&st, t(9)) else {
+    let [Action::Append { event, .. }] = &decide(&st, t(9))[..] else {
         panic!("expected an append")
     };
-    assert_eq!(event, Event::Cancelled);
-    g.push(event);
+    assert_eq!(event, &Event::Cancelled);
+    g.push(event.clone());
     let st = g.fold();
     assert_eq!(st.status, WorkflowStatus::Cancelled);
     assert!(st.status.is_terminal());
@@ -378,8 +486,11 @@ fn cancelling_a_running_workflow_waits_for_the_step_in_flight() {
             StepStatus::Skipped
         ]
     );
-    assert_eq!(st.results(), json!([{"step": 1, "output": "draft"}]));
-    assert_eq!(decide(&st, t(9)), None);
+    assert_eq!(
+        st.results(),
+        json!([{"step": 1, "id": "step_1", "output": "draft"}])
+    );
+    assert_eq!(decide(&st, t(9)), vec![]);
 }
 
 #[test]
@@ -389,29 +500,21 @@ fn pending_and_failed_workflows_cancel_at_once_but_finished_ones_do_not() {
     assert_eq!(g.fold().status, WorkflowStatus::Cancelled);
 
     let mut g = Given::created(&["a", "b"]);
-    g.push(Event::Started { from_step: 1 })
-        .push(Event::StepFailed {
-            step: 1,
-            agent: agent("a"),
-            error: step_error(),
-            attempts: 3,
-            duration_ms: 9,
-        })
-        .push(Event::Failed {
-            step: 1,
-            agent: agent("a"),
-            error: step_error(),
-        })
+    g.push(Event::Started)
+        .push(step_failed(1, "a", 3, 9))
+        .push(failed(1, "a"))
         .push(Event::Cancelled);
     let st = g.fold();
     assert_eq!(st.status, WorkflowStatus::Cancelled);
-    assert_eq!(st.step(1).unwrap().status, StepStatus::Failed);
+    assert_eq!(st.step(&step(1)).unwrap().status, StepStatus::Failed);
 
-    // Cancelled is final: no resume, no second cancel, no request.
+    // Cancelled is final: no resume, no second cancel, no request, no
+    // pause.
     for ev in [
-        Event::Started { from_step: 1 },
+        Event::Started,
         Event::Cancelled,
         Event::CancelRequested,
+        Event::Paused,
     ] {
         let mut st = Some(st.clone());
         let r =
@@ -422,7 +525,7 @@ fn pending_and_failed_workflows_cancel_at_once_but_finished_ones_do_not() {
 
     // A running workflow is cancelled only by its actor, once asked.
     let mut g = Given::created(&["a"]);
-    g.push(Event::Started { from_step: 1 });
+    g.push(Event::Started);
     let mut st = Some(g.fold());
     let r = Record::new(g.id, UserId(42), 3, t(20), Event::Cancelled)
         .after(st.as_ref().unwrap().last_event_id);
@@ -451,43 +554,48 @@ fn a_task_timeout_and_the_workflow_deadline_reach_the_call() {
         id,
         records: vec![],
     };
-    g.push(Event::Created {
-        name: "t".into(),
-        tasks,
-        timeout_ms: Some(10_000),
-    })
-    .push(Event::Started { from_step: 1 }); // at t(2)
+    g.push(created("t", tasks, Some(10_000)))
+        .push(Event::Started); // at t(2)
     let st = g.fold();
     assert_eq!(st.deadline(), Some(t(12)));
-    let Some(Action::CallAgent {
-        attempt_timeout_ms,
-        deadline,
-        ..
-    }) = decide(&st, t(3))
+    // The call, and a wake-up at the deadline.
+    let [
+        Action::CallAgent {
+            attempt_timeout_ms,
+            deadline,
+            ..
+        },
+        Action::WakeAt(wake),
+    ] = &decide(&st, t(3))[..]
     else {
         panic!("expected a call")
     };
-    assert_eq!((attempt_timeout_ms, deadline), (Some(1500), Some(t(12))));
+    assert_eq!(
+        (*attempt_timeout_ms, *deadline, *wake),
+        (Some(1500), Some(t(12)), t(12))
+    );
 
     // Past the deadline the next step fails without a call...
     g.push(executed(1, "a", json!(1)));
     let st = g.fold();
-    let Some(Action::Append {
-        event:
-            Event::StepFailed {
-                step,
-                error,
-                attempts,
-                ..
-            },
-        ..
-    }) = decide(&st, t(12))
+    let [
+        Action::Append {
+            event:
+                Event::StepFailed {
+                    step: s,
+                    error,
+                    attempts,
+                    ..
+                },
+            ..
+        },
+    ] = &decide(&st, t(12))[..]
     else {
         panic!("expected the step to fail")
     };
     assert_eq!(
-        (step, attempts, error.kind),
-        (2, 0, StepErrorKind::WorkflowTimeout)
+        (s, *attempts, error.kind),
+        (&step(2), 0, StepErrorKind::WorkflowTimeout)
     );
 }
 
@@ -502,11 +610,19 @@ fn chain(r: Record, prev: Option<&Record>) -> Record {
 
 fn arb_event() -> impl Strategy<Value = Event> {
     let agent = prop_oneof![Just("a"), Just("b"), Just("c")].prop_map(agent);
-    let step = 0u32..5;
+    // Step ids of the chain below, and one of no step.
+    let step = (0usize..5).prop_map(|n| {
+        if n == 0 {
+            StepId::parse("nope").unwrap()
+        } else {
+            StepId::of_task(n)
+        }
+    });
+    let iteration = 0u32..3;
     prop_oneof![
-        Just(Event::Created {
-            name: "p".into(),
-            tasks: vec![
+        Just(created(
+            "p",
+            vec![
                 TaskDef {
                     agent: agent_static("a"),
                     input: json!({}),
@@ -518,21 +634,61 @@ fn arb_event() -> impl Strategy<Value = Event> {
                     timeout_ms: None,
                 },
             ],
-            timeout_ms: None,
+            None,
+        )),
+        Just(Event::Started),
+        (step.clone(), iteration.clone(), agent.clone()).prop_map(|(step, iteration, a)| {
+            Event::AgentExecuted {
+                output: json!(step.as_str()),
+                step,
+                iteration,
+                agent: a,
+                attempts: 1,
+                duration_ms: 1,
+            }
         }),
-        (1u32..4).prop_map(|from_step| Event::Started { from_step }),
-        (step.clone(), agent.clone()).prop_map(|(step, a)| executed(step, a.as_str(), json!(step))),
-        (step.clone(), agent.clone()).prop_map(|(step, agent)| Event::StepFailed {
+        (
+            step.clone(),
+            iteration.clone(),
+            prop::option::of(agent.clone())
+        )
+            .prop_map(|(step, iteration, agent)| Event::StepFailed {
+                step,
+                iteration,
+                agent,
+                error: step_error(),
+                attempts: 1,
+                duration_ms: 1
+            }),
+        (step.clone(), any::<bool>()).prop_map(|(step, result)| Event::ConditionEvaluated {
             step,
-            agent,
-            error: step_error(),
-            attempts: 1,
-            duration_ms: 1
+            condition: ConditionKind::When,
+            iteration: 0,
+            expression: "true".into(),
+            result,
+            error: None,
+        }),
+        step.clone().prop_map(|step| Event::StepWaiting {
+            step,
+            signal: Some("ok".into()),
+            until: None,
+        }),
+        step.clone().prop_map(|step| Event::WaitCompleted {
+            step,
+            reason: WaitEnd::Signal,
+            output: json!(1),
         }),
         Just(Event::Completed),
         Just(Event::CancelRequested),
         Just(Event::Cancelled),
-        (step, agent).prop_map(|(step, agent)| Event::Failed {
+        Just(Event::Paused),
+        Just(Event::Resumed),
+        Just(Event::SignalReceived {
+            signal: "ok".into(),
+            payload: json!(1),
+            key: None,
+        }),
+        (step, prop::option::of(agent)).prop_map(|(step, agent)| Event::Failed {
             step,
             agent,
             error: step_error()
@@ -582,7 +738,8 @@ proptest! {
             // seq only moves forward, one at a time, and decide never panics.
             prop_assert!(st.seq >= 1);
             let _ = decide(st, t(100));
-            // A completed workflow has every step completed.
+            // A completed workflow has every step completed (a chain has no
+            // condition to skip one).
             if st.status == WorkflowStatus::Completed {
                 prop_assert!(st.steps.iter().all(|s| s.status == StepStatus::Completed));
             }
@@ -592,66 +749,57 @@ proptest! {
     /// Driving a workflow with decide's own actions always finishes it, and
     /// replaying the resulting log gives the same state.
     #[test]
-    fn decide_drives_any_workflow_to_an_end(fail_at in prop::option::of(1u32..4), n in 1usize..4) {
+    fn decide_drives_any_workflow_to_an_end(fail_at in prop::option::of(1usize..4), n in 1usize..4) {
         let names = ["a", "b", "c"];
         let mut g = Given::created(&names[..n]);
-        g.push(Event::Started { from_step: 1 });
+        g.push(Event::Started);
         for _ in 0..20 {
             let st = g.fold();
-            match decide(&st, t(50)) {
+            let actions = decide(&st, t(50));
+            match actions.first() {
                 None => break,
-                Some(Action::Append { event, .. }) => { g.push(event); }
+                Some(Action::Append { event, .. }) => { g.push(event.clone()); }
                 Some(Action::CallAgent { step, agent, .. }) => {
-                    if Some(step) == fail_at {
-                        g.push(Event::StepFailed { step, agent, error: step_error(), attempts: 1, duration_ms: 1 });
+                    // A chain has one call at a time.
+                    prop_assert_eq!(actions.len(), 1);
+                    if Some(step) == fail_at.map(StepId::of_task).as_ref() {
+                        g.push(Event::StepFailed { step: step.clone(), iteration: 1, agent: Some(agent.clone()), error: step_error(), attempts: 1, duration_ms: 1 });
                     } else {
-                        g.push(executed(step, agent.as_str(), json!(step)));
+                        g.push(Event::AgentExecuted { step: step.clone(), iteration: 1, agent: agent.clone(), output: json!(step.as_str()), attempts: 1, duration_ms: 1 });
                     }
                 }
+                Some(Action::WakeAt(_)) => prop_assert!(false, "a chain without a timeout never sleeps"),
             }
         }
         let st = g.fold();
-        let want = match fail_at { Some(f) if f as usize <= n => WorkflowStatus::Failed, _ => WorkflowStatus::Completed };
+        let want = match fail_at { Some(f) if f <= n => WorkflowStatus::Failed, _ => WorkflowStatus::Completed };
         prop_assert_eq!(st.status, want);
+        let mut again = None;
+        for r in &g.records {
+            apply(&mut again, r).unwrap();
+        }
+        prop_assert_eq!(again.as_ref(), Some(&st));
     }
 }
 
 // ---------- a cancel racing the actor's records (issue 11, item 3) ----------
 
-fn failed_step(step: u32, a: &str) -> Event {
-    Event::StepFailed {
-        step,
-        agent: agent(a),
-        error: step_error(),
-        attempts: 3,
-        duration_ms: 9,
-    }
-}
-
-fn failed(step: u32, a: &str) -> Event {
-    Event::Failed {
-        step,
-        agent: agent(a),
-        error: step_error(),
-    }
-}
-
 #[test]
 fn a_step_failing_after_a_cancel_was_requested_decides_cancelled_not_failed() {
     let mut g = Given::created(&["a", "b"]);
-    g.push(Event::Started { from_step: 1 })
+    g.push(Event::Started)
         .push(Event::CancelRequested)
-        .push(failed_step(1, "a"));
-    let Some(Action::Append { event, .. }) = decide(&g.fold(), t(9)) else {
+        .push(step_failed(1, "a", 3, 9));
+    let [Action::Append { event, .. }] = &decide(&g.fold(), t(9))[..] else {
         panic!("expected an append")
     };
-    assert_eq!(event, Event::Cancelled);
-    g.push(event);
+    assert_eq!(event, &Event::Cancelled);
+    g.push(event.clone());
     let st = g.fold();
     assert_eq!(st.status, WorkflowStatus::Cancelled);
     assert!(!st.cancel_requested);
-    assert_eq!(st.step(1).unwrap().status, StepStatus::Failed);
-    assert_eq!(st.step(2).unwrap().status, StepStatus::Skipped);
+    assert_eq!(st.step(&step(1)).unwrap().status, StepStatus::Failed);
+    assert_eq!(st.step(&step(2)).unwrap().status, StepStatus::Skipped);
 }
 
 #[test]
@@ -661,8 +809,8 @@ fn a_cancel_accepted_before_the_actors_failure_records_ends_cancelled() {
     // `cancelling`, so the workflow ends cancelled, and stays so.
     for cancel_after in [2usize, 3] {
         let mut g = Given::created(&["a", "b"]);
-        g.push(Event::Started { from_step: 1 });
-        let mut events = vec![failed_step(1, "a"), failed(1, "a")];
+        g.push(Event::Started);
+        let mut events = vec![step_failed(1, "a", 3, 9), failed(1, "a")];
         events.insert(cancel_after - 2, Event::CancelRequested);
         for ev in events {
             g.push(ev);
@@ -670,18 +818,12 @@ fn a_cancel_accepted_before_the_actors_failure_records_ends_cancelled() {
         let st = g.fold();
         assert_eq!(st.status, WorkflowStatus::Cancelled, "{cancel_after}");
         assert!(!st.cancel_requested);
-        assert_eq!(st.step(1).unwrap().status, StepStatus::Failed);
-        assert_eq!(st.step(2).unwrap().status, StepStatus::Skipped);
-        assert_eq!(decide(&st, t(9)), None);
+        assert_eq!(st.step(&step(1)).unwrap().status, StepStatus::Failed);
+        assert_eq!(st.step(&step(2)).unwrap().status, StepStatus::Skipped);
+        assert_eq!(decide(&st, t(9)), vec![]);
         let mut slot = Some(st.clone());
-        let resume = Record::new(
-            g.id,
-            UserId(42),
-            st.seq + 1,
-            t(30),
-            Event::Started { from_step: 1 },
-        )
-        .after(st.last_event_id);
+        let resume = Record::new(g.id, UserId(42), st.seq + 1, t(30), Event::Started)
+            .after(st.last_event_id);
         assert!(apply(&mut slot, &resume).is_err(), "cancelled is final");
     }
 }
@@ -689,14 +831,17 @@ fn a_cancel_accepted_before_the_actors_failure_records_ends_cancelled() {
 #[test]
 fn a_cancel_accepted_before_the_last_steps_completion_ends_cancelled_with_its_result() {
     let mut g = Given::created(&["a"]);
-    g.push(Event::Started { from_step: 1 })
+    g.push(Event::Started)
         .push(Event::CancelRequested)
         .push(executed(1, "a", json!("kept")))
         .push(Event::Completed);
     let st = g.fold();
     assert_eq!(st.status, WorkflowStatus::Cancelled);
     assert!(!st.cancel_requested);
-    assert_eq!(st.results(), json!([{"step": 1, "output": "kept"}]));
+    assert_eq!(
+        st.results(),
+        json!([{"step": 1, "id": "step_1", "output": "kept"}])
+    );
 }
 
 #[test]
@@ -704,19 +849,19 @@ fn a_failed_workflow_resumed_after_a_cancel_it_never_saw_runs() {
     // Failed first, then a (stale) cancel request: rejected, since only a
     // running workflow takes one. The resume then runs, not cancelled.
     let mut g = Given::created(&["a", "b"]);
-    g.push(Event::Started { from_step: 1 })
-        .push(failed_step(1, "a"))
+    g.push(Event::Started)
+        .push(step_failed(1, "a", 3, 9))
         .push(failed(1, "a"));
     let mut st = Some(g.fold());
     let late = Record::new(g.id, UserId(42), 4, t(10), Event::CancelRequested)
         .after(g.records[2].event_id);
     assert!(apply(&mut st, &late).is_err());
-    g.push(Event::Started { from_step: 1 });
+    g.push(Event::Started);
     let st = g.fold();
     assert_eq!(st.status, WorkflowStatus::Running);
     assert!(!st.cancel_requested);
     assert!(matches!(
-        decide(&st, t(11)),
-        Some(Action::CallAgent { step: 1, .. })
+        &decide(&st, t(11))[..],
+        [Action::CallAgent { step: s, .. }] if *s == step(1)
     ));
 }

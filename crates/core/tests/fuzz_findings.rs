@@ -26,8 +26,38 @@ fn numbers_in_a_definition_read_back_from_the_log_unchanged() {
         Utc.timestamp_opt(1_700_000_000, 0).unwrap(),
         Event::Created {
             name: def.name.clone(),
-            tasks: def.tasks.clone(),
+            steps: def.steps.clone(),
+            input: def.input.clone(),
             timeout_ms: def.timeout_ms,
+            max_concurrency: def.max_concurrency,
+        },
+    );
+    assert_eq!(Record::from_bytes(&record.to_bytes()).unwrap(), record);
+
+    // The same holds for the numbers a graph keeps elsewhere: the
+    // workflow's input and a wait's timeout_output.
+    let numbers = json!([1.844674407370496e20, 0.1, 1e-300, 2.2250738585072014e-308]);
+    let def = WorkflowDefinition::parse(&json!({
+        "name": "g",
+        "input": {"n": numbers},
+        "steps": [
+            {"id": "a", "agent": "a", "input": {"n": numbers}},
+            {"id": "w", "after": ["a"],
+             "wait": {"signal": "ok", "timeout_ms": 1000, "timeout_output": numbers}}
+        ]
+    }))
+    .unwrap();
+    let record = Record::new(
+        WorkflowId::new(),
+        UserId(1),
+        1,
+        Utc.timestamp_opt(1_700_000_000, 0).unwrap(),
+        Event::Created {
+            name: def.name.clone(),
+            steps: def.steps.clone(),
+            input: def.input.clone(),
+            timeout_ms: def.timeout_ms,
+            max_concurrency: def.max_concurrency,
         },
     );
     assert_eq!(Record::from_bytes(&record.to_bytes()).unwrap(), record);
@@ -44,7 +74,7 @@ fn a_timeout_written_as_an_integral_float_is_that_integer() {
     }))
     .unwrap();
     assert_eq!(def.timeout_ms, Some(86_400_000));
-    assert_eq!(def.tasks[0].timeout_ms, Some(55_260));
+    assert_eq!(def.steps[0].timeout_ms, Some(55_260));
     for bad in [
         json!(-1.0),
         json!(0.0),
