@@ -12,6 +12,8 @@
 #       of config/agentflow.toml are measured (8 partitions, default fetch wait).
 #   Prints workflows/s, create→completed p50/p99 and the CPU time each part
 #   of the stack spent per workflow.
+#   SLEEPING=10000   first park that many workflows in an hour-long sleep
+#                    (each holds a timer, no actor), then measure beside them
 #   MODE=memory scripts/bench.sh 10000 64 2000
 #       start N workflows (C requests at a time) against LATENCY_MS agents and
 #       report peak running workflows and the server's peak resident memory
@@ -40,6 +42,11 @@ echo "== $n workflows, concurrency $c, agent latency ${latency} ms;" \
 if [ "${MODE:-}" = memory ]; then
   target/release/agentflow-bench --url "http://127.0.0.1:$api_port" -n "$n" -c "$c" --hold-pid "${pids[1]}"
   exit 0
+fi
+if [ "${SLEEPING:-0}" -gt 0 ]; then
+  echo "== parking $SLEEPING sleeping workflows"
+  target/release/agentflow-bench --url "http://127.0.0.1:$api_port" -n "$SLEEPING" -c "$c" --park
+  echo "== agentflow serve resident memory with them parked: $(ps -o rss= -p "${pids[1]}" | awk '{printf "%.0f MiB", $1/1024}')"
 fi
 # Warm-up, not measured: a production broker and server have run for days;
 # a JVM started seconds ago still interprets and compiles Kafka's hot paths

@@ -100,7 +100,7 @@ pub struct ApiConfig {
 /// goes through `routes!`, which documents it).
 pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     use routes::{ops, steering, workflows};
-    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+    let (router, mut doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(workflows::create))
         .routes(routes!(workflows::list))
         .routes(routes!(workflows::get))
@@ -114,7 +114,10 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
         .routes(routes!(ops::openapi))
-        .split_for_parts()
+        .split_for_parts();
+    // After the routes have added their schemas.
+    utoipa::Modify::modify(&openapi::ExactlyOne, &mut doc);
+    (router, doc)
 }
 
 pub fn router(state: AppState, config: &ApiConfig) -> Router {

@@ -36,6 +36,48 @@ impl Modify for BearerAuth {
     }
 }
 
+/// The fields of which a schema holds exactly one: a definition's `tasks`
+/// or `steps`; a step's `agent`, `wait` or `sleep_ms`. (utoipa cannot say
+/// it on a struct: the component becomes `allOf: [the object, oneOf:
+/// [{required: [field]}, …]]`.)
+pub struct ExactlyOne;
+
+impl Modify for ExactlyOne {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{
+            AllOfBuilder, ObjectBuilder, OneOfBuilder, SchemaType, Type,
+        };
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        // Present and not null (`null` is as good as absent).
+        let not_null = || {
+            ObjectBuilder::new().schema_type(SchemaType::from_iter([
+                Type::Object,
+                Type::Array,
+                Type::String,
+                Type::Number,
+                Type::Integer,
+                Type::Boolean,
+            ]))
+        };
+        for (name, fields) in [
+            ("CreateWorkflow", &["tasks", "steps"][..]),
+            ("StepInput", &["agent", "wait", "sleep_ms"][..]),
+        ] {
+            let Some(object) = components.schemas.remove(name) else {
+                continue;
+            };
+            let mut one = OneOfBuilder::new();
+            for f in fields {
+                one = one.item(ObjectBuilder::new().required(*f).property(*f, not_null()));
+            }
+            let all = AllOfBuilder::new().item(object).item(one);
+            components.schemas.insert(name.to_owned(), all.into());
+        }
+    }
+}
+
 /// A step's input: any JSON whose strings (and keys) hold no `{{` but the
 /// `{{previous_output}}` placeholder, and no NUL. The placeholder is left
 /// out of the schema, since step 1 rejects it.
@@ -46,41 +88,78 @@ const TEMPLATE_TEXT_PATTERN: &str = r"^(?:[^{\u0000]|\{(?:[^{\u0000]|$))*$";
 
 impl Modify for TemplateValue {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::schema::{
-            AdditionalProperties, AnyOfBuilder, ArrayBuilder, ObjectBuilder, SchemaType, Type,
-        };
-        use utoipa::openapi::{Ref, RefOr};
-        let me = || RefOr::from(Ref::from_schema_name("TemplateValue"));
-        let text = || {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.schemas.insert(
+            "TemplateValue".to_owned(),
+            json_without(
+                "TemplateValue",
+                TEMPLATE_TEXT_PATTERN,
+                "Any JSON. Strings and keys hold no `{{` (but the placeholders of a template: \
+                 `{{previous_output}}`, `{{steps.ID.output.PATH}}`, `{{input.PATH}}`, \
+                 `{{iteration}}`) and no NUL.",
+            ),
+        );
+        components.schemas.insert(
+            "JsonValue".to_owned(),
+            json_without(
+                "JsonValue",
+                r"^[^\u0000]*$",
+                "Any JSON whose strings and keys hold no NUL (U+0000).",
+            ),
+        );
+    }
+}
+
+/// Any JSON whose strings and keys match `pattern` (the component `name`
+/// refers to itself for nested values).
+fn json_without(
+    name: &str,
+    pattern: &str,
+    description: &str,
+) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{
+        AdditionalProperties, AnyOfBuilder, ArrayBuilder, ObjectBuilder, SchemaType, Type,
+    };
+    use utoipa::openapi::{Ref, RefOr};
+    let me = || RefOr::from(Ref::from_schema_name(name));
+    let text = || {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(pattern))
+    };
+    AnyOfBuilder::new()
+        .description(Some(description))
+        .item(ObjectBuilder::new().schema_type(SchemaType::from_iter([
+            Type::Null,
+            Type::Boolean,
+            Type::Number,
+        ])))
+        .item(text())
+        .item(ArrayBuilder::new().items(me()))
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .property_names(Some(text()))
+                .additional_properties(Some(AdditionalProperties::RefOr(me()))),
+        )
+        .into()
+}
+
+fn json_value_ref() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    utoipa::openapi::Ref::from_schema_name("JsonValue").into()
+}
+
+fn json_object_ref() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, SchemaType, Type};
+    ObjectBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Object, Type::Null]))
+        .property_names(Some(
             ObjectBuilder::new()
                 .schema_type(Type::String)
-                .pattern(Some(TEMPLATE_TEXT_PATTERN))
-        };
-        let schema = AnyOfBuilder::new()
-            .description(Some(
-                "Any JSON. Strings and keys hold no `{{` (but `{{previous_output}}` after step 1: \
-                 the previous step's output, as a value when it is the whole string, as text \
-                 inside one) and no NUL.",
-            ))
-            .item(ObjectBuilder::new().schema_type(SchemaType::from_iter([
-                Type::Null,
-                Type::Boolean,
-                Type::Number,
-            ])))
-            .item(text())
-            .item(ArrayBuilder::new().items(me()))
-            .item(
-                ObjectBuilder::new()
-                    .schema_type(Type::Object)
-                    .property_names(Some(text()))
-                    .additional_properties(Some(AdditionalProperties::RefOr(me()))),
-            );
-        openapi
-            .components
-            .get_or_insert_with(Default::default)
-            .schemas
-            .insert("TemplateValue".to_owned(), schema.into());
-    }
+                .pattern(Some(r"^[^\u0000]*$")),
+        ))
+        .additional_properties(Some(AdditionalProperties::RefOr(json_value_ref())))
+        .into()
 }
 
 /// Every error: `{"error": {"code", "message"}}`. 503 also sets `Retry-After`.
@@ -173,17 +252,23 @@ pub enum Wait {
 pub enum Status {
     Pending,
     Running,
+    /// Running; every step that can still run waits for a signal or a time.
+    Waiting,
+    /// Running, but paused by a user: no new step starts.
+    Paused,
     Completed,
     Failed,
     Cancelled,
 }
 
-/// A step's status (`running`: the step in flight).
+/// A step's status (`running`: being run now; `waiting`: a wait or sleep
+/// under way).
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StepStatus {
     Pending,
     Running,
+    Waiting,
     Completed,
     Failed,
     Skipped,
@@ -196,6 +281,7 @@ pub enum AcceptedStatus {
     Running,
     Cancelling,
     Cancelled,
+    Paused,
 }
 
 /// A workflow definition. The whole body is at most `max_body_bytes`
@@ -210,12 +296,100 @@ pub struct CreateWorkflow {
         pattern = "^[^\\u0000]*[^\\u0000\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000][^\\u0000]*$"
     )]
     pub name: String,
-    /// 1–100 steps, run in order.
+    /// A chain: 1–100 steps, run in order (their ids are `step_1`,
+    /// `step_2`, …). Exactly one of `tasks` and `steps`.
     #[schema(min_items = 1, max_items = 100)]
-    pub tasks: Vec<TaskInput>,
+    pub tasks: Option<Vec<TaskInput>>,
+    /// A graph: 1–100 steps, each run once all its parents (`after`) are
+    /// done. Ids are unique, parents are steps of the list, `after` never
+    /// leads back to a step (no cycles), and a template or condition names
+    /// only ancestors (`{{steps.ID.output.PATH}}`, `steps.ID.output` in
+    /// CEL). Exactly one of `tasks` and `steps`.
+    #[schema(min_items = 1, max_items = 100)]
+    pub steps: Option<Vec<StepInput>>,
+    /// The workflow's input: `{{input.PATH}}` in templates, `input` in
+    /// conditions.
+    #[schema(schema_with = json_object_ref)]
+    pub input: Option<Value>,
     /// Deadline of each run in milliseconds, from each start.
     #[schema(minimum = 1, maximum = 86_400_000)]
     pub timeout_ms: Option<u64>,
+    /// At most this many agent calls at once (default: the server's
+    /// `max_concurrent_steps`).
+    #[schema(minimum = 1, maximum = 100)]
+    pub max_concurrency: Option<u32>,
+}
+
+/// A step of a graph: exactly one of `agent` (with `input`), `wait` and
+/// `sleep_ms`.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StepInput {
+    #[schema(pattern = "^[a-z0-9_]{1,64}$")]
+    pub id: String,
+    /// Its parents: ids of other steps of the list, each once.
+    #[schema(max_items = 100)]
+    pub after: Option<Vec<StepIdString>>,
+    #[schema(min_length = 1, max_length = 128, pattern = "^[A-Za-z0-9_.-]{1,128}$")]
+    pub agent: Option<String>,
+    /// An agent step's input (default `{}`): placeholders
+    /// `{{previous_output}}` (the only parent's output),
+    /// `{{steps.ID.output.PATH}}`, `{{input.PATH}}`, `{{iteration}}`.
+    #[schema(schema_with = template_value_ref)]
+    pub input: Option<Value>,
+    /// Wait for a signal (`POST /workflows/{id}/signals/{signal}`).
+    pub wait: Option<WaitInput>,
+    /// Sleep this long (durable: across restarts), up to 90 days.
+    #[schema(minimum = 1, maximum = 7_776_000_000_u64)]
+    pub sleep_ms: Option<u64>,
+    /// A CEL expression over `steps` and `input`; false skips the step
+    /// (and the steps only it leads to).
+    #[schema(max_length = 2048, pattern = "^[^\\u0000]*$")]
+    pub when: Option<String>,
+    pub repeat: Option<RepeatInput>,
+    /// An agent step's per-attempt timeout, overriding the agent's.
+    #[schema(minimum = 1, maximum = 86_400_000)]
+    pub timeout_ms: Option<u64>,
+}
+
+/// A step id.
+#[derive(Serialize, ToSchema)]
+#[schema(pattern = "^[a-z0-9_]{1,64}$")]
+pub struct StepIdString(String);
+
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WaitInput {
+    #[schema(pattern = "^[a-z0-9_.-]{1,64}$")]
+    pub signal: String,
+    /// Then the step fails (`wait_timeout`), or completes with
+    /// `timeout_output`.
+    #[schema(minimum = 1, maximum = 7_776_000_000_u64)]
+    pub timeout_ms: Option<u64>,
+    /// The output taken on timeout (needs `timeout_ms`; not `null`).
+    #[schema(schema_with = json_value_ref)]
+    pub timeout_output: Option<Value>,
+}
+
+/// Run the step again until `until` (CEL over `output`, `iteration`,
+/// `steps`, `input`) holds; each iteration is its own call
+/// (`Idempotency-Key` `{workflow_id}:{step}:{iteration}`).
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RepeatInput {
+    #[schema(max_length = 2048, pattern = "^[^\\u0000]*$")]
+    pub until: String,
+    #[schema(minimum = 1, maximum = 100)]
+    pub max_iterations: u32,
+    /// `fail` (default) or `continue` once `max_iterations` pass.
+    pub on_exhausted: Option<OnExhaustedInput>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnExhaustedInput {
+    Fail,
+    Continue,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -275,8 +449,15 @@ pub struct WorkflowView {
     /// How many times it was started (1 + resumes).
     pub runs: u32,
     pub timeout_ms: Option<u64>,
+    pub max_concurrency: Option<u32>,
+    /// The workflow's input.
+    pub input: Value,
     /// Cancel was asked while it was running; it stops after its step in flight.
     pub cancel_requested: bool,
+    /// Paused by a user (`POST /workflows/{id}/pause`).
+    pub paused: bool,
+    /// The signals its waiting steps wait for.
+    pub waiting_for: Vec<String>,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub started_at: Option<chrono::DateTime<chrono::Utc>>,
     pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
@@ -304,6 +485,17 @@ pub struct QuarantinedView {
     pub reason: String,
 }
 
+/// A signal's body: any JSON without NUL.
+pub struct SignalBody;
+
+impl utoipa::PartialSchema for SignalBody {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        json_value_ref()
+    }
+}
+
+impl ToSchema for SignalBody {}
+
 /// The answer to a signal.
 #[derive(Serialize, ToSchema)]
 pub struct SignalAccepted {
@@ -328,19 +520,43 @@ pub struct SignalHeaders {
 
 #[derive(Serialize, ToSchema)]
 pub struct StepView {
+    /// Its place in the definition, from 1.
     pub step: u32,
-    pub agent: String,
+    pub id: String,
+    /// Its parents.
+    pub after: Vec<String>,
+    /// `agent`, `wait` or `sleep`.
+    pub kind: String,
+    /// Null for a wait or sleep.
+    pub agent: Option<String>,
     #[schema(value_type = StepStatus)]
     pub status: String,
     pub attempts: u32,
     pub duration_ms: u64,
+    /// Iterations run (a loop's), or 1 once done.
+    pub iteration: u32,
+    /// The output (a loop's last iteration's; a wait's signal body).
+    pub output: Option<Value>,
+    /// A loop's outputs, one per iteration.
+    pub iterations: Option<Vec<Value>>,
     /// `{kind, message, http_status?}` when the step failed.
     pub error: Option<Value>,
+    /// `condition` (its `when` was false), `unreachable` (every parent
+    /// skipped) or `ended` (the workflow ended first).
+    pub skip_reason: Option<String>,
+    /// Its `when`'s recorded result.
+    pub condition: Option<bool>,
+    /// The signal a wait step waits for.
+    pub signal: Option<String>,
+    /// When a waiting step ends by itself (a sleep's wake-up, a wait's timeout).
+    pub wait_until: Option<chrono::DateTime<chrono::Utc>>,
+    pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct StepResult {
     pub step: u32,
+    pub id: String,
     /// The agent's JSON answer.
     pub output: Value,
 }
@@ -383,7 +599,9 @@ pub struct AuditEvent {
     pub event_id: uuid::Uuid,
     /// Whether the fold applied it (false: it lost a race and changed nothing).
     pub applied: bool,
-    pub step: Option<u32>,
+    /// The step's id.
+    pub step: Option<String>,
+    pub iteration: Option<u32>,
     pub agent: Option<String>,
     pub attempts: Option<u32>,
     pub duration_ms: Option<u64>,
@@ -392,6 +610,11 @@ pub struct AuditEvent {
     /// The node that wrote it.
     pub node_id: Option<Value>,
     pub error: Option<Value>,
+    /// `condition.evaluated`: `{kind, expression, result, error}`.
+    pub condition: Option<Value>,
+    /// A wait's beginning (`{signal, until}`) or end (`{ended_by}`), a
+    /// signal (`{signal, key}`).
+    pub wait: Option<Value>,
     /// Present when the projection could not hold this record (why): it was
     /// quarantined, and the workflow's projected state stops before it.
     pub quarantined: Option<String>,

@@ -38,6 +38,10 @@ struct Args {
     /// pid) and the number running until all are done.
     #[arg(long)]
     hold_pid: Option<u32>,
+    /// Park mode: start N workflows that sleep for an hour (C requests at
+    /// a time), wait until all sleep, print how long that took, and exit.
+    #[arg(long)]
+    park: bool,
 }
 
 fn rss_mib(pid: u32) -> f64 {
@@ -156,6 +160,83 @@ async fn hold(args: &Args, http: &reqwest::Client, token: &str, pid: u32) {
     );
 }
 
+/// Starts N workflows that greet, then sleep an hour: they park (no actor,
+/// a timer each) while the measured load runs beside them.
+async fn park(args: &Args, http: &reqwest::Client, token: &str) {
+    let started = Instant::now();
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut workers = vec![];
+    for _ in 0..args.c {
+        let (http, token, next, base, n) = (
+            http.clone(),
+            token.to_owned(),
+            next.clone(),
+            args.url.clone(),
+            args.n,
+        );
+        workers.push(tokio::spawn(async move {
+            while next.fetch_add(1, Ordering::Relaxed) < n {
+                let body = json!({"name": "follow up", "steps": [
+                    {"id": "hello", "agent": "mailer"},
+                    {"id": "later", "after": ["hello"], "sleep_ms": 3_600_000},
+                    {"id": "follow_up", "agent": "mailer", "after": ["later"]}
+                ]});
+                let r = http
+                    .post(format!("{base}/workflows/create"))
+                    .bearer_auth(&token)
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("create");
+                let id = r.json::<Value>().await.expect("json")["workflow_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                let r = http
+                    .post(format!("{base}/workflows/{id}/execute"))
+                    .bearer_auth(&token)
+                    .send()
+                    .await
+                    .expect("execute");
+                assert_eq!(r.status(), 202);
+            }
+        }));
+    }
+    for w in workers {
+        w.await.unwrap();
+    }
+    // Parked: each holds a timer on the engine instead of an actor.
+    loop {
+        let text = match http.get(format!("{}/metrics", args.url)).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        let metric = |name: &str| {
+            text.lines()
+                .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+                .unwrap_or(0.0) as usize
+        };
+        let (timers, active) = (
+            metric("agentflow_engine_timers"),
+            metric("workflow_active_count"),
+        );
+        if timers >= args.n && active == 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "not parked: timers {timers}, actors {active}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    println!(
+        "parked {} sleeping workflows in {:.1}s",
+        args.n,
+        started.elapsed().as_secs_f64()
+    );
+}
+
 fn pipeline(i: usize) -> Value {
     json!({
         "name": "Content Marketing Pipeline",
@@ -261,6 +342,10 @@ async fn main() {
         .unwrap();
     if let Some(pid) = args.hold_pid {
         hold(&args, &http, &token, pid).await;
+        return;
+    }
+    if args.park {
+        park(&args, &http, &token).await;
         return;
     }
     let next = Arc::new(AtomicUsize::new(0));

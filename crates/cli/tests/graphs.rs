@@ -9,7 +9,13 @@ use common::Stack;
 use serde_json::{Value, json};
 
 /// Polls the workflow until `check` holds.
-async fn wait_until(s: &Stack, t: &str, id: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+async fn wait_until(
+    s: &Stack,
+    t: &str,
+    id: &str,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let w = s.get(t, id).await;
@@ -63,7 +69,10 @@ async fn a_fan_out_runs_its_steps_at_once_and_the_join_waits_for_all() {
         .collect();
     let deadline = Instant::now() + Duration::from_secs(20);
     while !keys.iter().all(|k| s.agent.in_flight.keys().contains(k)) {
-        assert!(Instant::now() < deadline, "the branches did not run at once");
+        assert!(
+            Instant::now() < deadline,
+            "the branches did not run at once"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let w = s.get(&t, &id).await;
@@ -78,7 +87,10 @@ async fn a_fan_out_runs_its_steps_at_once_and_the_join_waits_for_all() {
     assert_eq!(w["status"], "completed", "{w}");
     let report = step(&w, "report");
     assert_eq!(report["after"], json!(["web", "papers", "news"]));
-    assert_eq!(report["output"]["input"], json!({"web": "tides", "n": "news"}));
+    assert_eq!(
+        report["output"]["input"],
+        json!({"web": "tides", "n": "news"})
+    );
     for key in keys {
         assert_eq!(s.agent.calls.get(&key), 1, "{key}");
     }
@@ -94,7 +106,10 @@ async fn a_per_workflow_cap_limits_the_calls_in_flight() {
         .map(|i| json!({"id": format!("b{i}"), "agent": "worker", "input": {"_mock": {"hold": "cap"}}}))
         .collect();
     let id = s
-        .create(&t, json!({"name": "capped", "max_concurrency": 2, "steps": branches}))
+        .create(
+            &t,
+            json!({"name": "capped", "max_concurrency": 2, "steps": branches}),
+        )
         .await;
     s.execute(&t, &id).await;
     let in_flight = || {
@@ -143,11 +158,19 @@ async fn a_condition_takes_one_branch_and_the_join_runs_after_it() {
         .await
         .into_iter()
         .filter(|e| e["event_type"] == "condition.evaluated")
-        .map(|e| (e["step"].as_str().unwrap().to_owned(), e["condition"]["result"].clone()))
+        .map(|e| {
+            (
+                e["step"].as_str().unwrap().to_owned(),
+                e["condition"]["result"].clone(),
+            )
+        })
         .collect();
     assert_eq!(
         decisions,
-        vec![("crm".into(), json!(true)), ("nurture".into(), json!(false))]
+        vec![
+            ("crm".into(), json!(true)),
+            ("nurture".into(), json!(false))
+        ]
     );
 
     let cold = s.create(&t, def(40)).await;
@@ -208,14 +231,20 @@ async fn a_loop_runs_until_its_condition_holds_and_keeps_every_iteration() {
         assert_eq!(it["idempotency_key"], format!("{id}:revise:{n}"));
         assert_eq!(s.agent.calls.get(&format!("{id}:revise:{n}")), 1);
     }
-    assert_eq!(step(&w, "publish")["output"]["input"]["final"]["input"]["n"], 3);
+    assert_eq!(
+        step(&w, "publish")["output"]["input"]["final"]["input"]["n"],
+        3
+    );
     let untils: Vec<Value> = events(&s, &t, &id)
         .await
         .into_iter()
         .filter(|e| e["event_type"] == "condition.evaluated")
         .map(|e| json!([e["iteration"], e["condition"]["result"]]))
         .collect();
-    assert_eq!(untils, vec![json!([1, false]), json!([2, false]), json!([3, true])]);
+    assert_eq!(
+        untils,
+        vec![json!([1, false]), json!([2, false]), json!([3, true])]
+    );
 
     // Past max_iterations the workflow fails, clearly.
     let endless = s
@@ -251,7 +280,9 @@ async fn a_wait_parks_the_workflow_until_its_signal_arrives() {
         .await;
     // Nothing waits yet.
     let path = format!("/workflows/{id}/signals/approved");
-    let (st, b) = s.req("POST", &path, Some(&t), Some(json!({"ok": true}))).await;
+    let (st, b) = s
+        .req("POST", &path, Some(&t), Some(json!({"ok": true})))
+        .await;
     assert_eq!(st, 409, "{b}");
     s.execute(&t, &id).await;
     let w = wait_until(&s, &t, &id, "waiting", |w| w["status"] == "waiting").await;
@@ -260,20 +291,38 @@ async fn a_wait_parks_the_workflow_until_its_signal_arrives() {
     // A waiting workflow holds no actor.
     let deadline = Instant::now() + Duration::from_secs(10);
     while metric(&s, "workflow_active_count").await != Some(0.0) {
-        assert!(Instant::now() < deadline, "an actor is still held while waiting");
+        assert!(
+            Instant::now() < deadline,
+            "an actor is still held while waiting"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     // Not another user's; not another signal; not a malformed name.
-    let (st, _) = s.req("POST", &path, Some(&other), Some(json!({"ok": true}))).await;
+    let (st, _) = s
+        .req("POST", &path, Some(&other), Some(json!({"ok": true})))
+        .await;
     assert_eq!(st, 404);
     let (st, b) = s
-        .req("POST", &format!("/workflows/{id}/signals/rejected"), Some(&t), Some(json!({})))
+        .req(
+            "POST",
+            &format!("/workflows/{id}/signals/rejected"),
+            Some(&t),
+            Some(json!({})),
+        )
         .await;
     assert_eq!(st, 409, "{b}");
-    assert!(b["error"]["message"].as_str().unwrap().contains("approved"), "{b}");
+    assert!(
+        b["error"]["message"].as_str().unwrap().contains("approved"),
+        "{b}"
+    );
     let (st, _) = s
-        .req("POST", &format!("/workflows/{id}/signals/Bad%20Name"), Some(&t), Some(json!({})))
+        .req(
+            "POST",
+            &format!("/workflows/{id}/signals/Bad%20Name"),
+            Some(&t),
+            Some(json!({})),
+        )
         .await;
     assert_eq!(st, 400);
 
@@ -292,7 +341,10 @@ async fn a_wait_parks_the_workflow_until_its_signal_arrives() {
     }
     let w = s.wait_done(&t, &id, Duration::from_secs(30)).await;
     assert_eq!(w["status"], "completed", "{w}");
-    assert_eq!(step(&w, "approval")["output"], json!({"ok": true, "note": "ship it"}));
+    assert_eq!(
+        step(&w, "approval")["output"],
+        json!({"ok": true, "note": "ship it"})
+    );
     assert_eq!(step(&w, "send")["output"]["input"]["note"], "ship it");
     let received = events(&s, &t, &id)
         .await
@@ -348,7 +400,10 @@ async fn a_sleep_survives_a_restart_and_wakes_on_time() {
         )
         .await;
     s.execute(&t, &id).await;
-    let w = wait_until(&s, &t, &id, "sleeping", |w| step(w, "later")["status"] == "waiting").await;
+    let w = wait_until(&s, &t, &id, "sleeping", |w| {
+        step(w, "later")["status"] == "waiting"
+    })
+    .await;
     let until: chrono::DateTime<chrono::Utc> =
         serde_json::from_value(step(&w, "later")["wait_until"].clone()).unwrap();
     // The node dies while it sleeps; another takes over from the log.
@@ -412,7 +467,10 @@ async fn pause_holds_new_steps_and_resume_goes_on() {
         .map(|e| e["event_type"].clone())
         .filter(|t| t == "workflow.paused" || t == "workflow.resumed")
         .collect();
-    assert_eq!(types, vec![json!("workflow.paused"), json!("workflow.resumed")]);
+    assert_eq!(
+        types,
+        vec![json!("workflow.paused"), json!("workflow.resumed")]
+    );
     s.assert_projection_is_the_fold(std::slice::from_ref(&id))
         .await;
 }

@@ -49,13 +49,14 @@ async fn one_workflows_events_read_back_from_the_topic() {
         );
         assert_eq!(v["workflow_id"], id.as_str());
         assert_eq!(v["user_id"], 42);
-        assert_eq!(v["version"], 1);
+        assert_eq!(v["version"], 2);
         assert!(uuid::Uuid::parse_str(v["event_id"].as_str().unwrap()).is_ok());
         assert!(chrono::DateTime::parse_from_rfc3339(v["timestamp"].as_str().unwrap()).is_ok());
     }
     for (i, agent) in agents.iter().enumerate() {
         let data = &records[2 + i].2["data"];
-        assert_eq!(data["step"], i + 1);
+        assert_eq!(data["step"], format!("step_{}", i + 1));
+        assert_eq!(data["iteration"], 1);
         assert_eq!(data["agent"], *agent);
         assert_eq!(data["output"]["agent"], *agent);
     }
@@ -215,7 +216,7 @@ async fn a_stale_writer_that_wins_a_seq_is_followed_and_the_actor_restarts_from_
         serde_json::json!({"from": "zombie"}),
         "step 2 was decided on the log's step 1, not the actor's own"
     );
-    // The log holds the losing record too: the actor's own step 1, and
+    // The log may hold the losing record too (the actor's own step 1), and
     // nothing chained onto it (the actor calls an agent only on a state the
     // log confirmed). The fold applies exactly one record per seq, 1..=5,
     // one of them the completion; the loser is marked ignored.
@@ -246,7 +247,13 @@ async fn a_stale_writer_that_wins_a_seq_is_followed_and_the_actor_restarts_from_
         .filter(|e| !e.applied)
         .map(|e| (e.seq, e.event_type))
         .collect();
-    assert_eq!(ignored, [(3, "agent.executed")], "{trail:#?}");
+    // The actor's own result for step 1 is either dropped (the zombie's
+    // record reached the actor before its call answered: the step was no
+    // longer its to finish) or appended and ignored (it lost the race).
+    assert!(
+        ignored.is_empty() || ignored == [(3, "agent.executed")],
+        "{trail:#?}"
+    );
     // The agent's view: step 2 was called once, with the zombie's step 1.
     assert_eq!(
         s.agent.calls.bodies(&format!("{id}:step_2:1")),

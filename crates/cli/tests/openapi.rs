@@ -11,12 +11,15 @@ use std::time::Duration;
 use common::{Stack, pipeline};
 use serde_json::{Value, json};
 
-const OPERATIONS: [(&str, &str); 10] = [
+const OPERATIONS: [(&str, &str); 13] = [
     ("post", "/workflows/create"),
     ("get", "/workflows/list"),
     ("get", "/workflows/{id}"),
     ("post", "/workflows/{id}/execute"),
     ("post", "/workflows/{id}/cancel"),
+    ("post", "/workflows/{id}/pause"),
+    ("post", "/workflows/{id}/resume"),
+    ("post", "/workflows/{id}/signals/{name}"),
     ("get", "/workflows/{id}/events"),
     ("get", "/healthz"),
     ("get", "/readyz"),
@@ -138,6 +141,84 @@ async fn the_document_covers_every_route_and_real_answers_match_it() {
     expect(&doc, "post", "/workflows/{id}/execute", 202, st, &body);
     let w = s.wait_done(&t, &id, Duration::from_secs(20)).await;
     check(&doc, "get", "/workflows/{id}", 200, &w);
+    // The steering operations, on a graph that waits.
+    let (st, g) = s
+        .req(
+            "POST",
+            "/workflows/create",
+            Some(&t),
+            Some(json!({"name": "doc graph", "input": {"k": 1}, "steps": [
+                {"id": "a", "agent": "a", "input": {"_mock": {"hold": "doc"}}},
+                {"id": "ok", "after": ["a"], "wait": {"signal": "ok"}},
+                {"id": "b", "agent": "b", "after": ["ok"], "when": "steps.ok.output.go == true"}
+            ]})),
+        )
+        .await;
+    expect(&doc, "post", "/workflows/create", 201, st, &g);
+    let g = g["workflow_id"].as_str().unwrap().to_owned();
+    s.execute(&t, &g).await;
+    common::wait_for_call(&s, &format!("{g}:a:1")).await;
+    for op in ["pause", "resume"] {
+        let path = format!("/workflows/{g}/{op}");
+        let (st, body) = s.req("POST", &path, Some(&t), None).await;
+        expect(
+            &doc,
+            "post",
+            &format!("/workflows/{{id}}/{op}"),
+            202,
+            st,
+            &body,
+        );
+    }
+    let (st, body) = s
+        .req(
+            "POST",
+            &format!("/workflows/{g}/signals/ok"),
+            Some(&t),
+            Some(json!({})),
+        )
+        .await;
+    expect(
+        &doc,
+        "post",
+        "/workflows/{id}/signals/{name}",
+        409,
+        st,
+        &body,
+    );
+    s.agent.gates.release("doc");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let w = s.get(&t, &g).await;
+        if w["status"] == "waiting" {
+            check(&doc, "get", "/workflows/{id}", 200, &w);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{w}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (st, body) = s
+        .req(
+            "POST",
+            &format!("/workflows/{g}/signals/ok"),
+            Some(&t),
+            Some(json!({"go": true})),
+        )
+        .await;
+    expect(
+        &doc,
+        "post",
+        "/workflows/{id}/signals/{name}",
+        202,
+        st,
+        &body,
+    );
+    let w = s.wait_done(&t, &g, Duration::from_secs(20)).await;
+    check(&doc, "get", "/workflows/{id}", 200, &w);
+    let (st, body) = s
+        .req("GET", &format!("/workflows/{g}/events"), Some(&t), None)
+        .await;
+    expect(&doc, "get", "/workflows/{id}/events", 200, st, &body);
     let (st, body) = s
         .req("GET", &format!("/workflows/{id}/events"), Some(&t), None)
         .await;
@@ -202,8 +283,19 @@ async fn the_document_states_the_limits_and_adversarial_input_gets_documented_4x
         );
     }
     let schemas = &doc["components"]["schemas"];
-    let create = &schemas["CreateWorkflow"];
+    // The object, and exactly one of `tasks` and `steps`.
+    let create = &schemas["CreateWorkflow"]["allOf"][0];
     assert_eq!(create["additionalProperties"], false);
+    assert_eq!(
+        schemas["CreateWorkflow"]["allOf"][1]["oneOf"]
+            .as_array()
+            .map(Vec::len),
+        Some(2)
+    );
+    assert_eq!(
+        schemas["StepInput"]["allOf"][0]["additionalProperties"],
+        false
+    );
     assert_eq!(create["properties"]["name"]["maxLength"], 255);
     assert_eq!(create["properties"]["tasks"]["minItems"], 1);
     assert_eq!(create["properties"]["tasks"]["maxItems"], 100);
@@ -223,13 +315,24 @@ async fn the_document_states_the_limits_and_adversarial_input_gets_documented_4x
     for (method, path) in [
         ("post", "/workflows/{id}/execute"),
         ("post", "/workflows/{id}/cancel"),
+        ("post", "/workflows/{id}/pause"),
+        ("post", "/workflows/{id}/resume"),
+        ("post", "/workflows/{id}/signals/{name}"),
     ] {
         assert!(!doc["paths"][path][method]["responses"]["409"].is_null());
     }
     let list = &doc["paths"]["/workflows/list"]["get"]["parameters"];
     assert_eq!(
         list[0]["schema"]["enum"],
-        json!(["pending", "running", "completed", "failed", "cancelled"])
+        json!([
+            "pending",
+            "running",
+            "waiting",
+            "paused",
+            "completed",
+            "failed",
+            "cancelled"
+        ])
     );
     assert_eq!(list[1]["schema"]["minimum"], 1);
     assert_eq!(list[1]["schema"]["maximum"], 100);

@@ -69,6 +69,57 @@ async fn every_record_the_service_writes_validates_against_the_schema() {
         "cancelled"
     );
 
+    // A graph: condition.evaluated (when and until), step.waiting,
+    // wait.completed (signal and timer), signal.received, workflow.paused
+    // and workflow.resumed.
+    let graph = s
+        .create(
+            &t,
+            json!({"name": "graph", "input": {"min": 1}, "steps": [
+                {"id": "score", "agent": "a", "input": {"score": 5, "_mock": {"hold": "graph"}}},
+                {"id": "go", "agent": "b", "after": ["score"], "when": "steps.score.output.input.score >= input.min"},
+                {"id": "loop", "agent": "c", "after": ["go"], "input": {"n": "{{iteration}}"},
+                 "repeat": {"until": "output.input.n >= 2", "max_iterations": 3}},
+                {"id": "nap", "after": ["loop"], "sleep_ms": 50},
+                {"id": "ok", "after": ["nap"], "wait": {"signal": "ok"}}
+            ]}),
+        )
+        .await;
+    assert_eq!(s.execute(&t, &graph).await.0, 202);
+    common::wait_for_call(&s, &format!("{graph}:score:1")).await;
+    let (st, b) = s
+        .req("POST", &format!("/workflows/{graph}/pause"), Some(&t), None)
+        .await;
+    assert_eq!(st, 202, "{b}");
+    let (st, b) = s
+        .req(
+            "POST",
+            &format!("/workflows/{graph}/resume"),
+            Some(&t),
+            None,
+        )
+        .await;
+    assert_eq!(st, 202, "{b}");
+    s.agent.gates.release("graph");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s.get(&t, &graph).await["status"] != "waiting" {
+        assert!(Instant::now() < deadline, "never waited");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (st, b) = s
+        .req(
+            "POST",
+            &format!("/workflows/{graph}/signals/ok"),
+            Some(&t),
+            Some(json!({"by": "me"})),
+        )
+        .await;
+    assert_eq!(st, 202, "{b}");
+    assert_eq!(
+        s.wait_done(&t, &graph, Duration::from_secs(30)).await["status"],
+        "completed"
+    );
+
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../schemas/record.schema.json"
@@ -82,6 +133,7 @@ async fn every_record_the_service_writes_validates_against_the_schema() {
             .map(|e| format!("{} at {}", e, e.instance_path))
             .collect();
         assert!(errors.is_empty(), "{record}\n{errors:?}");
+        assert_eq!(record["version"], 2, "{record}");
         assert_eq!(header, record["event_type"], "the event_type header");
         types.insert(header);
     }
@@ -94,6 +146,12 @@ async fn every_record_the_service_writes_validates_against_the_schema() {
         "workflow.failed",
         "workflow.cancel_requested",
         "workflow.cancelled",
+        "condition.evaluated",
+        "step.waiting",
+        "wait.completed",
+        "signal.received",
+        "workflow.paused",
+        "workflow.resumed",
     ]
     .into_iter()
     .map(String::from)

@@ -64,8 +64,8 @@ async fn audit_prints_the_history_and_the_api_serves_the_same_trail() {
     assert_eq!(types, common::THREE_STEP_EVENTS);
     let e = &cli["events"][3];
     assert_eq!(
-        (e["step"].as_u64(), e["agent"].as_str()),
-        (Some(2), Some("seo"))
+        (e["step"].as_str(), e["agent"].as_str()),
+        (Some("step_2"), Some("seo"))
     );
     assert_eq!(e["attempts"], 1);
     assert!(e["duration_ms"].is_u64());

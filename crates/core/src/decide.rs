@@ -79,7 +79,9 @@ pub fn decide(state: &WorkflowState, now: DateTime<Utc>) -> Vec<Action> {
     if let Some(d) = deadline.filter(|d| *d <= now)
         && let Some(i) = (0..state.steps.len()).find(|i| {
             let s = &state.steps[*i];
-            s.status == StepStatus::Waiting || s.until_pending || state.is_ready(*i)
+            s.status == StepStatus::Waiting
+                || (s.status == StepStatus::Pending
+                    && (s.until_pending || state.parents_done(*i) == Some(true)))
         })
     {
         let s = &state.steps[i];

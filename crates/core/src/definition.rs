@@ -396,6 +396,9 @@ fn parse_ms(v: Option<&Value>, field: &str, max: u64) -> Result<Option<u64>, Def
 }
 
 fn parse_tasks(v: &Value) -> Result<Vec<StepDef>, DefinitionError> {
+    if v.is_null() {
+        return Err(DefinitionError::Missing("tasks"));
+    }
     let Value::Array(tasks) = v else {
         return Err(DefinitionError::WrongType {
             field: "tasks".into(),

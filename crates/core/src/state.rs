@@ -136,8 +136,13 @@ pub struct StepState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<AgentName>,
     pub status: StepStatus,
-    /// The output (a loop's: its last iteration's).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The output (a loop's: its last iteration's). `Some(null)` is an
+    /// output (an agent may answer `null`) and stays one through JSON.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub output: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<StepError>,
@@ -199,6 +204,11 @@ impl StepState {
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+/// A field that is there is `Some`, even when it is `null`.
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 fn empty_object() -> Value {
@@ -413,7 +423,8 @@ impl WorkflowState {
         {
             s.status = StepStatus::Skipped;
             s.skip_reason = Some(SkipReason::Ended);
-            s.until_pending = false;
+            // `until_pending` stays: a resume evaluates the `until` that
+            // was due (its iteration's output is in).
             s.wait_until = None;
             s.inbox = None;
         }
@@ -576,15 +587,26 @@ impl WorkflowState {
                 let i = self
                     .index(step)
                     .ok_or_else(|| wrong(step, "no such step"))?;
-                if self.steps[i].status != StepStatus::Waiting {
-                    self.ready_step(step)?;
+                // Its call failed, its wait timed out, or the run's deadline
+                // passed while it was due (its `when` or `until` not yet
+                // evaluated).
+                let s = &self.steps[i];
+                let due = s.status == StepStatus::Waiting
+                    || (s.status == StepStatus::Pending
+                        && (s.until_pending || self.parents_done(i) == Some(true)));
+                if !due {
+                    return Err(wrong(step, "it cannot start yet"));
                 }
                 if *iteration != self.steps[i].iteration + 1 {
                     return Err(wrong(step, "not its next iteration"));
                 }
                 self.steps[i].attempts = *attempts;
                 self.steps[i].duration_ms = *duration_ms;
+                // A loop whose `until` was due when the deadline passed
+                // still has it due: a resume evaluates it first.
+                let until_due = self.steps[i].until_pending;
                 self.fail(i, error.clone(), record);
+                self.steps[i].until_pending = until_due;
             }
             Event::ConditionEvaluated {
                 step,
@@ -710,8 +732,11 @@ impl WorkflowState {
         }
         match &record.event {
             Event::CancelRequested => self.cancel_requested = true,
-            Event::Paused if !self.paused => self.paused = true,
-            Event::Resumed if self.paused => self.paused = false,
+            // Pausing a paused run (or resuming a running one) changes
+            // nothing but is taken, so that the same record delivered again
+            // later (after a resume) is known and refused.
+            Event::Paused => self.paused = true,
+            Event::Resumed => self.paused = false,
             Event::SignalReceived {
                 signal,
                 payload,

@@ -12,6 +12,9 @@ pub const STEP_FAILURES: &str = "workflow_step_failures_total";
 pub const PARTITIONS_OWNED: &str = "agentflow_engine_partitions_owned";
 pub const PARTITIONS_REPLAYING: &str = "agentflow_engine_partitions_replaying";
 pub const STALLS: &str = "agentflow_engine_stalls_total";
+pub const CONDITIONS: &str = "agentflow_conditions_evaluated_total";
+pub const SIGNALS: &str = "agentflow_signals_received_total";
+pub const TIMERS: &str = "agentflow_engine_timers";
 
 pub fn describe() {
     metrics::describe_counter!(
@@ -49,6 +52,18 @@ pub fn describe() {
     metrics::describe_gauge!(
         PARTITIONS_OWNED,
         "Log partitions this node owns (its share of the engine group)."
+    );
+    metrics::describe_counter!(
+        CONDITIONS,
+        "Conditions evaluated, by condition (`when`: a branch; `until`: a loop's exit test) and result (true, false, error)."
+    );
+    metrics::describe_counter!(
+        SIGNALS,
+        "Signals received for waiting steps (`POST /workflows/{id}/signals/{name}`)."
+    );
+    metrics::describe_gauge!(
+        TIMERS,
+        "Idle workflows (sleeping, or waiting with a timeout) this node holds a timer for, with no actor."
     );
     metrics::describe_gauge!(
         PARTITIONS_REPLAYING,

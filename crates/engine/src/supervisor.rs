@@ -197,6 +197,7 @@ impl Actor for Supervisor {
                     self.ensure_child(&myself, state, first.1).await;
                 }
                 metrics::gauge!(m::ACTIVE).set(state.children.len() as f64);
+                metrics::gauge!(m::TIMERS).set(state.timers.len() as f64);
             }
             SupervisorMsg::Status(reply) => {
                 let _ = reply.send(EngineStatus {
@@ -302,6 +303,7 @@ impl Supervisor {
         if let Some(st) = slot {
             if applied.is_ok() && live {
                 record_metrics(was, &st);
+                event_metrics(&rec.event);
             }
             // A finished workflow never changes again: forget it.
             if !st.status.is_terminal() {
@@ -431,6 +433,32 @@ fn partition_metrics(state: &SupervisorState) {
     let replaying = state.partitions.values().filter(|p| !p.live).count();
     metrics::gauge!(m::PARTITIONS_OWNED).set(state.partitions.len() as f64);
     metrics::gauge!(m::PARTITIONS_REPLAYING).set(replaying as f64);
+}
+
+fn event_metrics(event: &agentflow_core::Event) {
+    use agentflow_core::{ConditionKind, Event};
+    match event {
+        Event::ConditionEvaluated {
+            condition,
+            result,
+            error,
+            ..
+        } => {
+            let condition = match condition {
+                ConditionKind::When => "when",
+                ConditionKind::Until => "until",
+            };
+            let result = match (error, result) {
+                (Some(_), _) => "error",
+                (None, true) => "true",
+                (None, false) => "false",
+            };
+            metrics::counter!(m::CONDITIONS, "condition" => condition, "result" => result)
+                .increment(1);
+        }
+        Event::SignalReceived { .. } => metrics::counter!(m::SIGNALS).increment(1),
+        _ => {}
+    }
 }
 
 fn record_metrics(was: Option<WorkflowStatus>, st: &WorkflowState) {

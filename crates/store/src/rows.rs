@@ -76,7 +76,23 @@ pub(crate) fn state_from_rows(
 ) -> Result<WorkflowState, StoreError> {
     let corrupt = |what: &str| StoreError::Corrupt(format!("workflow {}: {what}", row.id));
     if let Some(text) = &row.state {
-        return serde_json::from_str(text).map_err(|e| corrupt(&e.to_string()));
+        let mut st: WorkflowState =
+            serde_json::from_str(text).map_err(|e| corrupt(&e.to_string()))?;
+        // The columns are what the list and the head queries read: they are
+        // the truth for what they hold (a difference from the fold is then
+        // one `replay --verify` names).
+        st.status = WorkflowStatus::parse(&row.status).ok_or_else(|| corrupt("status"))?;
+        st.name = row.name;
+        st.user_id = UserId(row.user_id);
+        st.seq = row.seq.max(0) as u64;
+        st.last_event_id = row.last_event_id;
+        st.runs = row.runs.max(0) as u32;
+        st.cancel_requested = row.cancel_requested;
+        st.timeout_ms = row.timeout_ms.map(|ms| ms.max(0) as u64);
+        st.created_at = row.created_at;
+        st.started_at = row.started_at;
+        st.finished_at = row.finished_at;
+        return Ok(st);
     }
     // A row written before graphs: a chain of `tasks`.
     let tasks: Vec<TaskDef> =

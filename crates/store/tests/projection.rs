@@ -154,7 +154,10 @@ async fn records_the_fold_rejects_are_not_projected() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(st.step(&StepId::of_task(1)).unwrap().output, Some(json!({"step": 1})));
+    assert_eq!(
+        st.step(&StepId::of_task(1)).unwrap().output,
+        Some(json!({"step": 1}))
+    );
     assert_eq!(
         out.next_offsets,
         vec![(0, 4)],

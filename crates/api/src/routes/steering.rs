@@ -116,7 +116,7 @@ pub async fn resume(
         ("name" = String, Path, description = "The signal a wait step names (`wait.signal`)", pattern = "^[a-z0-9_.-]{1,64}$"),
         SignalHeaders
     ),
-    request_body(content = Object, description = "Any JSON: the waiting step's output", content_type = "application/json"),
+    request_body(content = crate::openapi::SignalBody, description = "Any JSON (no NUL): the waiting step's output; an empty body is `null`", content_type = "application/json"),
     responses(
         (status = 202, description = "Delivered to the steps waiting for it (or delivered before, with this Idempotency-Key)", body = SignalAccepted),
         (status = 400, description = "A malformed signal name, body or Idempotency-Key", body = ErrorBody),

@@ -89,11 +89,8 @@ pub enum Shape {
     /// followed by `lo_tail`; `end` after `hi` and `lo_tail`.
     Branch,
     /// `draft` repeats until its `v` is even, at most twice
-    /// (then fails, or goes on with its last output); `publish` after it.
-    /// (No step beside the loop yet: one failing while the loop's `until`
-    /// is due makes a resume skip that `until`, see
-    /// `a_resume_evaluates_the_until_that_was_due_when_the_run_failed` in
-    /// graphs.rs, ignored until state.rs is fixed.)
+    /// (then fails, or goes on with its last output), `side` beside it;
+    /// `publish` after both.
     Loop { continue_when_exhausted: bool },
     /// `ask`, then `approve` waits for [`SIGNAL`] at most 6 s (then fails,
     /// or takes a default output), with `also` waiting for the same signal
@@ -145,7 +142,9 @@ impl Shape {
                  "input": {"last": "{{steps.draft.output}}", "try": "{{iteration}}"},
                  "repeat": {"until": "output.v % 2 == 0", "max_iterations": 2,
                             "on_exhausted": if continue_when_exhausted { "continue" } else { "fail" }}},
-                {"id": "publish", "agent": "b", "after": ["draft"], "input": "{{previous_output}}"}
+                {"id": "side", "agent": "c"},
+                {"id": "publish", "agent": "b", "after": ["draft", "side"],
+                 "input": {"draft": "{{steps.draft.output}}", "side": "{{steps.side.output}}"}}
             ]),
             Shape::Wait {
                 timeout_output,
@@ -189,11 +188,11 @@ pub struct Script {
 
 pub fn arb_shape() -> impl Strategy<Value = Shape> {
     prop_oneof![
-        5 => (1u8..4).prop_map(Shape::Chain),
+        4 => (1u8..4).prop_map(Shape::Chain),
         2 => Just(Shape::FanOut),
         2 => Just(Shape::Branch),
-        3 => any::<bool>().prop_map(|c| Shape::Loop { continue_when_exhausted: c }),
-        3 => (any::<bool>(), prop::bool::weighted(0.3))
+        5 => any::<bool>().prop_map(|c| Shape::Loop { continue_when_exhausted: c }),
+        4 => (any::<bool>(), prop::bool::weighted(0.3))
             .prop_map(|(timeout_output, twice)| Shape::Wait { timeout_output, twice }),
         1 => Just(Shape::Sleep),
     ]
@@ -233,12 +232,7 @@ pub fn arb_script() -> impl Strategy<Value = Script> {
     )
         .prop_map(|(shape, timeout_ms, ops)| Script {
             shape,
-            // Not on a `when` or a loop yet: past the deadline, decide
-            // fails a step whose `when` was never evaluated, or a loop
-            // whose `until` is due, and the fold refuses both (see
-            // `past_the_deadline_*` in graphs.rs, ignored until decide or
-            // the fold is fixed).
-            timeout_ms: timeout_ms.filter(|_| !matches!(shape, Shape::Branch | Shape::Loop { .. })),
+            timeout_ms,
             ops,
         })
 }
@@ -454,11 +448,11 @@ impl Sim {
                 let at = at as usize % self.log.len();
                 let r = self.log[at].clone();
                 // Not a command into a later run than the one it was asked
-                // in, nor one the fold refused when it first came: the fold
-                // cannot tell either from a new one (known gaps, see
-                // `a_cancel_request_delivered_again_in_a_later_run_is_taken_
-                // for_a_new_one` and `a_refused_pause_delivered_again_after_
-                // a_resume_pauses` in histories.rs).
+                // in, nor one the fold refused when it first came (a signal
+                // nothing waited for): the fold cannot tell either from a
+                // new one (a known gap, see `a_cancel_request_delivered_
+                // again_in_a_later_run_is_taken_for_a_new_one` in
+                // histories.rs; the API writes neither).
                 let run = |st: Option<WorkflowState>| st.map_or(0, |s| s.runs);
                 if !r.event.is_chained() {
                     let first = self
