@@ -102,7 +102,7 @@ async fn every_record_the_service_writes_validates_against_the_schema() {
     assert_eq!(st, 202, "{b}");
     s.agent.gates.release("graph");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while s.get(&t, &graph).await["status"] != "waiting" {
+    while s.get(&t, &graph).await["waiting_for"] != json!(["ok"]) {
         assert!(Instant::now() < deadline, "never waited");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
