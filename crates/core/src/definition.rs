@@ -876,18 +876,21 @@ fn expr_error(field: String, e: ExprError) -> DefinitionError {
     invalid(field, e.to_string())
 }
 
+/// Whether a string or key of `v` holds U+0000 (which Postgres cannot
+/// store).
+pub fn contains_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(a) => a.iter().any(contains_nul),
+        Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)),
+        _ => false,
+    }
+}
+
 /// Where in `v` (a path below `at`, e.g. `tasks[1].input.body`) the first
 /// string or key holding U+0000 is, if any.
 fn nul_path(v: &Value, at: String) -> Option<String> {
-    fn has_nul(v: &Value) -> bool {
-        match v {
-            Value::String(s) => s.contains('\0'),
-            Value::Array(a) => a.iter().any(has_nul),
-            Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
-            _ => false,
-        }
-    }
-    if !has_nul(v) {
+    if !contains_nul(v) {
         return None;
     }
     match v {

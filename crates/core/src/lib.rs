@@ -2,11 +2,13 @@
 //!
 //! Everything a workflow *is* lives here, with no I/O: the definition a user
 //! submits ([`definition`]), the records of the event log ([`record`]), the
-//! fold that turns records into state ([`state::apply`]) and the function that
-//! says what to do next ([`decide::decide`]). The engine, the projector and the
+//! fold that turns records into state ([`state::apply`]), the function that
+//! says what to do next ([`decide::decide`]) and what a user's request does
+//! ([`command::command`]). The engine, the projector and the
 //! audit tooling all use this same fold, so they can never disagree.
 
 pub mod audit;
+pub mod command;
 pub mod decide;
 pub mod definition;
 pub mod expr;
@@ -16,6 +18,7 @@ pub mod state;
 pub mod template;
 
 pub use audit::{AuditEntry, audit};
+pub use command::{Command, CommandRejected, command};
 pub use decide::{Action, decide, timed_out};
 pub use definition::{
     DefinitionError, OnExhausted, Repeat, StepDef, StepId, StepKind, TaskDef, WaitDef,

@@ -7,16 +7,19 @@
 //! acts (starts no new step; starts them again; completes the waiting
 //! step with the signal's body).
 
-use agentflow_core::{Event, Record, StepStatus, WorkflowState, definition::valid_signal_name};
+use agentflow_core::definition::{contains_nul, valid_signal_name};
+use agentflow_core::{Command, StepStatus, WorkflowState, command};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use chrono::Utc;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use super::workflows::{append_and_wait, idempotency_key, json_content_type, load_visible};
+use super::workflows::{
+    append_and_wait, idempotency_key, json_body, json_content_type, load_visible,
+};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -31,9 +34,19 @@ async fn changeable(s: &AppState, caller: &Caller, id: &str) -> Result<WorkflowS
     Ok(p.state)
 }
 
-/// A command on `st`: it repeats the seq it was asked at.
-fn command(st: &WorkflowState, event: Event) -> Record {
-    Record::new(st.workflow_id, st.user_id, st.seq, Utc::now(), event).after(st.last_event_id)
+/// Appends what `cmd` makes of the workflow (nothing when it is in effect
+/// already), or answers 409 when it is not legal now.
+async fn steer(
+    s: &AppState,
+    caller: &Caller,
+    st: &WorkflowState,
+    cmd: Command,
+) -> Result<(), ApiError> {
+    let record = command(st, cmd, Utc::now()).map_err(|e| ApiError::conflict(e.to_string()))?;
+    if let Some(record) = record {
+        append_and_wait(s, caller, record).await?;
+    }
+    Ok(())
 }
 
 fn accepted(st: &WorkflowState, status: &str, message: &str) -> Response {
@@ -57,15 +70,7 @@ pub async fn pause(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let st = changeable(&s, &caller, &id).await?;
-    if !st.status.is_active() {
-        return Err(ApiError::conflict(format!(
-            "workflow is {}; only a running or waiting workflow can be paused",
-            st.status.as_str()
-        )));
-    }
-    if !st.paused {
-        append_and_wait(&s, &caller, command(&st, Event::Paused)).await?;
-    }
+    steer(&s, &caller, &st, Command::Pause).await?;
     Ok(accepted(
         &st,
         "paused",
@@ -89,20 +94,7 @@ pub async fn resume(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let st = changeable(&s, &caller, &id).await?;
-    if !st.status.is_active() {
-        let hint = if st.status.can_start() {
-            " (`POST /workflows/{id}/execute` starts a pending or failed one)"
-        } else {
-            ""
-        };
-        return Err(ApiError::conflict(format!(
-            "workflow is {}; only a paused workflow can be resumed{hint}",
-            st.status.as_str()
-        )));
-    }
-    if st.paused {
-        append_and_wait(&s, &caller, command(&st, Event::Resumed)).await?;
-    }
+    steer(&s, &caller, &st, Command::Resume).await?;
     Ok(accepted(&st, "running", "Workflow resumed"))
 }
 
@@ -141,25 +133,16 @@ pub async fn signal(
             "a signal's name is 1 to 64 of `a-z`, `0-9`, `_`, `-`, `.`",
         ));
     }
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                "request body is too large",
-            )
+    // An empty body is `null`.
+    let body = body.map(|b| {
+        if b.iter().all(u8::is_ascii_whitespace) {
+            Bytes::from_static(b"null")
         } else {
-            ApiError::bad_request("bad_body", e.body_text())
+            b
         }
-    })?;
-    let payload: Value = if body.iter().all(u8::is_ascii_whitespace) {
-        Value::Null
-    } else {
-        serde_json::from_slice(&body).map_err(|e| {
-            ApiError::bad_request("malformed_json", format!("body is not valid JSON: {e}"))
-        })?
-    };
-    if has_nul(&payload) {
+    });
+    let payload = json_body(body)?;
+    if contains_nul(&payload) {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_character",
@@ -185,37 +168,16 @@ pub async fn signal(
         let body = json!({"workflow_id": st.workflow_id, "signal": name, "status": "accepted", "steps": steps});
         (StatusCode::ACCEPTED, axum::Json(body)).into_response()
     };
-    if key.as_ref().is_some_and(|k| st.signal_keys.contains(k)) {
-        return Ok(delivered(&st));
-    }
-    if !st.status.is_active() || !st.awaited_signals().contains(&name.as_str()) {
-        let waiting = st.awaited_signals();
-        let now = if waiting.is_empty() {
-            format!("it waits for no signal now (it is {})", st.status.as_str())
-        } else {
-            format!("it waits for: {}", waiting.join(", "))
-        };
-        return Err(ApiError::conflict(format!(
-            "no step of this workflow waits for signal `{name}`; {now}"
-        )));
-    }
-    let record = command(
+    steer(
+        &s,
+        &caller,
         &st,
-        Event::SignalReceived {
-            signal: name.clone(),
+        Command::Signal {
+            name: name.clone(),
             payload,
             key,
         },
-    );
-    append_and_wait(&s, &caller, record).await?;
+    )
+    .await?;
     Ok(delivered(&st))
-}
-
-fn has_nul(v: &Value) -> bool {
-    match v {
-        Value::String(s) => s.contains('\0'),
-        Value::Array(a) => a.iter().any(has_nul),
-        Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
-        _ => false,
-    }
 }

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use agentflow_core::{
-    AuditEntry, DefinitionError, Event, Record, WorkflowDefinition, WorkflowId, WorkflowState,
-    WorkflowStatus,
+    AuditEntry, Command, DefinitionError, Event, Record, WorkflowDefinition, WorkflowId,
+    WorkflowState, WorkflowStatus, command,
 };
 use agentflow_log::Position;
 use agentflow_store::{Cursor, ListFilter, Projected, WorkflowHead};
@@ -51,20 +51,7 @@ pub async fn create(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     json_content_type(&headers)?;
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
-                "request body is too large",
-            )
-        } else {
-            ApiError::bad_request("bad_body", e.body_text())
-        }
-    })?;
-    let value: Value = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request("malformed_json", format!("body is not valid JSON: {e}"))
-    })?;
+    let value = json_body(body)?;
     let def = WorkflowDefinition::parse(&value).map_err(|e| {
         let field = e.field();
         match e {
@@ -114,6 +101,25 @@ pub async fn create(
         same_definition(&existing, &def)?;
     }
     Ok(created("pending"))
+}
+
+/// The request's body as JSON: 413 over `max_body_bytes`, 400 when it is
+/// not JSON.
+pub(super) fn json_body(body: Result<Bytes, BytesRejection>) -> Result<Value, ApiError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                "request body is too large",
+            )
+        } else {
+            ApiError::bad_request("bad_body", e.body_text())
+        }
+    })?;
+    serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request("malformed_json", format!("body is not valid JSON: {e}"))
+    })
 }
 
 /// A body that says it is not JSON is refused (415) rather than guessed at.
@@ -297,38 +303,8 @@ pub async fn cancel(
         return Err(ApiError::quarantined());
     }
     let st = projected.state;
-    let record = match st.status {
-        WorkflowStatus::Pending | WorkflowStatus::Failed => Some(
-            Record::new(
-                st.workflow_id,
-                st.user_id,
-                st.seq + 1,
-                Utc::now(),
-                Event::Cancelled,
-            )
-            .after(st.last_event_id),
-        ),
-        // Asked already: nothing new to say (cancel is idempotent).
-        status if status.is_active() && st.cancel_requested => None,
-        // A command: it repeats the seq it was asked at and never races the
-        // actor for the next one.
-        WorkflowStatus::Running | WorkflowStatus::Waiting | WorkflowStatus::Paused => Some(
-            Record::new(
-                st.workflow_id,
-                st.user_id,
-                st.seq,
-                Utc::now(),
-                Event::CancelRequested,
-            )
-            .after(st.last_event_id),
-        ),
-        WorkflowStatus::Completed | WorkflowStatus::Cancelled => {
-            return Err(ApiError::conflict(format!(
-                "workflow is {}; it can no longer be cancelled",
-                st.status.as_str()
-            )));
-        }
-    };
+    let record =
+        command(&st, Command::Cancel, Utc::now()).map_err(|e| ApiError::conflict(e.to_string()))?;
     if let Some(record) = record {
         append_and_wait(&s, &caller, record).await?;
     }
