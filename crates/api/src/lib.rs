@@ -7,6 +7,7 @@ mod auth;
 mod error;
 pub mod openapi;
 mod routes;
+pub mod ui;
 mod views;
 
 use std::future::Future;
@@ -94,6 +95,9 @@ pub struct AppState {
 
 pub struct ApiConfig {
     pub max_body_bytes: usize,
+    /// Serve `POST /ui/dev-token` (a token for anyone who asks): only
+    /// `agentflow dev` sets it.
+    pub dev_sign_in: bool,
 }
 
 /// The routes and the OpenAPI document, built from one list (every route
@@ -138,6 +142,7 @@ pub fn router(state: AppState, config: &ApiConfig) -> Router {
             .expect("the OpenAPI document serialises"),
     ));
     router
+        .merge(ui::routes(config.dev_sign_in))
         .fallback(routes::ops::not_found)
         .layer(axum::middleware::map_response(no_store))
         .layer(Extension(doc))
