@@ -140,9 +140,12 @@ fuzz_api() {
   # not a finding, that would fail CI at random.
   # GET /workflows/{id}?wait=finished may rightly hold its answer 60 s
   # (schemathesis would flag an answer slower than 10 s).
+  # GET /workflows/stream is an event stream that never ends on its own
+  # (every request would run into the timeout): it is left out; its
+  # behaviour is tested in crates/cli/tests/stream.rs.
   (cd "$FUZZ_OUT" && SCHEMATHESIS_HOOKS=$ROOT/fuzz/schemathesis_hooks.py "$venv/bin/schemathesis" run "$base/openapi.json" \
     -H "Authorization: Bearer $token" \
-    --checks all --mode all \
+    --checks all --mode all --exclude-path /workflows/stream \
     --max-examples "$FUZZ_API_EXAMPLES" --max-time "$FUZZ_API_SECONDS" \
     --workers 1 --request-timeout 65 --max-response-time 65 \
     --suppress-health-check too_slow \

@@ -6,7 +6,10 @@
 #   scripts/stack.sh install [test]   install what is missing: Postgres, kcat
 #                                     (Debian), Kafka's jars (Maven); with
 #                                     `test`, also promtool, docker-compose
-#                                     (Debian) and cargo-nextest (cargo)
+#                                     (Debian), cargo-nextest (cargo), and for
+#                                     the console's browser tests chromium
+#                                     (Debian), playwright-core and axe-core
+#                                     (npm, into ~/.cache/agentflow/console-npm)
 #   scripts/stack.sh start DIR [PG_PORT KAFKA_PORT]
 #                                     start both under DIR; writes DIR/env
 #   scripts/stack.sh stop DIR         stop both
@@ -29,6 +32,8 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$HERE/kafka/pom.xml")
 CACHE=${AGENTFLOW_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/agentflow}
 KAFKA_JARS=$CACHE/kafka-$KAFKA_VERSION
+# npm packages of the console's browser tests (crates/api/ui-tests).
+CONSOLE_NPM=$CACHE/console-npm
 # Small heap: a test or dev broker holds little; Kafka's own scripts default to 1 GiB.
 KAFKA_HEAP_OPTS=${KAFKA_HEAP_OPTS:--Xms128m -Xmx512m}
 
@@ -55,6 +60,9 @@ install() {
   if [ "$for_tests" = test ]; then
     command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
     command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+    # The console's browser tests: headless Chromium driven by Node.js.
+    command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+    command -v npm >/dev/null 2>&1 || missing+=(nodejs npm)
   fi
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]} from Debian packages"
@@ -69,6 +77,15 @@ install() {
       -DincludeScope=runtime -DoutputDirectory="$KAFKA_JARS.tmp" >&2
     rm -rf "$KAFKA_JARS" && mv "$KAFKA_JARS.tmp" "$KAFKA_JARS"
     touch "$KAFKA_JARS/.complete"
+  fi
+  if [ "$for_tests" = test ] && [ ! -f "$CONSOLE_NPM/.complete" ]; then
+    log "installing playwright-core and axe-core from npm into $CONSOLE_NPM (once)"
+    rm -rf "$CONSOLE_NPM.tmp" && mkdir -p "$CONSOLE_NPM.tmp"
+    cp "$HERE/../crates/api/ui-tests/package.json" "$HERE/../crates/api/ui-tests/package-lock.json" "$CONSOLE_NPM.tmp/" 2>/dev/null \
+      || cp "$HERE/../crates/api/ui-tests/package.json" "$CONSOLE_NPM.tmp/"
+    (cd "$CONSOLE_NPM.tmp" && npm install --silent --no-audit --no-fund >&2)
+    rm -rf "$CONSOLE_NPM" && mv "$CONSOLE_NPM.tmp" "$CONSOLE_NPM"
+    touch "$CONSOLE_NPM/.complete"
   fi
   if [ "$for_tests" = test ] && ! cargo nextest --version >/dev/null 2>&1; then
     log "building cargo-nextest (once, a few minutes)"

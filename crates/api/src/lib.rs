@@ -7,6 +7,7 @@ mod auth;
 mod error;
 pub mod openapi;
 mod routes;
+pub mod ui;
 mod views;
 
 use std::future::Future;
@@ -94,12 +95,15 @@ pub struct AppState {
 
 pub struct ApiConfig {
     pub max_body_bytes: usize,
+    /// Serve `POST /ui/dev-token` (a token for anyone who asks): only
+    /// `agentflow dev` sets it.
+    pub dev_sign_in: bool,
 }
 
 /// The routes and the OpenAPI document, built from one list (every route
 /// goes through `routes!`, which documents it).
 pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    use routes::{ops, steering, workflows};
+    use routes::{ops, steering, stream, workflows};
     let (router, mut doc) = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .routes(routes!(workflows::create))
         .routes(routes!(workflows::list))
@@ -110,6 +114,8 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(steering::resume))
         .routes(routes!(steering::signal))
         .routes(routes!(workflows::events))
+        .routes(routes!(stream::workflow))
+        .routes(routes!(stream::list))
         .routes(routes!(ops::healthz))
         .routes(routes!(ops::readyz))
         .routes(routes!(ops::metrics))
@@ -120,6 +126,15 @@ pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
     (router, doc)
 }
 
+/// Answers carry workflows' data and are asked for with a token: no cache
+/// (the browser's included) keeps them.
+async fn no_store(mut r: axum::response::Response) -> axum::response::Response {
+    r.headers_mut()
+        .entry(axum::http::header::CACHE_CONTROL)
+        .or_insert(axum::http::HeaderValue::from_static("no-store"));
+    r
+}
+
 pub fn router(state: AppState, config: &ApiConfig) -> Router {
     let (router, doc) = routes();
     let doc = routes::ops::OpenApiJson(Arc::new(
@@ -127,7 +142,9 @@ pub fn router(state: AppState, config: &ApiConfig) -> Router {
             .expect("the OpenAPI document serialises"),
     ));
     router
+        .merge(ui::routes(config.dev_sign_in))
         .fallback(routes::ops::not_found)
+        .layer(axum::middleware::map_response(no_store))
         .layer(Extension(doc))
         .layer(DefaultBodyLimit::max(config.max_body_bytes))
         .with_state(state)

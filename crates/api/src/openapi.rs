@@ -225,6 +225,19 @@ pub struct ListQuery {
     /// `next_cursor` of the previous page (empty: the first page).
     #[param(pattern = "^(?:-?[0-9]{1,16}\\.[0-9a-fA-F]{32})?$", max_length = 50)]
     pub cursor: Option<String>,
+    /// Only the workflows whose name contains this, ignoring case.
+    #[param(pattern = "^[^\\u0000]*$", max_length = 255)]
+    pub name: Option<String>,
+}
+
+/// `GET /workflows/{id}/stream`'s headers.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct StreamHeaders {
+    /// Resume after this event: the `id:` of the last record received
+    /// (records after it are sent; none twice, none lost).
+    #[param(rename = "Last-Event-ID", value_type = i64, required = false, minimum = -1)]
+    pub last_event_id: Option<i64>,
 }
 
 /// `GET /workflows/{id}`'s query.

@@ -1,7 +1,8 @@
 //! `agentflow dev`: a whole local stack with no manual set-up. Starts
 //! Postgres and the broker (via `scripts/stack.sh`, data in `.dev/`), the
-//! mock agents for the guide's example agents, and `serve`; prints a dev token
-//! and curl lines. Run it from a checkout (scripts/dev.sh builds and runs it).
+//! mock agents for the guide's example agents, and `serve` (with the web
+//! console's one-click dev sign-in); prints the console's address, a dev
+//! token and curl lines. Run it from a checkout (scripts/dev.sh builds and runs it).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -76,7 +77,7 @@ pub async fn run(mut config: Config, args: DevArgs) -> anyhow::Result<()> {
         Duration::from_millis(args.mock_latency_ms),
     )?;
     let token = agentflow_api::Jwt::new(config.jwt_secret.as_bytes()).mint(
-        42,
+        agentflow_api::ui::DEV_USER,
         false,
         Duration::from_secs(7 * 86400),
     );
@@ -84,6 +85,7 @@ pub async fn run(mut config: Config, args: DevArgs) -> anyhow::Result<()> {
     println!(
         r#"
 agentflow dev stack
+  console      http://{addr}/ui   (press "Dev sign-in": user 42)
   API          http://{addr}
   mock agents  http://{mock}/agents/{{agent}}
   Postgres     {db}
@@ -110,5 +112,7 @@ agentflow dev stack
         brokers = config.kafka_brokers,
         topic = config.topic,
     );
-    serve::run(config, ServeArgs::default()).await
+    let mut args = ServeArgs::default();
+    args.dev_sign_in = true;
+    serve::run(config, args).await
 }

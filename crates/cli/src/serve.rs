@@ -28,6 +28,10 @@ pub struct ServeArgs {
     /// Print the effective configuration (secrets hidden) and exit.
     #[arg(long)]
     dump_config: bool,
+    /// Offer the console's one-click dev sign-in (set by `agentflow dev`
+    /// only, never a flag).
+    #[arg(skip)]
+    pub dev_sign_in: bool,
 }
 
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {
@@ -197,6 +201,7 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
             state,
             &ApiConfig {
                 max_body_bytes: config.max_body_bytes,
+                dev_sign_in: args.dev_sign_in,
             },
         );
         let listener = tokio::net::TcpListener::bind(&config.http_addr)

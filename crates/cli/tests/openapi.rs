@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::{Stack, pipeline};
 use serde_json::{Value, json};
 
-const OPERATIONS: [(&str, &str); 13] = [
+const OPERATIONS: [(&str, &str); 15] = [
     ("post", "/workflows/create"),
     ("get", "/workflows/list"),
     ("get", "/workflows/{id}"),
@@ -21,6 +21,8 @@ const OPERATIONS: [(&str, &str); 13] = [
     ("post", "/workflows/{id}/resume"),
     ("post", "/workflows/{id}/signals/{name}"),
     ("get", "/workflows/{id}/events"),
+    ("get", "/workflows/{id}/stream"),
+    ("get", "/workflows/stream"),
     ("get", "/healthz"),
     ("get", "/readyz"),
     ("get", "/metrics"),
@@ -100,11 +102,24 @@ async fn the_document_covers_every_route_and_real_answers_match_it() {
     let some_id = uuid::Uuid::now_v7().to_string();
     for (method, path) in OPERATIONS {
         let path = path.replace("{id}", &some_id);
-        let (st, body) = s.req(&method.to_uppercase(), &path, Some(&t), None).await;
-        assert_ne!(
-            body["error"]["message"], "no such route",
-            "{method} {path}: {st}"
-        );
+        if path == "/workflows/stream" {
+            // An event stream that does not end: its head is enough.
+            let resp = s
+                .http
+                .get(format!("{}{path}", s.base))
+                .bearer_auth(&t)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            assert_eq!(resp.headers()["content-type"], "text/event-stream");
+        } else {
+            let (st, body) = s.req(&method.to_uppercase(), &path, Some(&t), None).await;
+            assert_ne!(
+                body["error"]["message"], "no such route",
+                "{method} {path}: {st}"
+            );
+        }
         for other in ["GET", "POST", "PUT", "DELETE", "PATCH"] {
             if other.to_lowercase() != method
                 && !OPERATIONS.contains(&(other.to_lowercase().as_str(), path.as_str()))

@@ -19,7 +19,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 pub use progress::{Progress, WorkflowWatch};
 pub use projection::{BatchOutcome, Positioned, ProjectionCache};
 pub use quarantine::QuarantinedRecord;
-pub use queries::{Cursor, ListFilter, Projected, WorkflowHead, WorkflowSummary};
+pub use queries::{Changed, Cursor, ListFilter, Projected, WorkflowHead, WorkflowSummary};
 pub use snapshot::PartitionSnapshot;
 
 #[derive(Debug, thiserror::Error)]

@@ -157,6 +157,13 @@ impl Progress {
         }
     }
 
+    /// How far the in-process projector has come, partition → next offset:
+    /// changes whenever it commits a batch (a stream of a workflow's records
+    /// wakes on it). Nothing changes here when another process projects.
+    pub fn offsets(&self) -> watch::Receiver<HashMap<i32, i64>> {
+        self.tx.subscribe()
+    }
+
     /// Records that partitions are projected up to (excluding) these offsets.
     pub fn advance(&self, next_offsets: &[(i32, i64)]) {
         self.tx.send_if_modified(|m| {

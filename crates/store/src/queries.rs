@@ -38,6 +38,8 @@ pub struct ListFilter {
     /// `None`: every user's (admins).
     pub user: Option<UserId>,
     pub status: Option<WorkflowStatus>,
+    /// Only the workflows whose name contains this (case-insensitive).
+    pub name: Option<String>,
     pub limit: u32,
     pub after: Option<Cursor>,
 }
@@ -52,6 +54,29 @@ pub struct WorkflowSummary {
     pub created_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A workflow's summary as of a change (see [`Store::changed_since`]).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Changed {
+    #[sqlx(flatten)]
+    pub summary: WorkflowSummary,
+    pub seq: i64,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// `%text%` for `ILIKE`, with `%`, `_` and `\` in `text` taken literally.
+fn like_pattern(text: &str) -> String {
+    let mut p = String::with_capacity(text.len() + 2);
+    p.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
 }
 
 impl WorkflowSummary {
@@ -155,6 +180,7 @@ impl Store {
              WHERE ($1::bigint IS NULL OR user_id = $1)
                AND ($2::text IS NULL OR status = $2)
                AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4))
+               AND ($6::text IS NULL OR name ILIKE $6 ESCAPE '\\')
              ORDER BY created_at DESC, id DESC
              LIMIT $5",
         )
@@ -163,6 +189,7 @@ impl Store {
         .bind(filter.after.map(|c| c.created_at))
         .bind(filter.after.map(|c| c.id))
         .bind(i64::from(filter.limit))
+        .bind(filter.name.as_deref().map(like_pattern))
         .fetch_all(self.pool())
         .await
         .map_err(StoreError::classify)
@@ -288,6 +315,78 @@ impl Store {
                     .map_err(|e| StoreError::Corrupt(format!("workflow_events of {id}: {e}")))
             })
             .collect()
+    }
+
+    /// The workflow's records after `after_offset` (its partition's offset;
+    /// -1 for all), in log order, at most `limit`, with whether the fold
+    /// applied each: a page of the audit trail, for a stream that follows it.
+    pub async fn workflow_events_after(
+        &self,
+        topic: &str,
+        id: WorkflowId,
+        after_offset: i64,
+        limit: u32,
+    ) -> Result<Vec<(i64, Record, bool)>, StoreError> {
+        let rows: Vec<(i64, String, bool)> = sqlx::query_as(
+            "SELECT log_offset, record, applied FROM workflow_events
+             WHERE topic = $1 AND workflow_id = $2 AND log_offset > $3
+             ORDER BY log_offset LIMIT $4",
+        )
+        .bind(topic)
+        .bind(id.as_uuid())
+        .bind(after_offset)
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await
+        .map_err(StoreError::classify)?;
+        rows.into_iter()
+            .map(|(offset, json, applied)| {
+                Record::from_bytes(json.as_bytes())
+                    .map(|r| (offset, r, applied))
+                    .map_err(|e| StoreError::Corrupt(format!("workflow_events of {id}: {e}")))
+            })
+            .collect()
+    }
+
+    /// How many of a user's workflows (every user's: `None`) are in each
+    /// status.
+    pub async fn counts_by_status(
+        &self,
+        user: Option<UserId>,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        sqlx::query_as(
+            "SELECT status, count(*) FROM workflows
+             WHERE ($1::bigint IS NULL OR user_id = $1) GROUP BY status",
+        )
+        .bind(user.map(|u| u.0))
+        .fetch_all(self.pool())
+        .await
+        .map_err(StoreError::classify)
+    }
+
+    /// A user's workflows (every user's: `None`) whose row the projector
+    /// wrote after `since`, oldest change first, at most `limit`: what a
+    /// live list must redraw.
+    pub async fn changed_since(
+        &self,
+        user: Option<UserId>,
+        since: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<Changed>, StoreError> {
+        sqlx::query_as(
+            "SELECT id, name, status, user_id, jsonb_array_length(tasks) AS task_count,
+                    created_at, started_at, finished_at, seq, updated_at
+             FROM workflows
+             WHERE updated_at > $2 AND ($1::bigint IS NULL OR user_id = $1)
+             ORDER BY updated_at, id
+             LIMIT $3",
+        )
+        .bind(user.map(|u| u.0))
+        .bind(since)
+        .bind(i64::from(limit))
+        .fetch_all(self.pool())
+        .await
+        .map_err(StoreError::classify)
     }
 
     /// How many workflows are in each status (for the active-count gauge).

@@ -1,4 +1,5 @@
 mod lookup;
 pub mod ops;
 pub mod steering;
+pub mod stream;
 pub mod workflows;

@@ -505,7 +505,7 @@ pub async fn list(
             WorkflowStatus::parse(v).ok_or_else(|| {
                 ApiError::bad_request(
                     "invalid_status",
-                    "status must be one of pending, running, completed, failed, cancelled",
+                    "status must be one of pending, running, waiting, paused, completed, failed, cancelled",
                 )
             })
         })
@@ -532,9 +532,24 @@ pub async fn list(
             })
         })
         .transpose()?;
+    let name = q
+        .get("name")
+        .filter(|n| !n.is_empty())
+        .map(|n| {
+            if n.chars().count() > 255 || n.contains('\0') {
+                Err(ApiError::bad_request(
+                    "invalid_name",
+                    "name must be at most 255 characters, without U+0000",
+                ))
+            } else {
+                Ok(n.clone())
+            }
+        })
+        .transpose()?;
     let filter = ListFilter {
         user: (!caller.admin).then_some(caller.user),
         status,
+        name,
         // One more than asked tells whether there is a next page.
         limit: limit + 1,
         after,
