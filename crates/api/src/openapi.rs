@@ -498,6 +498,17 @@ pub struct QuarantinedView {
     pub reason: String,
 }
 
+/// One Server-Sent Event of a stream, as a client parses it: `data` is JSON
+/// text (an audit entry, a view, counts), `event` its kind, `id` the
+/// position to resume from (`Last-Event-ID`).
+#[derive(Serialize, ToSchema)]
+pub struct SseEvent {
+    pub data: String,
+    pub event: Option<String>,
+    pub id: Option<String>,
+    pub retry: Option<u64>,
+}
+
 /// A signal's body: any JSON without NUL.
 pub struct SignalBody;
 
@@ -548,6 +559,9 @@ pub struct StepView {
     pub duration_ms: u64,
     /// Iterations run (a loop's), or 1 once done.
     pub iteration: u32,
+    /// What its agent call was sent (a loop's: its last or coming
+    /// iteration's), once its parents are done.
+    pub input: Option<Value>,
     /// The output (a loop's last iteration's; a wait's signal body).
     pub output: Option<Value>,
     /// A loop's outputs, one per iteration.

@@ -37,6 +37,17 @@ pub fn workflow(st: &WorkflowState) -> Value {
                 "duration_ms": s.duration_ms,
                 "iteration": s.iteration,
             });
+            // What its (last) call was sent: rendered again from the state,
+            // which is exact (see `WorkflowState::call_input`).
+            let last = s.iteration.max(1);
+            let next = if s.status == StepStatus::Pending {
+                s.iteration + 1
+            } else {
+                last
+            };
+            if let Some(input) = st.call_input(i, next) {
+                t["input"] = input;
+            }
             if let Some(o) = &s.output {
                 t["output"] = o.clone();
             }

@@ -441,6 +441,7 @@ function stepDetails(w, open) {
       h('summary', {}, h('strong', { text: t.id }), ' ', badge(t.status), ' ', h('span', { class: 'muted', text: facts.join(' · ') })),
       t.after && t.after.length ? h('p', { class: 'muted', text: 'after ' + t.after.join(', ') }) : null,
       t.error ? h('div', {}, h('h3', { text: 'Error' }), jsonBlock(t.error)) : null,
+      'input' in t ? h('div', {}, h('h3', { text: 'Input' }), jsonBlock(t.input)) : null,
       h('h3', { text: 'Output' }), 'output' in t ? jsonBlock(t.output) : h('p', { class: 'muted', text: 'none yet' }),
       t.iterations && t.iterations.length > 1 ? h('div', {}, h('h3', { text: 'Every iteration' }), jsonBlock(t.iterations)) : null);
     d.addEventListener('toggle', () => { if (d.open) open.add(t.id); else open.delete(t.id); });

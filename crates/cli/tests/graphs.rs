@@ -90,6 +90,7 @@ async fn a_fan_out_runs_its_steps_at_once_and_the_join_waits_for_all() {
     assert_eq!(w["status"], "completed", "{w}");
     let report = step(&w, "report");
     assert_eq!(report["after"], json!(["web", "papers", "news"]));
+    assert_eq!(report["input"], report["output"]["input"]);
     assert_eq!(
         report["output"]["input"],
         json!({"web": "tides", "n": "news"})
@@ -237,6 +238,12 @@ async fn a_loop_runs_until_its_condition_holds_and_keeps_every_iteration() {
     assert_eq!(
         step(&w, "publish")["output"]["input"]["final"]["input"]["n"],
         3
+    );
+    // The view shows what each call was sent (the mock echoes it).
+    assert_eq!(revise["input"], iterations[2]["input"]);
+    assert_eq!(
+        step(&w, "publish")["input"],
+        step(&w, "publish")["output"]["input"]
     );
     let untils: Vec<Value> = events(&s, &t, &id)
         .await

@@ -41,7 +41,8 @@ async fn content_pipeline_chains_each_output_into_the_next_input() {
     assert_eq!(
         w["tasks"][0],
         json!({"step": 1, "id": "step_1", "after": [], "kind": "agent", "agent": CONTENT[0],
-               "status": "pending", "attempts": 0, "duration_ms": 0, "iteration": 0})
+               "status": "pending", "attempts": 0, "duration_ms": 0, "iteration": 0,
+               "input": {"topic": "AI in healthcare", "format": "blog_post"}})
     );
 
     let (st, ex) = s.execute(&t, &id).await;

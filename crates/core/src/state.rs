@@ -368,13 +368,40 @@ impl WorkflowState {
 
     /// Step `i`'s input for its next call, rendered from its template.
     pub fn render_input(&self, i: usize) -> Value {
-        let iteration = self.steps[i].iteration + 1;
+        self.input_of(i, self.steps[i].iteration + 1)
+    }
+
+    /// The input step `i` was (or is to be) called with on iteration
+    /// `iteration`: its template over its ancestors' outputs (final once it
+    /// may run) and, for a loop, its own output of the iteration before.
+    /// `None` for a step that is not an agent call or cannot run yet.
+    pub fn call_input(&self, i: usize, iteration: u32) -> Option<Value> {
+        let s = &self.steps[i];
+        let began = s.iteration > 0
+            || s.status == StepStatus::Failed
+            || (s.status == StepStatus::Pending && self.parents_done(i) == Some(true));
+        (self.definition[i].agent.is_some() && began && iteration >= 1)
+            .then(|| self.input_of(i, iteration))
+    }
+
+    fn input_of(&self, i: usize, iteration: u32) -> Value {
+        // A loop's own output, as it was before this iteration.
+        let own = match iteration {
+            1 => None,
+            n if !self.steps[i].iterations.is_empty() => {
+                self.steps[i].iterations.get(n as usize - 2).cloned()
+            }
+            _ => self.steps[i].output.clone(),
+        };
         template::render(&self.definition[i].input, &|r| match r {
             Ref::PreviousOutput => self
                 .parents(i)
                 .next()
                 .and_then(|p| self.steps[p].output.clone())
                 .unwrap_or(Value::Null),
+            Ref::Step(id, path) if *id == self.steps[i].id.as_str() => own
+                .as_ref()
+                .map_or(Value::Null, |o| template::lookup(o, path)),
             Ref::Step(id, path) => self
                 .steps
                 .iter()

@@ -58,7 +58,7 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 #[utoipa::path(get, path = "/workflows/{id}/stream", tag = "workflows", security(("bearer" = [])),
     params(("id" = uuid::Uuid, Path, description = "Workflow id"), StreamHeaders),
     responses(
-        (status = 200, description = "Server-Sent Events: one per record (`id:` its position, `event:` its event_type, `data:` its audit entry), `event: state` with the workflow's view after each batch, `event: end` when it is finished", content_type = "text/event-stream", body = String),
+        (status = 200, description = "Server-Sent Events: one per record (`id:` its position, `event:` its event_type, `data:` its audit entry), `event: state` with the workflow's view after each batch, `event: end` when it is finished", content_type = "text/event-stream", body = crate::openapi::SseEvent),
         (status = 404, description = "No such workflow, or another user's", body = ErrorBody),
         (status = 409, description = "Its creation was quarantined (`projection_quarantined`)", body = ErrorBody),
         CommonErrors
@@ -279,7 +279,7 @@ fn error_event(e: &ApiError) -> Event {
 /// reloads its list. Comments keep it alive; it never ends on its own.
 #[utoipa::path(get, path = "/workflows/stream", tag = "workflows", security(("bearer" = [])),
     responses(
-        (status = 200, description = "Server-Sent Events: `counts`, then `workflow` (a changed workflow's summary) and `counts` as they change, `resync` when too many changed at once", content_type = "text/event-stream", body = String),
+        (status = 200, description = "Server-Sent Events: `counts`, then `workflow` (a changed workflow's summary) and `counts` as they change, `resync` when too many changed at once", content_type = "text/event-stream", body = crate::openapi::SseEvent),
         CommonErrors
     ))]
 pub async fn list(State(s): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
