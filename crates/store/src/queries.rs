@@ -299,22 +299,7 @@ impl Store {
         topic: &str,
         id: WorkflowId,
     ) -> Result<Vec<(i64, Record, bool)>, StoreError> {
-        let rows: Vec<(i64, String, bool)> = sqlx::query_as(
-            "SELECT log_offset, record, applied FROM workflow_events
-             WHERE topic = $1 AND workflow_id = $2 ORDER BY log_offset",
-        )
-        .bind(topic)
-        .bind(id.as_uuid())
-        .fetch_all(self.pool())
-        .await
-        .map_err(StoreError::classify)?;
-        rows.into_iter()
-            .map(|(offset, json, applied)| {
-                Record::from_bytes(json.as_bytes())
-                    .map(|r| (offset, r, applied))
-                    .map_err(|e| StoreError::Corrupt(format!("workflow_events of {id}: {e}")))
-            })
-            .collect()
+        self.workflow_events_after(topic, id, -1, u32::MAX).await
     }
 
     /// The workflow's records after `after_offset` (its partition's offset;
