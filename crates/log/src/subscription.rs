@@ -250,6 +250,13 @@ impl Ctx {
                 Ok(w) => return w,
                 Err(e) if !self.stop.load(Ordering::Relaxed) => {
                     tracing::warn!(partition, error = %e, "cannot read high watermark, retrying");
+                    // After every broker was down, this client's metadata may
+                    // no longer know the partition ("Local: Unknown
+                    // partition") and asking for watermarks does not refresh
+                    // it: ask for the topic's metadata, then try again.
+                    let _ = self
+                        .watermarks
+                        .fetch_metadata(Some(&self.topic), Duration::from_secs(5));
                     std::thread::sleep(delay);
                     delay = (delay * 2).min(Duration::from_secs(2));
                 }
