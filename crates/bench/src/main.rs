@@ -66,14 +66,7 @@ async fn hold(args: &Args, http: &reqwest::Client, token: &str, pid: u32) {
         tokio::spawn(async move {
             let (mut peak_rss, mut peak_running) = (0.0f64, 0u64);
             while !done.load(Ordering::Relaxed) {
-                let running = match http.get(format!("{base}/metrics")).send().await {
-                    Ok(r) => r.text().await.unwrap_or_default(),
-                    Err(_) => String::new(),
-                }
-                .lines()
-                .find(|l| l.starts_with("workflow_active_count "))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-                .unwrap_or(0.0) as u64;
+                let running = gauges(&http, &base, &["workflow_active_count"]).await[0] as u64;
                 let rss = rss_mib(pid);
                 if running > peak_running || rss > peak_rss + 16.0 {
                     println!(
@@ -207,20 +200,13 @@ async fn park(args: &Args, http: &reqwest::Client, token: &str) {
     }
     // Parked: each holds a timer on the engine instead of an actor.
     loop {
-        let text = match http.get(format!("{}/metrics", args.url)).send().await {
-            Ok(r) => r.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        };
-        let metric = |name: &str| {
-            text.lines()
-                .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-                .unwrap_or(0.0) as usize
-        };
-        let (timers, active) = (
-            metric("agentflow_engine_timers"),
-            metric("workflow_active_count"),
-        );
+        let g = gauges(
+            http,
+            &args.url,
+            &["agentflow_engine_timers", "workflow_active_count"],
+        )
+        .await;
+        let (timers, active) = (g[0] as usize, g[1] as usize);
         if timers >= args.n && active == 0 {
             break;
         }
@@ -235,6 +221,24 @@ async fn park(args: &Args, http: &reqwest::Client, token: &str) {
         args.n,
         started.elapsed().as_secs_f64()
     );
+}
+
+/// The server's gauges `names` from `/metrics` (0 when absent or
+/// unreachable).
+async fn gauges(http: &reqwest::Client, base: &str, names: &[&str]) -> Vec<f64> {
+    let text = match http.get(format!("{base}/metrics")).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    };
+    names
+        .iter()
+        .map(|name| {
+            text.lines()
+                .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        })
+        .collect()
 }
 
 fn pipeline(i: usize) -> Value {

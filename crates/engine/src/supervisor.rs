@@ -388,7 +388,7 @@ impl Supervisor {
         let Some((partition, st)) = state
             .partitions
             .iter()
-            .find_map(|(p, part)| part.workflows.get(&id).map(|s| (*p, s.clone())))
+            .find_map(|(p, part)| part.workflows.get(&id).map(|s| (*p, s)))
         else {
             return;
         };
@@ -397,13 +397,15 @@ impl Supervisor {
         }
         // A workflow that only waits (a sleep, a person) or is paused holds
         // no actor: only its state, and a timer when it has a time.
-        let actions = decide(&st, Utc::now());
+        let actions = decide(st, Utc::now());
         if actions.iter().all(|a| matches!(a, Action::WakeAt(_))) {
             if let Some(Action::WakeAt(t)) = actions.first() {
                 state.timers.insert((*t, id));
             }
             return;
         }
+        // Cloned only for an actor that will run.
+        let st = st.clone();
         match Actor::spawn_linked(
             None,
             WorkflowActor,
