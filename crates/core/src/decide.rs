@@ -201,7 +201,9 @@ fn evaluated(
 ) -> Action {
     let (result, error) = match outcome {
         Ok(b) => (b, None),
-        Err(e) => (false, Some(e)),
+        // CEL quotes the values it stumbled on (a map key built from a
+        // large output, say): the record keeps a bounded part.
+        Err(e) => (false, Some(crate::bounds::message(&e))),
     };
     append(Event::ConditionEvaluated {
         step,

@@ -8,6 +8,7 @@
 //! audit tooling all use this same fold, so they can never disagree.
 
 pub mod audit;
+pub mod bounds;
 pub mod command;
 pub mod decide;
 pub mod definition;

@@ -380,20 +380,20 @@ impl Event {
         resolve: ResolveOutput<'_>,
     ) -> Result<Self, RecordError> {
         let bad = |e: serde_json::Error| RecordError::Data(event_type.to_owned(), e.to_string());
-        if event_type == "agent.executed"
+        if let Some(field) = offloaded_field(event_type)
             && let Some(obj) = data.as_object_mut()
-            && let Some(r) = obj.remove("output_ref")
+            && let Some(r) = obj.remove(&format!("{field}_ref"))
         {
-            // An output kept out of the record: put it back in place.
+            // A value kept out of the record: put it back in place.
             let r: OutputRef = serde_json::from_value(r).map_err(bad)?;
-            if obj.contains_key("output") {
+            if obj.contains_key(field) {
                 return Err(RecordError::Data(
                     event_type.to_owned(),
-                    "both output and output_ref".into(),
+                    format!("both {field} and {field}_ref"),
                 ));
             }
-            let output = resolve(&r).map_err(|e| RecordError::Payload(r.sha256, e))?;
-            obj.insert("output".into(), output);
+            let value = resolve(&r).map_err(|e| RecordError::Payload(r.sha256, e))?;
+            obj.insert(field.into(), value);
         }
         match version {
             1 => v1::upcast(event_type, data).map_err(bad),
@@ -401,6 +401,16 @@ impl Event {
             other => Err(RecordError::Version(other)),
         }
         .and_then(|e| e.ok_or_else(|| RecordError::UnknownType(event_type.to_owned())))
+    }
+}
+
+/// The field of `data` that may be kept out of a record of this type (see
+/// [`Record::output`]); the record then carries `{field}_ref` instead.
+fn offloaded_field(event_type: &str) -> Option<&'static str> {
+    match event_type {
+        "agent.executed" | "wait.completed" => Some("output"),
+        "signal.received" => Some("payload"),
+        _ => None,
     }
 }
 
@@ -849,36 +859,44 @@ impl Record {
         self.to_json_string().into_bytes()
     }
 
-    /// The output's JSON text when this is a step's result whose output is
-    /// longer than `inline` bytes: it is then to be kept out of the record
-    /// (see [`OutputRef`] and [`Self::to_bytes_with_ref`]).
+    /// The value this record carries that may be kept out of it: a step's
+    /// output (`agent.executed`; `wait.completed`, whose output is a
+    /// signal's body or a timeout's value) or a signal's body
+    /// (`signal.received`). Agents and users control its size, up to
+    /// `max_output_bytes` and `max_body_bytes`, more than a broker takes in
+    /// one message.
+    pub fn output(&self) -> Option<&Value> {
+        match &self.event {
+            Event::AgentExecuted { output, .. } | Event::WaitCompleted { output, .. } => {
+                Some(output)
+            }
+            Event::SignalReceived { payload, .. } => Some(payload),
+            _ => None,
+        }
+    }
+
+    /// The JSON text of [`Self::output`] when it is longer than `inline`
+    /// bytes: it is then to be kept out of the record (see [`OutputRef`] and
+    /// [`Self::to_bytes_with_ref`]).
     pub fn large_output(&self, inline: usize) -> Option<Vec<u8>> {
-        let Event::AgentExecuted { output, .. } = &self.event else {
-            return None;
-        };
-        let text = serde_json::to_vec(output).expect("JSON values serialise");
+        let text = serde_json::to_vec(self.output()?).expect("JSON values serialise");
         (text.len() > inline).then_some(text)
     }
 
-    /// The record as it is in the log with its output replaced by `r`
-    /// (`data.output_ref`). Only for `agent.executed`.
+    /// The record as it is in the log with [`Self::output`] replaced by `r`
+    /// (`data.output_ref`, or `data.payload_ref` for a signal).
     pub fn to_bytes_with_ref(&self, r: &OutputRef) -> Vec<u8> {
-        let Event::AgentExecuted {
-            step,
-            iteration,
-            agent,
-            attempts,
-            duration_ms,
-            ..
-        } = &self.event
-        else {
+        let mut data = self.event.to_data();
+        let field = offloaded_field(self.event_type());
+        let (Some(obj), Some(field)) = (data.as_object_mut(), field) else {
             return self.to_bytes();
         };
-        let mut wire = self.wire_with(Value::Null);
-        wire.data = serde_json::json!({
-            "step": step, "iteration": iteration, "agent": agent, "output_ref": r,
-            "attempts": attempts, "duration_ms": duration_ms,
-        });
+        obj.remove(field);
+        obj.insert(
+            format!("{field}_ref"),
+            serde_json::to_value(r).expect("a reference serialises"),
+        );
+        let wire = self.wire_with(data);
         serde_json::to_vec(&wire).expect("a record always serialises")
     }
 

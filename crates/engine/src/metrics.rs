@@ -15,6 +15,9 @@ pub const STALLS: &str = "agentflow_engine_stalls_total";
 pub const CONDITIONS: &str = "agentflow_conditions_evaluated_total";
 pub const SIGNALS: &str = "agentflow_signals_received_total";
 pub const TIMERS: &str = "agentflow_engine_timers";
+pub const RECORDS_REFUSED: &str = "agentflow_engine_records_refused_total";
+pub const ACTOR_RESTARTS: &str = "agentflow_engine_actor_restarts_total";
+pub const PARKED: &str = "agentflow_engine_workflows_parked";
 
 pub fn describe() {
     metrics::describe_counter!(
@@ -64,6 +67,18 @@ pub fn describe() {
     metrics::describe_gauge!(
         TIMERS,
         "Idle workflows (sleeping, or waiting with a timeout) this node holds a timer for, with no actor."
+    );
+    metrics::describe_counter!(
+        RECORDS_REFUSED,
+        "Records the event log refused for good (over the broker's message limit, or not permitted), by event_type; the step they were about failed instead."
+    );
+    metrics::describe_counter!(
+        ACTOR_RESTARTS,
+        "Workflow actors that failed or stopped on an error and were started again after a backoff."
+    );
+    metrics::describe_gauge!(
+        PARKED,
+        "Workflows whose actor failed too many times in a row: not started again until a user acts on them (cancel, resume, signal, execute) or the node restarts."
     );
     metrics::describe_gauge!(
         PARTITIONS_REPLAYING,

@@ -63,6 +63,8 @@ pub struct SupervisorState {
     joined: bool,
     /// Pending workflows in the owned partitions.
     pending: i64,
+    /// Workflows whose actors ended on an error, one after another.
+    restarts: Restarts,
 }
 
 pub enum SupervisorMsg {
@@ -98,6 +100,7 @@ impl Actor for Supervisor {
             handing_over: HashMap::new(),
             joined: false,
             pending: 0,
+            restarts: Restarts::default(),
         })
     }
 
@@ -219,17 +222,23 @@ impl Actor for Supervisor {
     ) -> Result<(), ActorProcessingErr> {
         // Never stop because a child did: that is the point of supervising.
         match evt {
-            SupervisionEvent::ActorTerminated(cell, _, _) => {
+            SupervisionEvent::ActorTerminated(cell, _, None) => {
                 // An actor stops when its workflow is no longer running; if
                 // a record it never saw started it again, start a new one.
                 if let Some(id) = self.forget(state, &cell) {
                     self.ensure_child(&myself, state, id).await;
                 }
             }
+            // Stopped on an error, or failed: started again from the log,
+            // after a delay that grows with each failure in a row.
+            SupervisionEvent::ActorTerminated(cell, _, Some(err)) => {
+                if let Some(id) = self.forget(state, &cell) {
+                    self.restart_later(state, id, &err);
+                }
+            }
             SupervisionEvent::ActorFailed(cell, err) => {
                 if let Some(id) = self.forget(state, &cell) {
-                    tracing::error!(workflow_id = %id, error = %err, "workflow actor failed; restarting from the log");
-                    self.ensure_child(&myself, state, id).await;
+                    self.restart_later(state, id, &err.to_string());
                 }
             }
             _ => {}
@@ -240,6 +249,27 @@ impl Actor for Supervisor {
 }
 
 impl Supervisor {
+    /// A workflow's actor ended on `err`: start it again once its backoff
+    /// has passed (a timer, see `Tick`), or park it after too many failures
+    /// in a row.
+    fn restart_later(&self, state: &mut SupervisorState, id: WorkflowId, err: &str) {
+        metrics::counter!(m::ACTOR_RESTARTS).increment(1);
+        match state.restarts.failed(id, Utc::now()) {
+            Some(at) => {
+                if let Some(suppressed) = ACTOR_FAILED_LOG.allow() {
+                    tracing::error!(workflow_id = %id, error = %err, restart_at = %at, suppressed,
+                        "workflow actor failed; starting it again from the log after a backoff");
+                }
+                state.timers.insert((at, id));
+            }
+            None => {
+                tracing::error!(workflow_id = %id, error = %err, failures = RESTART_LIMIT,
+                    "workflow actor failed too many times in a row; parked until a user acts on it (cancel, resume, signal, execute) or the node restarts");
+                metrics::gauge!(m::PARKED).set(state.restarts.parked() as f64);
+            }
+        }
+    }
+
     fn forget(&self, state: &mut SupervisorState, cell: &ActorCell) -> Option<WorkflowId> {
         state.handing_over.remove(&cell.get_id());
         let id = state.by_actor.remove(&cell.get_id())?;
@@ -299,6 +329,13 @@ impl Supervisor {
         if applied.is_ok() && was != now {
             let pending = |s: Option<WorkflowStatus>| i64::from(s == Some(WorkflowStatus::Pending));
             state.pending += pending(now) - pending(was);
+        }
+        if applied.is_ok() && live {
+            // A user's command gives a parked workflow another chance; a
+            // record that moves it on shows its actor works again.
+            if state.restarts.on_record(id, rec.event.is_chained()) {
+                metrics::gauge!(m::PARKED).set(state.restarts.parked() as f64);
+            }
         }
         if let Some(st) = slot {
             if applied.is_ok() && live {
@@ -384,6 +421,9 @@ impl Supervisor {
     ) {
         if state.draining || state.children.contains_key(&id) {
             return;
+        }
+        if !state.restarts.may_start(id, Utc::now()) {
+            return; // its timer starts it, or a user's command
         }
         let Some((partition, st)) = state
             .partitions
@@ -477,5 +517,121 @@ fn record_metrics(was: Option<WorkflowStatus>, st: &WorkflowState) {
             metrics::histogram!(m::WORKFLOW_DURATION, "workflow" => m::workflow_label(&st.name))
                 .record(secs);
         }
+    }
+}
+
+/// After this many failures in a row a workflow's actor is not started
+/// again until a user acts on the workflow (or the node restarts).
+const RESTART_LIMIT: u32 = 8;
+/// The first restart's delay; each failure in a row doubles it, up to
+/// [`RESTART_MAX_DELAY`].
+const RESTART_BASE_DELAY: chrono::Duration = chrono::Duration::milliseconds(250);
+const RESTART_MAX_DELAY: chrono::Duration = chrono::Duration::seconds(60);
+
+static ACTOR_FAILED_LOG: agentflow_log::Throttle = agentflow_log::Throttle::per_second(2);
+
+/// Failures in a row of each workflow's actors: when the next may start,
+/// and which are parked. A workflow that failed once and then moved on is
+/// forgotten, so the map holds only workflows in trouble.
+#[derive(Default)]
+struct Restarts {
+    by_workflow: HashMap<WorkflowId, Failing>,
+}
+
+struct Failing {
+    failures: u32,
+    /// `None`: parked.
+    not_before: Option<DateTime<Utc>>,
+}
+
+impl Restarts {
+    /// Counts a failure; when the next actor may start, or `None` if the
+    /// workflow is parked now.
+    fn failed(&mut self, id: WorkflowId, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let f = self.by_workflow.entry(id).or_insert(Failing {
+            failures: 0,
+            not_before: None,
+        });
+        f.failures += 1;
+        f.not_before = (f.failures < RESTART_LIMIT).then(|| {
+            let doublings = (f.failures - 1).min(16);
+            now + (RESTART_BASE_DELAY * (1 << doublings)).min(RESTART_MAX_DELAY)
+        });
+        f.not_before
+    }
+
+    fn may_start(&self, id: WorkflowId, now: DateTime<Utc>) -> bool {
+        self.by_workflow
+            .get(&id)
+            .is_none_or(|f| f.not_before.is_some_and(|t| t <= now))
+    }
+
+    /// A record of the workflow was folded: a command (not chained) lifts a
+    /// park (the count stays, so a new failure parks it again at once); a
+    /// chained record is progress, and forgets the failures. Whether the
+    /// number parked changed.
+    fn on_record(&mut self, id: WorkflowId, chained: bool) -> bool {
+        let Some(f) = self.by_workflow.get_mut(&id) else {
+            return false;
+        };
+        let was_parked = f.not_before.is_none();
+        if chained {
+            self.by_workflow.remove(&id);
+        } else if was_parked {
+            f.failures = RESTART_LIMIT - 1;
+            f.not_before = Some(DateTime::<Utc>::MIN_UTC);
+        }
+        was_parked
+    }
+
+    fn parked(&self) -> usize {
+        self.by_workflow
+            .values()
+            .filter(|f| f.not_before.is_none())
+            .count()
+    }
+}
+
+#[cfg(test)]
+mod restart_tests {
+    use super::*;
+
+    #[test]
+    fn failures_in_a_row_back_off_then_park() {
+        let mut r = Restarts::default();
+        let id = WorkflowId::new();
+        let now = Utc::now();
+        let mut delays = vec![];
+        for _ in 1..RESTART_LIMIT {
+            let at = r.failed(id, now).expect("not parked yet");
+            assert!(!r.may_start(id, now), "started before its backoff");
+            assert!(r.may_start(id, at));
+            delays.push((at - now).num_milliseconds());
+        }
+        assert_eq!(delays, [250, 500, 1000, 2000, 4000, 8000, 16000]);
+        assert_eq!(r.failed(id, now), None, "parked after {RESTART_LIMIT}");
+        assert!(!r.may_start(id, now + chrono::Duration::days(1)));
+        assert_eq!(r.parked(), 1);
+        // A user's command: one more try; failing again parks at once.
+        assert!(r.on_record(id, false));
+        assert!(r.may_start(id, now));
+        assert_eq!(r.failed(id, now), None);
+        // Progress forgets it.
+        assert!(r.on_record(id, true));
+        assert!(r.may_start(id, now));
+        assert_eq!(r.parked(), 0);
+        assert!(r.failed(id, now).is_some());
+    }
+
+    #[test]
+    fn the_delay_is_capped() {
+        let mut r = Restarts::default();
+        let id = WorkflowId::new();
+        let now = Utc::now();
+        let mut last = now;
+        for _ in 1..RESTART_LIMIT {
+            last = r.failed(id, now).unwrap();
+        }
+        assert!(last - now <= RESTART_MAX_DELAY);
     }
 }

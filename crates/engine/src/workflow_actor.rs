@@ -84,6 +84,12 @@ pub struct WorkflowActorState {
     /// Set once a cancel is asked: the calls in flight make no more
     /// attempts.
     give_up: Arc<AtomicBool>,
+    /// The log refused a record for good and this actor appended a small
+    /// `step.failed` in its place, at this seq: its own state is not the
+    /// log's any more. It does nothing until the log shows a record at or
+    /// past that seq, then stops, and the supervisor starts the workflow
+    /// again from its fold of the log.
+    rebuild_at: Option<u64>,
 }
 
 impl Actor for WorkflowActor {
@@ -105,6 +111,7 @@ impl Actor for WorkflowActor {
             in_flight: HashMap::new(),
             timer: None,
             give_up: Arc::new(AtomicBool::new(false)),
+            rebuild_at: None,
         })
     }
 
@@ -115,6 +122,12 @@ impl Actor for WorkflowActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
+            WorkflowMsg::Record(rec) if state.rebuild_at.is_some() => {
+                if state.rebuild_at.is_some_and(|at| rec.seq >= at) {
+                    myself.stop(None);
+                }
+                Ok(())
+            }
             WorkflowMsg::Record(rec) if !rec.event.is_chained() => {
                 // A command (cancel, pause, resume, signal): it flags the
                 // state, takes no seq.
@@ -194,6 +207,9 @@ impl WorkflowActor {
         myself: &ActorRef<WorkflowMsg>,
         state: &mut WorkflowActorState,
     ) -> Result<(), ActorProcessingErr> {
+        if state.rebuild_at.is_some() {
+            return Ok(()); // waiting for the log (see `rebuild_at`)
+        }
         let Some(st) = state.st.as_ref() else {
             myself.stop(None);
             return Ok(());
@@ -288,6 +304,11 @@ impl WorkflowActor {
         done: CallDone,
     ) -> Result<(), ActorProcessingErr> {
         state.in_flight.remove(&done.step);
+        if state.rebuild_at.is_some() {
+            // The next actor starts from the log and calls again, with the
+            // same key.
+            return Ok(());
+        }
         let w = &state.worker;
         let CallDone {
             step,
@@ -353,47 +374,17 @@ impl WorkflowActor {
         metadata: serde_json::Map<String, serde_json::Value>,
     ) -> Result<(), ActorProcessingErr> {
         let w = state.worker.clone();
-        // A step's result may be refused by the log for good (a broker
-        // limit): the step then fails instead, decided on the same state.
-        let before = matches!(event, Event::AgentExecuted { .. }).then(|| state.st.clone());
         let base = state.st.take().expect("checked by the caller");
-        let (mut next, mut records) = chain_records(&w, base, event, metadata)?;
+        // Decided on the state before the records, in case the log refuses
+        // them (a message over the broker's limit, a permission): no copy of
+        // the state is needed for it.
+        let refusal = Refusal::on(&base, &event);
+        let (next, records) = chain_records(&w, base, event, metadata)?;
         crate::liveness::hold_while_suspect().await;
         if let Err(refused) = w.append_until_acked(&records).await {
-            let (
-                Some(Some(before)),
-                Event::AgentExecuted {
-                    step,
-                    iteration,
-                    agent,
-                    attempts,
-                    duration_ms,
-                    ..
-                },
-            ) = (before, records[0].event.clone())
-            else {
-                // Not a step's result: nothing to decide instead. Stop
-                // without retrying; the workflow goes on when its partition
-                // is next taken (a restart, a rebalance).
-                tracing::error!(workflow_id = %records[0].workflow_id, seq = records[0].seq,
-                    error = %refused, "the event log refused a record for good; stopping this workflow's actor");
-                myself.stop(Some(refused.to_string()));
-                return Ok(());
-            };
-            tracing::warn!(workflow_id = %records[0].workflow_id, step = %step, error = %refused,
-                "the event log refused the step's result; the step fails");
-            let failed = Event::StepFailed {
-                step,
-                iteration,
-                agent: Some(agent),
-                error: refused_result(&refused),
-                attempts,
-                duration_ms,
-            };
-            (next, records) = chain_records(&w, before, failed, Default::default())?;
-            if let Err(e) = w.append_until_acked(&records).await {
-                return Err(format!("the event log refused a step's failure: {e}").into());
-            }
+            return self
+                .refused(myself, state, &records[0], refusal, refused)
+                .await;
         }
         // Acknowledged: durable. Apply them and go on; the log will confirm.
         state.st = Some(next);
@@ -404,7 +395,151 @@ impl WorkflowActor {
         myself.send_message(WorkflowMsg::Drive)?;
         Ok(())
     }
+
+    /// The log refused `first` (and what was chained to it) for good:
+    /// sending it again would only fail again. The step it was about fails
+    /// with a small record instead (the workflow then fails, and can be
+    /// resumed); where there is no such step, or that record is refused
+    /// too, the actor stops with the reason, and the supervisor starts the
+    /// workflow again only after a growing delay, and after a few times not
+    /// until a user acts on it. Never a loop.
+    async fn refused(
+        &self,
+        myself: &ActorRef<WorkflowMsg>,
+        state: &mut WorkflowActorState,
+        first: &Record,
+        refusal: Option<Refusal>,
+        refused: LogError,
+    ) -> Result<(), ActorProcessingErr> {
+        let w = state.worker.clone();
+        metrics::counter!(m::RECORDS_REFUSED, "event_type" => first.event_type()).increment(1);
+        if let Some(suppressed) = REFUSED_LOG.allow() {
+            tracing::error!(workflow_id = %first.workflow_id, seq = first.seq,
+                event_type = first.event_type(), error = %refused, suppressed,
+                "the event log refused a record for good; its step fails instead");
+        }
+        let Some(refusal) = refusal else {
+            myself.stop(Some(format!(
+                "the event log refused a `{}` record for good: {refused}",
+                first.event_type()
+            )));
+            return Ok(());
+        };
+        let failed = refusal.record(first, &refused, &w.node_id);
+        let seq = failed.seq;
+        if let Err(e) = w.append_until_acked(std::slice::from_ref(&failed)).await {
+            myself.stop(Some(format!(
+                "the event log refused a `{}` record, and the step's failure, for good: {e}",
+                first.event_type()
+            )));
+            return Ok(());
+        }
+        // This actor's state holds the refused records: wait for the log to
+        // show the failure (or whatever won that seq), then stop; the
+        // supervisor starts the workflow again from the log.
+        state.rebuild_at = Some(seq);
+        state.in_flight.clear();
+        // Should the fold not take the failure (another writer moved the
+        // workflow on meanwhile), the log shows nothing at that seq: stop
+        // anyway after a while, and let the supervisor decide again.
+        let me = myself.clone();
+        let give_up = tokio::spawn(async move {
+            tokio::time::sleep(REBUILD_WAIT).await;
+            me.stop(Some("the log did not show the step's failure".into()));
+        });
+        state.timer = Some((Utc::now(), InFlight(give_up)));
+        Ok(())
+    }
 }
+
+/// How a step fails when the log refuses the record decided for it: the
+/// `step.failed` that replaces it, built from the state it was decided on.
+struct Refusal {
+    step: StepId,
+    iteration: u32,
+    agent: Option<AgentName>,
+    attempts: u32,
+    duration_ms: u64,
+    seq: u64,
+    prev_event_id: Uuid,
+}
+
+impl Refusal {
+    /// `None` when `event` is not about a step that can still fail (the
+    /// workflow's own end, a command).
+    fn on(st: &WorkflowState, event: &Event) -> Option<Refusal> {
+        let (iteration, attempts, duration_ms) = match event {
+            Event::AgentExecuted {
+                iteration,
+                attempts,
+                duration_ms,
+                ..
+            }
+            | Event::StepFailed {
+                iteration,
+                attempts,
+                duration_ms,
+                ..
+            } => (*iteration, *attempts, *duration_ms),
+            Event::ConditionEvaluated { .. }
+            | Event::StepWaiting { .. }
+            | Event::WaitCompleted { .. } => (0, 0, 0),
+            _ => return None,
+        };
+        let i = st.index(event.step()?)?;
+        Some(Refusal {
+            step: st.steps[i].id.clone(),
+            iteration: if iteration == 0 {
+                st.steps[i].iteration + 1
+            } else {
+                iteration
+            },
+            agent: st.definition[i].agent.clone(),
+            attempts,
+            duration_ms,
+            seq: st.seq + 1,
+            prev_event_id: st.last_event_id,
+        })
+    }
+
+    /// The `step.failed` record, in the refused record's place.
+    fn record(self, refused_record: &Record, e: &LogError, node_id: &str) -> Record {
+        let error = StepError {
+            kind: if matches!(e, LogError::TooLarge(_))
+                && matches!(refused_record.event, Event::AgentExecuted { .. })
+            {
+                StepErrorKind::OutputTooLarge
+            } else {
+                StepErrorKind::LogRejected
+            },
+            message: agentflow_core::bounds::message(&format!(
+                "the event log refused the step's `{}` record: {e}",
+                refused_record.event_type()
+            )),
+            http_status: None,
+        };
+        Record::new(
+            refused_record.workflow_id,
+            refused_record.user_id,
+            self.seq,
+            Utc::now(),
+            Event::StepFailed {
+                step: self.step,
+                iteration: self.iteration,
+                agent: self.agent,
+                error,
+                attempts: self.attempts,
+                duration_ms: self.duration_ms,
+            },
+        )
+        .after(self.prev_event_id)
+        .with_metadata("node_id", node_id)
+    }
+}
+
+/// One error line per second at most for refused records, whatever the
+/// number of workflows hitting it; the others are counted in the next line.
+static REFUSED_LOG: agentflow_log::Throttle = agentflow_log::Throttle::per_second(1);
 
 /// What a call task needs of the state: its identity and deadline message.
 struct CallContext {
@@ -520,18 +655,9 @@ fn chain_records(
     Ok((next, records))
 }
 
-/// The step error for a result the log refused for good.
-fn refused_result(e: &LogError) -> StepError {
-    StepError {
-        kind: if matches!(e, LogError::TooLarge(_)) {
-            StepErrorKind::OutputTooLarge
-        } else {
-            StepErrorKind::LogRejected
-        },
-        message: format!("the event log refused the step's result: {e}"),
-        http_status: None,
-    }
-}
+/// How long an actor whose record was refused waits for the log to show
+/// the step's failure before it stops anyway.
+const REBUILD_WAIT: Duration = Duration::from_secs(30);
 
 /// At most this many records go to the broker in one round trip.
 const MAX_CHAINED: usize = 4;

@@ -17,6 +17,7 @@ mod payloads;
 mod producer;
 mod reader;
 mod subscription;
+mod throttle;
 mod topic;
 
 pub use config::LogConfig;
@@ -28,4 +29,5 @@ pub use reader::{ReadFrom, Reader};
 pub use subscription::{
     Assigned, Assigner, ConsumerEvent, LogRecord, RevokeGuard, RevokeWait, StartAt, Subscription,
 };
+pub use throttle::Throttle;
 pub use topic::{ensure_topic, group_members, partition_count, partition_high_watermarks};

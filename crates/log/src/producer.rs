@@ -139,7 +139,7 @@ impl Producer {
                         )));
                     };
                     let output_ref = output_ref?;
-                    if let agentflow_core::Event::AgentExecuted { output, .. } = &r.event {
+                    if let Some(output) = r.output() {
                         crate::payloads::remember(&output_ref.sha256, text.len(), output);
                     }
                     r.to_bytes_with_ref(&output_ref)

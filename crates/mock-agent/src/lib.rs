@@ -10,7 +10,7 @@
 //! - `{"delay_ms": 500}`: answer after that long;
 //! - `{"not_json": true}`: answer 200 with a body that is not JSON;
 //! - `{"pad_bytes": N}`: add a `"pad"` string of N bytes to the answer (a
-//!   large output from a small input);
+//!   large output from a small input), a failure's answer included;
 //! - `{"hold_until_calls": 2}`: hold each call with this `Idempotency-Key`
 //!   until the key has had that many calls, then answer them all (tests
 //!   use it to make two writers race on one step);
@@ -284,11 +284,11 @@ async fn execute(
         if u64::from(n) <= times {
             let code =
                 StatusCode::from_u16(status as u16).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            return (
-                code,
-                axum::Json(json!({"error": format!("mock failure {n}")})),
-            )
-                .into_response();
+            let mut error = json!({"error": format!("mock failure {n}")});
+            if let Some(n) = ctl.get("pad_bytes").and_then(Value::as_u64) {
+                error["pad"] = Value::String("x".repeat(n as usize));
+            }
+            return (code, axum::Json(error)).into_response();
         }
     }
     if ctl.get("not_json").and_then(Value::as_bool) == Some(true) {

@@ -257,11 +257,39 @@ impl Stack {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (u16, Value) {
+        self.request(base, method, path, token, &[], body).await
+    }
+
+    /// A request with more headers (e.g. `Idempotency-Key`).
+    pub async fn req_with_headers(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        headers: &[(&str, &str)],
+        body: Value,
+    ) -> (u16, Value) {
+        self.request(&self.base, method, path, Some(token), headers, Some(body))
+            .await
+    }
+
+    async fn request(
+        &self,
+        base: &str,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> (u16, Value) {
         let mut r = self
             .http
             .request(method.parse().unwrap(), format!("{base}{path}"));
         if let Some(t) = token {
             r = r.bearer_auth(t);
+        }
+        for (k, v) in headers {
+            r = r.header(*k, *v);
         }
         if let Some(b) = body {
             r = r
