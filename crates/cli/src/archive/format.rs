@@ -393,3 +393,101 @@ pub fn check_coverage(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(offset: i64, payload: &[u8]) -> RawRecord {
+        RawRecord {
+            partition: 2,
+            offset,
+            key: Some(b"k".to_vec()),
+            payload: payload.to_vec(),
+            timestamp_ms: Some(1),
+        }
+    }
+
+    fn archive_of(dir: &Path, records: &[RawRecord], from: i64, to: i64) -> Archive {
+        let mut w = PartitionWriter::create(dir, 2, from, 100).unwrap();
+        for r in records {
+            w.write(r).unwrap();
+        }
+        let (file, n, sha256, bytes) = w.finish().unwrap();
+        let mut m = Manifest::new("t", "t-payloads", Utc::now());
+        m.records = n;
+        m.partitions.push(PartitionEntry {
+            partition: 2,
+            file,
+            from_offset: from,
+            truncate_to: to,
+            end_offset: 100,
+            records: n,
+            workflows: 1,
+            sha256,
+            bytes,
+        });
+        write_manifest(dir, &m).unwrap();
+        Archive::open(dir).unwrap()
+    }
+
+    fn temp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("af-{name}-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn records_read_back_byte_for_byte_json_or_not() {
+        let dir = temp("roundtrip");
+        let records = [
+            raw(3, br#"{"b":1,"a":[1.0,"x\ny"]}"#),
+            raw(5, b"\x00\xffnot json"),
+            raw(9, b"{ \"spaced\" : true }"),
+        ];
+        let a = archive_of(&dir, &records, 0, 10);
+        let back: Vec<RawRecord> = a
+            .records(a.entry(2).unwrap())
+            .unwrap()
+            .collect::<anyhow::Result<_>>()
+            .unwrap();
+        assert_eq!(back.len(), 3);
+        for (got, want) in back.iter().zip(&records) {
+            assert_eq!(
+                (got.offset, &got.payload, &got.key),
+                (want.offset, &want.payload, &want.key)
+            );
+        }
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn coverage_must_reach_the_logs_start_without_gaps() {
+        let (d1, d2) = (temp("c1"), temp("c2"));
+        let first = archive_of(&d1, &[raw(0, b"{}")], 0, 10);
+        let second = archive_of(&d2, &[raw(12, b"{}")], 10, 20);
+        let starts = |s: i64| [(2, s), (0, 0)].into_iter().collect();
+        check_coverage(&[], "t", &starts(0)).unwrap();
+        let e = check_coverage(&[], "t", &starts(10))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--from-archive"), "{e}");
+        check_coverage(std::slice::from_ref(&first), "t", &starts(10)).unwrap();
+        let e = check_coverage(std::slice::from_ref(&first), "t", &starts(20))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("records 10..20"), "{e}");
+        let e = check_coverage(std::slice::from_ref(&second), "t", &starts(20))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("records 0..20"), "{e}");
+        check_coverage(&[second.clone(), first.clone()], "t", &starts(20)).unwrap();
+        let e = check_coverage(&[first], "other", &starts(0))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not other"), "{e}");
+        for d in [d1, d2] {
+            std::fs::remove_dir_all(d).unwrap();
+        }
+    }
+}

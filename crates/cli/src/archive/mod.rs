@@ -68,15 +68,12 @@ struct Seen {
     partition: i32,
     first_offset: i64,
     records: u64,
-    fold: Fold,
+    /// The fold so far, dropped once it finished.
+    state: Option<WorkflowState>,
+    /// Completed or cancelled (it can never change again) at this time.
+    finished: Option<DateTime<Utc>>,
     /// One of its records could not be read: it is kept in the log.
     unreadable: bool,
-}
-
-enum Fold {
-    Going(Option<WorkflowState>),
-    /// Completed or cancelled (it can never change again) at this time.
-    Finished(DateTime<Utc>),
 }
 
 /// Which workflow a record is of: its key (agentflow keys every record by
@@ -116,20 +113,21 @@ fn plan(config: &Config, ends: &HashMap<i32, i64>, cutoff: DateTime<Utc>) -> any
             partition: r.partition,
             first_offset: r.offset,
             records: 0,
-            fold: Fold::Going(None),
+            state: None,
+            finished: None,
             unreadable: false,
         });
         s.records += 1;
-        match (&mut s.fold, parsed) {
-            (_, None) => s.unreadable = true,
-            (Fold::Finished(_), Some(_)) => {}
-            (Fold::Going(state), Some(rec)) => {
-                let _ = apply(state, &rec);
-                if let Some(st) = state
+        match parsed {
+            None => s.unreadable = true,
+            Some(_) if s.finished.is_some() => {}
+            Some(rec) => {
+                let _ = apply(&mut s.state, &rec);
+                if let Some(st) = &s.state
                     && st.status.is_terminal()
                 {
-                    let at = st.finished_at.unwrap_or(rec.timestamp);
-                    s.fold = Fold::Finished(at);
+                    s.finished = Some(st.finished_at.unwrap_or(rec.timestamp));
+                    s.state = None;
                 }
             }
         }
@@ -141,7 +139,7 @@ fn plan(config: &Config, ends: &HashMap<i32, i64>, cutoff: DateTime<Utc>) -> any
     let mut archived = HashMap::new();
     let mut expected: HashMap<i32, (u64, u64)> = HashMap::new();
     for (id, s) in &seen {
-        let done = matches!(s.fold, Fold::Finished(at) if at < cutoff) && !s.unreadable;
+        let done = s.finished.is_some_and(|at| at < cutoff) && !s.unreadable;
         if done {
             archived.insert(*id, s.partition);
             let e = expected.entry(s.partition).or_default();
@@ -355,4 +353,45 @@ async fn archive(config: &Config, args: &ArchiveArgs, tmp: &Path) -> anyhow::Res
         write(&config, &tmp, &starts, &ends, cutoff, &plan)
     })
     .await?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_are_days_at_midnight_utc_or_rfc3339_times() {
+        assert_eq!(
+            parse_date("2026-01-31").unwrap().to_rfc3339(),
+            "2026-01-31T00:00:00+00:00"
+        );
+        assert_eq!(
+            parse_date("2026-01-31T12:00:00+02:00")
+                .unwrap()
+                .to_rfc3339(),
+            "2026-01-31T10:00:00+00:00"
+        );
+        for bad in ["", "yesterday", "2026-13-01", "31/01/2026"] {
+            assert!(
+                parse_date(bad).unwrap_err().contains("is not a date"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_busy_directory_is_refused_and_a_missing_one_prepared_next_to_it() {
+        let base = std::env::temp_dir().join(format!("af-dir-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(base.join("busy")).unwrap();
+        std::fs::write(base.join("busy/x"), "x").unwrap();
+        let e = prepare_dir(&base.join("busy")).unwrap_err().to_string();
+        assert!(e.contains("not empty"), "{e}");
+        std::fs::write(base.join("file"), "x").unwrap();
+        assert!(prepare_dir(&base.join("file")).is_err());
+        assert!(prepare_dir(&base.join("no/such/parent")).is_err());
+        let tmp = prepare_dir(&base.join("new")).unwrap();
+        assert_eq!(tmp.parent(), Some(base.as_path()));
+        assert!(tmp.is_dir() && !base.join("new").exists());
+        std::fs::remove_dir_all(base).unwrap();
+    }
 }
