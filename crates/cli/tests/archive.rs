@@ -404,6 +404,66 @@ async fn archive_truncate_rebuild_from_archive_and_log_verifies_clean_and_live_w
     let o = run(&s, &["replay", "--verify", "--from-archive", dir_s], &[]);
     assert!(o.status.success(), "{}", text(&o));
 
+    // A second archive, later: it takes what finished since, and the tails
+    // the first one left in the log; both together rebuild everything.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let later = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let dir2 = work.join("2026-q2");
+    let dir2_s = dir2.to_str().unwrap();
+    let o = run(
+        &s,
+        &[
+            "archive",
+            "--finished-before",
+            &later,
+            "--to",
+            dir2_s,
+            "--truncate",
+            "--json",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let marks2 = watermarks(&s.brokers, &s.topic);
+    let start = |m: &[(i64, i64)]| m.iter().map(|w| w.0).sum::<i64>();
+    assert!(start(&marks2) > start(&marks), "{marks:?} -> {marks2:?}");
+    let o = run(&s, &["audit", &failed, "--json"], &[]);
+    assert!(
+        o.status.success(),
+        "the failed workflow stays whole in the log: {}",
+        text(&o)
+    );
+    let (_, fresh2) = common::new_database(&admin_url, "a").await;
+    let o = run(
+        &s,
+        &["replay", "--from-archive", dir2_s],
+        &[("AGENTFLOW_DATABASE_URL", &fresh2)],
+    );
+    assert!(!o.status.success());
+    assert!(text(&o).contains("are in none of them"), "{}", text(&o));
+    for args in [
+        vec!["replay", "--from-archive", dir2_s, "--from-archive", dir_s],
+        vec![
+            "replay",
+            "--verify",
+            "--from-archive",
+            dir_s,
+            "--from-archive",
+            dir2_s,
+        ],
+    ] {
+        let o = run(&s, &args, &[("AGENTFLOW_DATABASE_URL", &fresh2)]);
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+    }
+    let o = run(
+        &s,
+        &["audit", &waiting, "--json", "--from-archive", dir2_s],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let a: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(a["state"]["status"], "completed");
+
     // A damaged or incomplete archive is refused, naming what is wrong.
     let bad = work.join("bad");
     std::fs::create_dir_all(&bad).unwrap();

@@ -7,7 +7,9 @@
 //! (`agentflow_core::apply`), never from Postgres, which may be gone: a
 //! workflow is archived when it is completed or cancelled (final states)
 //! with `finished_at` before the date. A `failed` workflow can be resumed,
-//! so it is live; so is one with a record this code cannot read.
+//! so it is live; so is one with a record this code cannot read. Records
+//! whose workflow has no `workflow.created` left in the log (the tail of a
+//! workflow an earlier archive took) are archived too: nothing can run them.
 //!
 //! The log is read twice, up to the ends it had at the start: once to fold
 //! and choose, once to write. Files are written in a temporary directory
@@ -139,7 +141,12 @@ fn plan(config: &Config, ends: &HashMap<i32, i64>, cutoff: DateTime<Utc>) -> any
     let mut archived = HashMap::new();
     let mut expected: HashMap<i32, (u64, u64)> = HashMap::new();
     for (id, s) in &seen {
-        let done = s.finished.is_some_and(|at| at < cutoff) && !s.unreadable;
+        // No state at all: its `workflow.created` is not in the log (an
+        // earlier archive took it; these are the records it left after its
+        // cut), so nothing can ever run it. Archived with the others, so
+        // that it does not hold the log's start back forever.
+        let orphan = s.finished.is_none() && s.state.is_none();
+        let done = !s.unreadable && (orphan || s.finished.is_some_and(|at| at < cutoff));
         if done {
             archived.insert(*id, s.partition);
             let e = expected.entry(s.partition).or_default();
