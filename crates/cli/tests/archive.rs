@@ -198,19 +198,50 @@ async fn archive_truncate_rebuild_from_archive_and_log_verifies_clean_and_live_w
     assert_eq!(st, 202);
     wait_status(&s, &t, &cancelled, "cancelled").await;
     old.push(cancelled);
+    // Created before the live workflow below, in its partition, finished
+    // after it started: archived, but its tail stays in the log (the start
+    // cannot pass the live one), until a later archive takes the tail.
+    let store = agentflow_store::Store::connect(&s.db_url, 1).await.unwrap();
+    let partition = async |id: &str| {
+        let id = agentflow_core::WorkflowId::parse(id).unwrap();
+        store.workflow_partition(id).await.unwrap().unwrap()
+    };
+    let mut early = vec![];
+    for i in 0..8 {
+        let id = s.create(&t, pipeline(&format!("early-{i}"), &["a"])).await;
+        early.push((partition(&id).await, id));
+    }
     // Live: waiting for a person, and failed (it can be resumed).
-    let waiting = s
-        .create(
-            &t,
-            json!({"name": "approval", "steps": [
-                {"id": "draft", "agent": "writer"},
-                {"id": "approval", "after": ["draft"], "wait": {"signal": "approved"}},
-                {"id": "send", "agent": "mailer", "after": ["approval"]}
-            ]}),
-        )
-        .await;
+    let waiting = loop {
+        let id = s
+            .create(
+                &t,
+                json!({"name": "approval", "steps": [
+                    {"id": "draft", "agent": "writer"},
+                    {"id": "approval", "after": ["draft"], "wait": {"signal": "approved"}},
+                    {"id": "send", "agent": "mailer", "after": ["approval"]}
+                ]}),
+            )
+            .await;
+        let p = partition(&id).await;
+        if early.iter().any(|(q, _)| *q == p) {
+            break id;
+        }
+        let (st, _) = s
+            .req("POST", &format!("/workflows/{id}/cancel"), Some(&t), None)
+            .await;
+        assert_eq!(st, 202);
+        old.push(id);
+    };
     s.execute(&t, &waiting).await;
     wait_status(&s, &t, &waiting, "waiting").await;
+    let p = partition(&waiting).await;
+    let tail = early.iter().find(|(q, _)| *q == p).unwrap().1.clone();
+    for (_, id) in &early {
+        s.execute(&t, id).await;
+        s.wait_done(&t, id, Duration::from_secs(30)).await;
+        old.push(id.clone());
+    }
     let failed = s.create(&t, common::failing("broken", 400)).await;
     s.execute(&t, &failed).await;
     wait_status(&s, &t, &failed, "failed").await;
@@ -311,6 +342,12 @@ async fn archive_truncate_rebuild_from_archive_and_log_verifies_clean_and_live_w
         let a: Value = serde_json::from_slice(&o.stdout).unwrap();
         assert_eq!(a["events"][0]["event_type"], "workflow.created");
     }
+    let o = run(&s, &["audit", &tail, "--json"], &[]);
+    assert!(
+        o.status.success(),
+        "its tail is still in the log: {}",
+        text(&o)
+    );
     // An archived workflow: gone from the log, read back with its archive,
     // its large output (on the untouched payload topic) whole.
     let o = run(&s, &["audit", &old[0], "--json"], &[]);
@@ -433,6 +470,24 @@ async fn archive_truncate_rebuild_from_archive_and_log_verifies_clean_and_live_w
         "the failed workflow stays whole in the log: {}",
         text(&o)
     );
+    let o = run(&s, &["audit", &tail, "--json"], &[]);
+    assert!(!o.status.success(), "the tail went with the second archive");
+    let o = run(
+        &s,
+        &[
+            "audit",
+            &tail,
+            "--json",
+            "--from-archive",
+            dir_s,
+            "--from-archive",
+            dir2_s,
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let a: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(a["state"]["status"], "completed");
     let (_, fresh2) = common::new_database(&admin_url, "a").await;
     let o = run(
         &s,
