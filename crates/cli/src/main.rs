@@ -42,9 +42,10 @@ enum Command {
     Dev(dev::DevArgs),
     /// Apply the database migrations and create the topic, then exit.
     Migrate,
-    /// Rebuild the Postgres projections from the log (stop the projectors
-    /// first, or point AGENTFLOW_DATABASE_URL at a new database), or with
-    /// --verify compare them with the log.
+    /// Rebuild the Postgres projections from the log, and from the archives
+    /// that moved its start (--from-archive), (stop the projectors first, or
+    /// point AGENTFLOW_DATABASE_URL at a new database), or with --verify
+    /// compare them with the log.
     Replay(tools::ReplayArgs),
     /// A workflow's full history from the log and the state it folds to.
     Audit(tools::AuditArgs),

@@ -3,7 +3,8 @@
 //! workflow's history), `events tail` (records as JSON lines).
 //!
 //! The log is read outside any consumer group ([`Reader`]), on a blocking
-//! thread, and handed over in batches.
+//! thread, and handed over in batches; with `--from-archive`, each
+//! partition's archived records below the log's start come first.
 
 use std::collections::HashMap;
 use std::io::Write;

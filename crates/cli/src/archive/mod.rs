@@ -36,7 +36,7 @@ use crate::config::Config;
 pub struct ArchiveArgs {
     /// Archive the workflows completed or cancelled before this time: a
     /// date (2026-01-31, midnight UTC) or an RFC 3339 time. Failed, running,
-    /// waiting and pending workflows are never archived.
+    /// waiting, paused and pending workflows are never archived.
     #[arg(long, value_name = "DATE", value_parser = parse_date)]
     finished_before: DateTime<Utc>,
     /// The directory to write: it must not exist, or be empty.
