@@ -182,3 +182,78 @@ pub async fn delete_records_before(
     out.sort();
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::admin::{ConfigEntry, ConfigSource, OwnedResourceSpecifier};
+
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> ConfigResource {
+        ConfigResource {
+            specifier: OwnedResourceSpecifier::Topic("t".into()),
+            entries: pairs
+                .iter()
+                .map(|(k, v)| ConfigEntry {
+                    name: (*k).into(),
+                    value: Some((*v).into()),
+                    source: ConfigSource::DynamicTopic,
+                    is_read_only: false,
+                    is_default: false,
+                    is_sensitive: false,
+                })
+                .collect(),
+        }
+    }
+
+    fn check(main: bool, pairs: &[(&str, &str)]) -> Vec<String> {
+        expiring("t", main, &settings(pairs), "b:9092")
+    }
+
+    #[test]
+    fn only_settings_that_lose_records_are_refused() {
+        let forever = [
+            ("cleanup.policy", "delete"),
+            ("retention.ms", "-1"),
+            ("retention.bytes", "-1"),
+        ];
+        assert!(check(true, &forever).is_empty());
+        let week = check(
+            true,
+            &[("cleanup.policy", "delete"), ("retention.ms", "604800000")],
+        );
+        assert_eq!(week.len(), 1);
+        assert!(
+            week[0].contains("topic t: retention.ms=604800000"),
+            "{week:?}"
+        );
+        assert!(week[0].contains("--add-config retention.ms=-1"), "{week:?}");
+        assert!(week[0].contains("allow_log_expiry"), "{week:?}");
+        let bytes = check(true, &[("retention.ms", "-1"), ("retention.bytes", "1000")]);
+        assert!(bytes[0].contains("retention.bytes=1000"), "{bytes:?}");
+        let compact = check(
+            true,
+            &[("cleanup.policy", "compact"), ("retention.ms", "-1")],
+        );
+        assert_eq!(compact.len(), 1);
+        assert!(compact[0].contains("cleanup.policy=compact"), "{compact:?}");
+        // The payload topic: compaction is right, and with compaction alone
+        // retention deletes nothing; `delete` with a limit expires.
+        assert!(
+            check(
+                false,
+                &[("cleanup.policy", "compact"), ("retention.ms", "1000")]
+            )
+            .is_empty()
+        );
+        let both = check(
+            false,
+            &[
+                ("cleanup.policy", "compact,delete"),
+                ("retention.ms", "1000"),
+                ("retention.bytes", "-1"),
+            ],
+        );
+        assert_eq!(both.len(), 1, "{both:?}");
+    }
+}
