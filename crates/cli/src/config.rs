@@ -25,6 +25,8 @@ pub struct Config {
     pub topic: String,
     pub partitions: i32,
     pub replication_factor: i32,
+    /// Start even though a topic's settings can expire or compact records.
+    pub allow_log_expiry: bool,
     pub group_prefix: String,
     pub kafka_session_timeout_ms: u64,
     pub kafka_linger_ms: u64,

@@ -1,6 +1,7 @@
 //! `agentflow`: the one binary. Parse args → load config → init telemetry →
 //! run the subcommand.
 
+mod archive;
 mod config;
 mod dev;
 mod serve;
@@ -41,12 +42,17 @@ enum Command {
     Dev(dev::DevArgs),
     /// Apply the database migrations and create the topic, then exit.
     Migrate,
-    /// Rebuild the Postgres projections from the log (stop the projectors
-    /// first, or point AGENTFLOW_DATABASE_URL at a new database), or with
-    /// --verify compare them with the log.
+    /// Rebuild the Postgres projections from the log, and from the archives
+    /// that moved its start (--from-archive), (stop the projectors first, or
+    /// point AGENTFLOW_DATABASE_URL at a new database), or with --verify
+    /// compare them with the log.
     Replay(tools::ReplayArgs),
     /// A workflow's full history from the log and the state it folds to.
     Audit(tools::AuditArgs),
+    /// Write every record of the workflows finished before a date to an
+    /// archive directory (gzip JSONL per partition, manifest with
+    /// checksums); with --truncate, then move the log's start past them.
+    Archive(archive::ArchiveArgs),
     /// The log's records, for subscribers and debugging.
     Events {
         #[command(subcommand)]
@@ -92,6 +98,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate => serve::migrate(&config).await,
         Command::Replay(args) => tools::replay(&config, args).await,
         Command::Audit(args) => tools::audit_workflow(&config, args).await,
+        Command::Archive(args) => archive::run(&config, args).await,
         Command::Events { command } => tools::events(&config, command).await,
         Command::Token { sub, admin, ttl } => {
             if config.jwt_secret.is_empty() {

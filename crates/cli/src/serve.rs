@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use agentflow_api::{ApiConfig, AppState, Jwt, LogEnd, ReadyCheck};
 use agentflow_engine::{AgentClient, Engine, EngineOptions, Worker};
-use agentflow_log::{Producer, ensure_topic, partition_high_watermarks};
+use agentflow_log::{LogConfig, Producer, ensure_topic, partition_high_watermarks};
 use agentflow_projector::Projector;
 use agentflow_store::{Progress, Store};
 use anyhow::Context;
@@ -61,6 +61,7 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
         .context("connecting to Postgres")?;
     store.migrate().await.context("migrating")?;
     ensure_topic(&log).await.context("creating the topic")?;
+    check_log_lifetime(&config, &log).await?;
     let progress = Progress::default();
     // The projector and the engine take what this process appends straight
     // from the producer once the broker acknowledged it (a read-your-writes
@@ -242,6 +243,33 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     }
     second.abort();
     Ok(())
+}
+
+/// The log is forever (DESIGN §5): a topic whose settings can expire or
+/// compact records stops the node, unless `allow_log_expiry` accepts them
+/// (then each is logged as an error at every start).
+async fn check_log_lifetime(config: &Config, log: &LogConfig) -> anyhow::Result<()> {
+    let report = agentflow_log::check_log_lifetime(log)
+        .await
+        .context("reading the topics' settings")?;
+    for w in &report.warnings {
+        tracing::warn!("{w}");
+    }
+    if report.expiring.is_empty() {
+        return Ok(());
+    }
+    if config.allow_log_expiry {
+        for e in &report.expiring {
+            tracing::error!(
+                "allow_log_expiry = true: records of the event log WILL disappear: {e}"
+            );
+        }
+        return Ok(());
+    }
+    anyhow::bail!(
+        "the event log must be kept forever, and these settings make records disappear:\n  {}",
+        report.expiring.join("\n  ")
+    )
 }
 
 async fn shutdown_signal() {

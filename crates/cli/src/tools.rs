@@ -3,10 +3,13 @@
 //! workflow's history), `events tail` (records as JSON lines).
 //!
 //! The log is read outside any consumer group ([`Reader`]), on a blocking
-//! thread, and handed over in batches.
+//! thread, and handed over in batches; with `--from-archive`, each
+//! partition's archived records below the log's start come first.
 
 use std::collections::HashMap;
 use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentflow_core::{AuditEntry, Event, Record, WorkflowId, WorkflowState, apply, audit};
@@ -17,6 +20,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
+use crate::archive::{Archive, check_coverage};
 use crate::config::Config;
 
 #[derive(clap::Args)]
@@ -32,6 +36,11 @@ pub struct ReplayArgs {
     /// (their projector would write alongside the rebuild).
     #[arg(long)]
     force: bool,
+    /// An archive written by `agentflow archive`: its records come first,
+    /// then the log from its (moved) start. Repeat for several archives.
+    /// Required once an archive moved the log's start.
+    #[arg(long, value_name = "DIR")]
+    from_archive: Vec<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -41,6 +50,10 @@ pub struct AuditArgs {
     /// Print `{workflow_id, events, state}` as JSON.
     #[arg(long)]
     json: bool,
+    /// Also read this archive (`agentflow archive`), for a workflow whose
+    /// records were archived. Repeatable.
+    #[arg(long, value_name = "DIR")]
+    from_archive: Vec<PathBuf>,
 }
 
 #[derive(clap::Subcommand)]
@@ -76,6 +89,33 @@ fn read_partitions(
     from: ReadFrom,
     follow: bool,
 ) -> mpsc::Receiver<ReadMsg> {
+    read_history(config, partitions, from, follow, None)
+}
+
+/// What the log once held and what it holds: the archives' records below
+/// the start of each partition of the log, then the log.
+struct History {
+    archives: Arc<Vec<Archive>>,
+    /// Refuse to read a log whose start moved past what the archives hold.
+    complete: bool,
+}
+
+/// Opens the archives (their checksums are verified).
+fn open_archives(dirs: &[PathBuf]) -> anyhow::Result<Arc<Vec<Archive>>> {
+    Ok(Arc::new(
+        dirs.iter()
+            .map(|d| Archive::open(d))
+            .collect::<anyhow::Result<_>>()?,
+    ))
+}
+
+fn read_history(
+    config: &Config,
+    partitions: Option<Vec<i32>>,
+    from: ReadFrom,
+    follow: bool,
+    history: Option<History>,
+) -> mpsc::Receiver<ReadMsg> {
     let (tx, rx) = mpsc::channel(8);
     let log = config.log();
     tokio::task::spawn_blocking(move || {
@@ -86,10 +126,30 @@ fn read_partitions(
                 return;
             }
         };
-        if tx.blocking_send(ReadMsg::Total(reader.total())).is_err() {
+        let mut archived = 0;
+        if let Some(h) = &history {
+            let starts = reader.starts().clone();
+            if h.complete
+                && let Err(e) = check_coverage(&h.archives, &log.topic, &starts)
+            {
+                let _ = tx.blocking_send(ReadMsg::Failed(format!("{e:#}")));
+                return;
+            }
+            archived = h.archives.iter().map(|a| a.manifest.records as i64).sum();
+        }
+        if tx
+            .blocking_send(ReadMsg::Total(reader.total() + archived))
+            .is_err()
+        {
             return;
         }
         let mut batch = Vec::with_capacity(BATCH);
+        if let Some(h) = &history
+            && let Err(e) = read_archives(&h.archives, &mut reader, &tx, &mut batch)
+        {
+            let _ = tx.blocking_send(ReadMsg::Failed(format!("{e:#}")));
+            return;
+        }
         while let Some(r) = reader.next_record() {
             match r {
                 Ok(r) => batch.push(r),
@@ -110,6 +170,49 @@ fn read_partitions(
         }
     });
     rx
+}
+
+/// Sends the archives' records that the log (as `reader` opened it) no
+/// longer has, partition by partition in offset order: each offset once,
+/// however many archives hold it.
+fn read_archives(
+    archives: &[Archive],
+    reader: &mut Reader,
+    tx: &mpsc::Sender<ReadMsg>,
+    batch: &mut Vec<LogRecord>,
+) -> anyhow::Result<()> {
+    let mut starts: Vec<(i32, i64)> = reader.starts().iter().map(|(p, o)| (*p, *o)).collect();
+    starts.sort();
+    for (partition, start) in starts {
+        let mut entries: Vec<(&Archive, &crate::archive::format::PartitionEntry)> = archives
+            .iter()
+            .filter_map(|a| a.entry(partition).map(|e| (a, e)))
+            .collect();
+        entries.sort_by_key(|(_, e)| e.from_offset);
+        let mut next = 0;
+        for (archive, entry) in entries {
+            for raw in archive.records(entry)? {
+                let raw = raw?;
+                if raw.offset < next || raw.offset >= start {
+                    continue;
+                }
+                next = raw.offset + 1;
+                let payloads = reader.payloads();
+                batch.push(LogRecord {
+                    partition: raw.partition,
+                    offset: raw.offset,
+                    record: Record::from_bytes_with(&raw.payload, &mut |r| payloads.resolve(r)),
+                });
+                if batch.len() >= BATCH {
+                    let full = std::mem::replace(batch, Vec::with_capacity(BATCH));
+                    if tx.blocking_send(ReadMsg::Batch(full)).is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 enum ReadMsg {
@@ -135,8 +238,9 @@ pub async fn replay(config: &Config, args: ReplayArgs) -> anyhow::Result<()> {
         .await
         .context("connecting to Postgres")?;
     store.migrate().await.context("migrating")?;
+    let archives = open_archives(&args.from_archive)?;
     if args.verify {
-        return verify(config, &store, args.json).await;
+        return verify(config, &store, args.json, archives).await;
     }
     if !args.force && store.has_projection(&config.topic).await? {
         // This database is a projection of the topic: nodes that follow the
@@ -166,9 +270,29 @@ pub async fn replay(config: &Config, args: ReplayArgs) -> anyhow::Result<()> {
             );
         }
     }
+    // Before anything is reset: the archives must hold what the log lost.
+    let log = config.log();
+    let starts = tokio::task::spawn_blocking(move || {
+        agentflow_log::partition_watermarks(&log, Duration::from_secs(10))
+    })
+    .await??;
+    check_coverage(
+        &archives,
+        &config.topic,
+        &(0..).zip(starts.iter().map(|w| w.0)).collect(),
+    )?;
     store.reset_projections(&config.topic).await?;
     let started = Instant::now();
-    let mut rx = read_log(config, ReadFrom::Beginning, false);
+    let mut rx = read_history(
+        config,
+        None,
+        ReadFrom::Beginning,
+        false,
+        Some(History {
+            archives,
+            complete: true,
+        }),
+    );
     let (mut read, mut applied, mut rejected, mut quarantined) = (0u64, 0u64, 0u64, 0u64);
     let mut cache = agentflow_store::ProjectionCache::default();
     let mut bar = ProgressBar::hidden();
@@ -245,8 +369,22 @@ pub async fn replay(config: &Config, args: ReplayArgs) -> anyhow::Result<()> {
 }
 
 /// Folds the whole log and compares every workflow with its projection.
-async fn verify(config: &Config, store: &Store, json_out: bool) -> anyhow::Result<()> {
-    let mut rx = read_log(config, ReadFrom::Beginning, false);
+async fn verify(
+    config: &Config,
+    store: &Store,
+    json_out: bool,
+    archives: Arc<Vec<Archive>>,
+) -> anyhow::Result<()> {
+    let mut rx = read_history(
+        config,
+        None,
+        ReadFrom::Beginning,
+        false,
+        Some(History {
+            archives,
+            complete: true,
+        }),
+    );
     let mut folded: HashMap<WorkflowId, Option<WorkflowState>> = HashMap::new();
     let mut bar = ProgressBar::hidden();
     let mut read = 0u64;
@@ -388,11 +526,16 @@ pub async fn audit_workflow(config: &Config, args: AuditArgs) -> anyhow::Result<
         .flatten()
         .unwrap_or_default();
     let partition = partition.or_else(|| quarantined.first().map(|q| q.partition));
-    let mut rx = read_partitions(
+    let archives = open_archives(&args.from_archive)?;
+    let mut rx = read_history(
         config,
         partition.map(|p| vec![p]),
         ReadFrom::Beginning,
         false,
+        Some(History {
+            archives: archives.clone(),
+            complete: false,
+        }),
     );
     let mut records: Vec<Record> = Vec::new();
     let mut positions: Vec<(i32, i64)> = Vec::new();
@@ -413,7 +556,15 @@ pub async fn audit_workflow(config: &Config, args: AuditArgs) -> anyhow::Result<
         }
     }
     if records.is_empty() {
-        anyhow::bail!("no records of workflow {id} in topic {}", config.topic);
+        anyhow::bail!(
+            "no records of workflow {id} in topic {}{}",
+            config.topic,
+            if archives.is_empty() {
+                " (if it was archived, pass its archive with --from-archive DIR)"
+            } else {
+                " nor in the archives given"
+            }
+        );
     }
     let (entries, state) = audit(&records);
     let entries: Vec<AuditEntry> = entries

@@ -121,6 +121,22 @@ impl Actor for Supervisor {
                 {
                     let snapshot = state.stash.lock().expect("not poisoned").remove(&partition);
                     let (start, workflows) = match snapshot {
+                        // A checkpoint from before the partition's start
+                        // moved (an archive deleted the records after it):
+                        // its states may be of workflows that finished and
+                        // were archived since. Replay what the log still
+                        // holds instead: the archive never moves the start
+                        // past a record of a workflow it did not archive,
+                        // and the consumer resets to the start on its own.
+                        Some(s) if s.next_offset < low_watermark => {
+                            tracing::warn!(
+                                partition,
+                                checkpoint = s.next_offset,
+                                log_start = low_watermark,
+                                "checkpoint older than the log's start (archived); replaying the partition from its start"
+                            );
+                            (low_watermark, HashMap::new())
+                        }
                         Some(s) => (
                             s.next_offset,
                             s.states.into_iter().map(|w| (w.workflow_id, w)).collect(),

@@ -21,10 +21,23 @@ pub enum ReadFrom {
     End,
 }
 
+/// A record as it is in the log, unparsed (for archives).
+#[derive(Debug, Clone)]
+pub struct RawRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    /// The broker's timestamp, in milliseconds since the epoch.
+    pub timestamp_ms: Option<i64>,
+}
+
 pub struct Reader {
     consumer: BaseConsumer,
     /// Partition → (next offset to read, end to stop at).
     positions: HashMap<i32, (i64, i64)>,
+    /// Partition → the first offset still in the log when opened.
+    starts: HashMap<i32, i64>,
     follow: bool,
     total: i64,
     payloads: crate::Payloads,
@@ -43,6 +56,29 @@ impl Reader {
         from: ReadFrom,
         follow: bool,
     ) -> Result<Self, LogError> {
+        Self::open_with(config, partitions, from, None, follow)
+    }
+
+    /// Only `partitions`, each read from its start up to (not including)
+    /// the end given (at most its end when opened).
+    pub fn open_until(config: &LogConfig, ends: &HashMap<i32, i64>) -> Result<Self, LogError> {
+        let partitions: Vec<i32> = ends.keys().copied().collect();
+        Self::open_with(
+            config,
+            Some(&partitions),
+            ReadFrom::Beginning,
+            Some(ends),
+            false,
+        )
+    }
+
+    fn open_with(
+        config: &LogConfig,
+        partitions: Option<&[i32]>,
+        from: ReadFrom,
+        ends: Option<&HashMap<i32, i64>>,
+        follow: bool,
+    ) -> Result<Self, LogError> {
         let timeout = Duration::from_secs(10);
         let consumer: BaseConsumer = config
             .client()
@@ -58,6 +94,7 @@ impl Reader {
             .ok_or_else(|| LogError::Unavailable(format!("no topic {}", config.topic)))?;
         let mut tpl = TopicPartitionList::new();
         let mut positions = HashMap::new();
+        let mut starts = HashMap::new();
         let mut total = 0;
         for p in topic
             .partitions()
@@ -65,6 +102,11 @@ impl Reader {
             .filter(|p| partitions.is_none_or(|only| only.contains(&p.id())))
         {
             let (low, high) = consumer.fetch_watermarks(&config.topic, p.id(), timeout)?;
+            let high = match ends.and_then(|e| e.get(&p.id())) {
+                Some(end) => high.min(*end),
+                None => high,
+            };
+            starts.insert(p.id(), low);
             let start = match from {
                 ReadFrom::Beginning => low,
                 ReadFrom::End => high,
@@ -77,6 +119,7 @@ impl Reader {
         Ok(Self {
             consumer,
             positions,
+            starts,
             follow,
             total,
             payloads: crate::Payloads::new(config),
@@ -88,6 +131,17 @@ impl Reader {
         self.total
     }
 
+    /// Partition → the first offset still in the log when it was opened
+    /// (above 0 once an archive moved the partition's start).
+    pub fn starts(&self) -> &HashMap<i32, i64> {
+        &self.starts
+    }
+
+    /// The payload store this reader resolves outputs kept out of records with.
+    pub fn payloads(&mut self) -> &mut crate::Payloads {
+        &mut self.payloads
+    }
+
     fn at_end(&self) -> bool {
         self.positions.values().all(|(next, end)| next >= end)
     }
@@ -95,6 +149,21 @@ impl Reader {
     /// The next record, or `None` once every partition is read to its end
     /// (never when following).
     pub fn next_record(&mut self) -> Option<Result<LogRecord, LogError>> {
+        let raw = match self.next_raw()? {
+            Ok(r) => r,
+            Err(e) => return Some(Err(e)),
+        };
+        Some(Ok(LogRecord {
+            partition: raw.partition,
+            offset: raw.offset,
+            // Outputs kept out of their records, read back.
+            record: Record::from_bytes_with(&raw.payload, &mut |r| self.payloads.resolve(r)),
+        }))
+    }
+
+    /// The next record as it is in the log, or `None` once every partition
+    /// is read to its end (never when following).
+    pub fn next_raw(&mut self) -> Option<Result<RawRecord, LogError>> {
         loop {
             if !self.follow && self.at_end() {
                 return None;
@@ -103,17 +172,21 @@ impl Reader {
                 None => {}
                 Some(Err(e)) => return Some(Err(e.into())),
                 Some(Ok(m)) => {
-                    if let Some(pos) = self.positions.get_mut(&m.partition()) {
-                        pos.0 = m.offset() + 1;
+                    let Some(pos) = self.positions.get_mut(&m.partition()) else {
+                        continue;
+                    };
+                    if !self.follow && m.offset() >= pos.1 {
+                        // Past the end asked for: this partition is done.
+                        pos.0 = pos.1;
+                        continue;
                     }
-                    return Some(Ok(LogRecord {
+                    pos.0 = m.offset() + 1;
+                    return Some(Ok(RawRecord {
                         partition: m.partition(),
                         offset: m.offset(),
-                        // Outputs kept out of their records, read back.
-                        record: Record::from_bytes_with(
-                            m.payload().unwrap_or_default(),
-                            &mut |r| self.payloads.resolve(r),
-                        ),
+                        key: m.key().map(<[u8]>::to_vec),
+                        payload: m.payload().unwrap_or_default().to_vec(),
+                        timestamp_ms: m.timestamp().to_millis(),
                     }));
                 }
             }

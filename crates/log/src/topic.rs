@@ -8,14 +8,23 @@ use rdkafka::types::RDKafkaErrorCode;
 use crate::{LogConfig, LogError};
 
 /// Creates the topic with `config.partitions` partitions if it is missing.
-/// An existing topic is left as it is (its partition count wins).
+/// An existing topic is left as it is (its partition count wins; its
+/// settings are checked by [`crate::check_log_lifetime`]).
+///
+/// The log is forever (DESIGN §5): both topics are created with no time or
+/// size limit (`retention.ms=-1`, `retention.bytes=-1`), whatever the
+/// broker's default (7 days on Kafka and Redpanda). Only an operator's
+/// `agentflow archive --truncate` moves the main topic's start.
 pub async fn ensure_topic(config: &LogConfig) -> Result<(), LogError> {
     let admin: AdminClient<DefaultClientContext> = config.client().create()?;
     let topic = NewTopic::new(
         &config.topic,
         config.partitions,
         TopicReplication::Fixed(config.replication_factor),
-    );
+    )
+    .set("cleanup.policy", "delete")
+    .set("retention.ms", "-1")
+    .set("retention.bytes", "-1");
     // Outputs too large for a record (see `payloads`): compacted, so an
     // output written twice is kept once, and nothing expires with time.
     let payload_topic = config.payload_topic();
@@ -24,7 +33,9 @@ pub async fn ensure_topic(config: &LogConfig) -> Result<(), LogError> {
         config.partitions,
         TopicReplication::Fixed(config.replication_factor),
     )
-    .set("cleanup.policy", "compact");
+    .set("cleanup.policy", "compact")
+    .set("retention.ms", "-1")
+    .set("retention.bytes", "-1");
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = admin.create_topics([&topic, &payloads], &opts).await?;
     for r in results {
@@ -79,6 +90,28 @@ pub fn partition_high_watermarks(
         let (_, high) = c.fetch_watermarks(&config.topic, p.id(), timeout)?;
         if let Some(slot) = out.get_mut(p.id() as usize) {
             *slot = high;
+        }
+    }
+    Ok(out)
+}
+
+/// The low and high watermarks (first offset still in the log, next offset
+/// to be written) of every partition, in partition order. Blocks: call it
+/// from a blocking thread.
+pub fn partition_watermarks(
+    config: &LogConfig,
+    timeout: Duration,
+) -> Result<Vec<(i64, i64)>, LogError> {
+    let c: BaseConsumer = config.client().create()?;
+    let md = c.fetch_metadata(Some(&config.topic), timeout)?;
+    let Some(t) = md.topics().iter().find(|t| t.name() == config.topic) else {
+        return Ok(vec![]);
+    };
+    let mut out = vec![(0, 0); t.partitions().len()];
+    for p in t.partitions() {
+        let w = c.fetch_watermarks(&config.topic, p.id(), timeout)?;
+        if let Some(slot) = out.get_mut(p.id() as usize) {
+            *slot = w;
         }
     }
     Ok(out)

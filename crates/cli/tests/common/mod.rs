@@ -576,7 +576,8 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<(String, String, Value)> {
         .unwrap();
     let mut by_partition = vec![];
     for p in md.topics()[0].partitions() {
-        let (_, high) = c
+        // The start is above 0 once an archive moved it.
+        let (low, high) = c
             .fetch_watermarks(topic, p.id(), Duration::from_secs(5))
             .unwrap();
         let mut tpl = TopicPartitionList::new();
@@ -584,7 +585,7 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<(String, String, Value)> {
             .unwrap();
         c.assign(&tpl).unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
-        let mut got = 0;
+        let mut got = low;
         while got < high && Instant::now() < deadline {
             if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
                 let key = String::from_utf8(m.key().unwrap().to_vec()).unwrap();
