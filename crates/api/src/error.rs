@@ -82,6 +82,21 @@ impl ApiError {
         }
     }
 
+    /// A command is in the log, but the projection did not show in time
+    /// what it did (it lags, or its projector is stopped): asking again is
+    /// safe, and answers once the projection has caught up.
+    pub fn outcome_unknown() -> Self {
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            code: "outcome_unknown",
+            message: "the request is in the event log, but the projection has not shown its \
+                      outcome yet; send it again shortly (a repeat changes nothing)"
+                .into(),
+            retry_after: Some(1),
+            field: None,
+        }
+    }
+
     /// Records of the workflow could not be projected (quarantined): its
     /// projected state is behind its log, so it cannot be changed here.
     pub fn quarantined() -> Self {

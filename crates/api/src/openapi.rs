@@ -191,7 +191,9 @@ pub enum CommonErrors {
     Unauthorized(ErrorBody),
     /// The broker or the database is unavailable, or the projection is too
     /// far behind the log to tell whether the workflow exists (never a 404
-    /// for a workflow the log has); see `Retry-After`.
+    /// for a workflow the log has), or (`outcome_unknown`, cancel) the
+    /// command is in the log but the projection did not show its outcome
+    /// in time (asking again is safe); see `Retry-After`.
     #[response(status = 503)]
     Unavailable(ErrorBody),
 }

@@ -183,9 +183,10 @@ async fn a_201_is_never_followed_by_a_404_while_the_projector_lags() {
     s.spawn_helper(&["serve", "--no-api", "--no-engine"]);
     s.spawn_server().await;
     let t = s.token(3);
-    // The projector works...
+    // The projector works (on a loaded machine it may trail the 300 ms
+    // wait: then 503 with Retry-After, never 404)...
     let first = s.create(&t, pipeline("first", &["a"])).await;
-    assert_eq!(s.get(&t, &first).await["status"], "pending");
+    assert_eq!(found(&s, &t, &first).await["status"], "pending");
     // ...then stops.
     let mut projector = s.helpers.remove(0);
     projector.kill().unwrap();
@@ -246,6 +247,105 @@ async fn a_201_is_never_followed_by_a_404_while_the_projector_lags() {
         .await;
     assert_eq!(st, 404, "{body}");
     assert_eq!(body["error"]["code"], "not_found");
+}
+
+/// GET of a workflow the log has: 200, or 503 with `Retry-After` while
+/// the projection cannot tell yet (never a 404); polled until 200.
+async fn found(s: &Stack, t: &str, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = s
+            .http
+            .get(format!("{}/workflows/{id}", s.base))
+            .bearer_auth(t)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let retry = r.headers().get("retry-after").is_some();
+        let body: Value = r.json().await.unwrap();
+        if status == 200 {
+            return body;
+        }
+        assert_eq!(status, 503, "GET {id}: {body}");
+        assert!(retry, "a 503 without Retry-After: {body}");
+        assert!(Instant::now() < deadline, "{id} not found in 60 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A cancel the log took is never denied: with the projector stopped, the
+/// API cannot tell what the cancel did, so it answers 503 with Retry-After
+/// (never a 409 "changed meanwhile" read off the stale row), and asked
+/// again once the projector is back it answers 202 with the outcome.
+#[tokio::test]
+async fn a_cancel_written_while_the_projector_is_stopped_is_never_a_409() {
+    let mut s = Stack::prepare_with(&[("AGENTFLOW_PROJECTION_WAIT_MS", "300")]).await;
+    s.serve_args = vec!["--no-projector".into()];
+    s.spawn_helper(&["serve", "--no-api", "--no-engine"]);
+    s.spawn_server().await;
+    let t = s.token(3);
+    let pending = s.create(&t, pipeline("pending", &["a"])).await;
+    let running = s
+        .create(
+            &t,
+            json!({"name": "running", "tasks": [
+                {"agent": "slow", "input": {"_mock": {"hold": "cancel-test"}}},
+                {"agent": "after"}
+            ]}),
+        )
+        .await;
+    assert_eq!(s.execute(&t, &running).await.0, 202);
+    common::wait_for_call(&s, &format!("{running}:step_1:1")).await;
+    assert_eq!(found(&s, &t, &pending).await["status"], "pending");
+    assert_eq!(found(&s, &t, &running).await["status"], "running");
+
+    let mut projector = s.helpers.remove(0);
+    projector.kill().unwrap();
+    projector.wait().unwrap();
+    for id in [&pending, &running] {
+        let r = s
+            .http
+            .post(format!("{}/workflows/{id}/cancel", s.base))
+            .bearer_auth(&t)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let retry = r.headers().get("retry-after").is_some();
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(status, 503, "cancel {id}: {body}");
+        assert_eq!(body["error"]["code"], "outcome_unknown", "{body}");
+        assert!(retry, "no Retry-After: {body}");
+    }
+
+    s.spawn_helper(&["serve", "--no-api", "--no-engine"]);
+    let mut outcomes = vec![];
+    for id in [&pending, &running] {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (st, body) = s
+                .req("POST", &format!("/workflows/{id}/cancel"), Some(&t), None)
+                .await;
+            if st == 202 {
+                outcomes.push(body["status"].as_str().unwrap().to_owned());
+                break;
+            }
+            assert_eq!(st, 503, "cancel {id} again: {body}");
+            assert!(Instant::now() < deadline, "cancel {id} never answered");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    assert_eq!(outcomes[0], "cancelled");
+    assert!(
+        matches!(outcomes[1].as_str(), "cancelling" | "cancelled"),
+        "{outcomes:?}"
+    );
+    s.agent.gates.release("cancel-test");
+    for id in [&pending, &running] {
+        let w = s.wait_done(&t, id, Duration::from_secs(30)).await;
+        assert_eq!(w["status"], "cancelled", "{w}");
+    }
 }
 
 /// 11.1: what an agent answers is the agent's. An output holding U+0000

@@ -64,8 +64,10 @@ pub fn command(
                 )
                 .after(st.last_event_id),
             )),
-            // Asked already: nothing new to say (cancel is idempotent).
+            // Asked already, or done: nothing new to say (cancel is
+            // idempotent, so a client that got no answer can ask again).
             s if s.is_active() && st.cancel_requested => Ok(None),
+            WorkflowStatus::Cancelled => Ok(None),
             s if s.is_active() => Ok(flag(Event::CancelRequested)),
             _ => Err(CommandRejected::Finished(status)),
         },

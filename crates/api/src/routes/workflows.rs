@@ -305,15 +305,25 @@ pub async fn cancel(
     let st = projected.state;
     let record =
         command(&st, Command::Cancel, Utc::now()).map_err(|e| ApiError::conflict(e.to_string()))?;
-    if let Some(record) = record {
-        append_and_wait(&s, &caller, record).await?;
-    }
-    // The log decides: report what the projection now says.
-    let now = s
-        .store
-        .get_workflow(st.workflow_id)
-        .await?
-        .ok_or_else(ApiError::not_found)?;
+    let now = match record {
+        // Asked already: the state loaded says how it stands.
+        None => st.clone(),
+        Some(record) => {
+            let (_, projected) = append_and_project(&s, &caller, record).await?;
+            if !projected {
+                // The log has the cancel, but whether the fold took it (the
+                // workflow may have ended just before) shows only once the
+                // projection passes it. Asking again is safe.
+                return Err(ApiError::outcome_unknown());
+            }
+            // The log decides: the projection has passed the record, so
+            // it shows whether the cancel took.
+            s.store
+                .get_workflow(st.workflow_id)
+                .await?
+                .ok_or_else(ApiError::not_found)?
+        }
+    };
     let (status, message) = match now.status {
         WorkflowStatus::Cancelled => ("cancelled", "Workflow cancelled"),
         status if status.is_active() && now.cancel_requested => (
@@ -594,6 +604,16 @@ pub(super) async fn append_and_wait(
     caller: &Caller,
     record: Record,
 ) -> Result<Position, ApiError> {
+    Ok(append_and_project(s, caller, record).await?.0)
+}
+
+/// [`append_and_wait`], and whether the projection showed the record within
+/// `projection_wait` (if not, it is in the log all the same).
+pub(super) async fn append_and_project(
+    s: &AppState,
+    caller: &Caller,
+    record: Record,
+) -> Result<(Position, bool), ApiError> {
     let record = record
         .with_metadata("requested_by", caller.user.0)
         .with_metadata("node_id", s.node_id.clone());
@@ -612,5 +632,5 @@ pub(super) async fn append_and_wait(
         tracing::warn!(workflow_id = %record.workflow_id, partition = pos.partition, offset = pos.offset,
             "projection did not catch up in time; answering anyway (the log has the record)");
     }
-    Ok(pos)
+    Ok((pos, seen))
 }
