@@ -66,6 +66,31 @@ impl StoreError {
     }
 }
 
+/// SHA-256 of `bytes`, lower-case hex: the key of `outputs` (and of the
+/// log's payload topic, for the same JSON text).
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The reference an audit-trail record carries for an output kept in the
+/// `outputs` table rather than in the record: its hash and length, and no
+/// place in the log (`partition` -1, no chunks). Only the store writes and
+/// resolves these; the log's own references are resolved before a record
+/// reaches the projector.
+pub(crate) fn in_outputs(sha256: &str, bytes: u64) -> agentflow_core::OutputRef {
+    agentflow_core::OutputRef {
+        sha256: sha256.to_owned(),
+        bytes,
+        chunks: 0,
+        partition: -1,
+        offset: -1,
+    }
+}
+
 /// A pooled connection idle this long is pinged before it is handed out.
 const IDLE_BEFORE_PING: Duration = Duration::from_secs(5);
 
