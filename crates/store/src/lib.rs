@@ -18,7 +18,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 pub use progress::{Progress, WorkflowWatch};
 pub use projection::{BatchOutcome, Positioned, ProjectionCache};
-pub use quarantine::QuarantinedRecord;
+pub use quarantine::{QuarantinedRecord, WriteRetry};
 pub use queries::{Changed, Cursor, ListFilter, Projected, WorkflowHead, WorkflowSummary};
 pub use snapshot::PartitionSnapshot;
 
@@ -55,6 +55,14 @@ impl StoreError {
 
     pub fn is_unavailable(&self) -> bool {
         matches!(self, StoreError::Unavailable(_))
+    }
+
+    /// An error that passes by itself when tried again (SQLSTATE class 40,
+    /// a serialization failure or deadlock; 53, too few resources; 55P03,
+    /// a lock not available).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Database(sqlx::Error::Database(d))
+            if d.code().is_some_and(|c| c.starts_with("40") || c.starts_with("53") || c == "55P03"))
     }
 
     /// Postgres refused the data itself (SQLSTATE class 22, data exception,

@@ -39,6 +39,9 @@ pub struct BatchOutcome {
     pub status_changed: Vec<WorkflowState>,
     /// Records Postgres refused, kept aside (see [`Store::project`]).
     pub quarantined: Vec<crate::QuarantinedRecord>,
+    /// Writes Postgres refused (each try) before the batch was written or
+    /// its records quarantined; Postgres being away is not counted.
+    pub write_failures: u32,
 }
 
 impl BatchOutcome {
@@ -56,6 +59,7 @@ impl BatchOutcome {
         self.next_offsets.sort_unstable();
         self.status_changed.extend(later.status_changed);
         self.quarantined.extend(later.quarantined);
+        self.write_failures += later.write_failures;
     }
 }
 
