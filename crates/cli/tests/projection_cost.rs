@@ -7,10 +7,13 @@
 //!
 //! ```text
 //! source /tmp/stack/env
-//! cargo nextest run -p agentflow-cli --test projection_cost --run-ignored only --no-capture
+//! cargo nextest run -p agentflow --test projection_cost --run-ignored only --no-capture
 //! ```
-//! `COST_ITERATIONS` (default 100) and `COST_OUTPUT_BYTES` (default
-//! 1000000) change the loop.
+//! `COST_ITERATIONS` (default 100), `COST_OUTPUT_BYTES` (default 1000000)
+//! and `COST_DELAY_MS` (the agent's time per answer, default 500: a fast
+//! agent for a megabyte) change the loop. An agent that answers at once lets
+//! the loop run ahead of the projector, which then writes many iterations
+//! in one batch: that hides what a change costs.
 
 mod common;
 
@@ -43,6 +46,7 @@ async fn wal_and_iteration(pool: &sqlx::PgPool, id: uuid::Uuid) -> (i64, i64) {
 async fn bytes_written_per_iteration_of_a_loop_with_large_outputs() {
     let iterations = env_or("COST_ITERATIONS", 100);
     let bytes = env_or("COST_OUTPUT_BYTES", 1_000_000);
+    let delay = env_or("COST_DELAY_MS", 500);
     let s = Stack::start().await;
     let t = s.token(5);
     let pool = sqlx::PgPool::connect(&s.db_url).await.unwrap();
@@ -51,7 +55,7 @@ async fn bytes_written_per_iteration_of_a_loop_with_large_outputs() {
             &t,
             json!({"name": "loop cost", "steps": [
                 {"id": "draft", "agent": "writer",
-                 "input": {"_mock": {"noise_bytes": bytes}},
+                 "input": {"_mock": {"noise_bytes": bytes, "delay_ms": delay}},
                  "repeat": {"until": format!("iteration >= {iterations}"),
                             "max_iterations": iterations}}
             ]}),
@@ -83,7 +87,8 @@ async fn bytes_written_per_iteration_of_a_loop_with_large_outputs() {
     let wall = started.elapsed();
     let (wal_end, it_end) = wal_and_iteration(&pool, uuid).await;
     assert_eq!(it_end as u64, iterations);
-    // Bytes per iteration between the samples nearest to two iterations.
+    // Bytes per iteration between the first samples at or after two
+    // iterations.
     let at = |n: i64| {
         samples
             .iter()
@@ -96,18 +101,23 @@ async fn bytes_written_per_iteration_of_a_loop_with_large_outputs() {
         let (b, wb) = at(to);
         if b > a { (wb - wa) / (b - a) } else { 0 }
     };
-    let tenth = (iterations as i64 / 10).max(1);
+    let n = iterations as i64;
+    let tenth = (n / 10).max(1);
     let total = wal_end - wal0;
     println!(
-        "loop of {iterations} iterations x {bytes} B outputs: {total} B of WAL in {:.1} s; \
-         {} B/iteration overall, {} B/iteration over iterations 1-{tenth}, \
-         {} B/iteration over the last {tenth}; {} samples",
+        "loop of {iterations} iterations x {bytes} B outputs, agent {delay} ms: \
+         {total} B of WAL in {:.1} s; {} B/iteration overall; by tenths of the loop: {:?}",
         wall.as_secs_f64(),
-        total / iterations as i64,
-        per(1, 1 + tenth),
-        per(iterations as i64 - tenth, iterations as i64),
-        samples.len(),
+        total / n,
+        (0..10)
+            .map(|k| per(k * tenth, (k + 1) * tenth))
+            .collect::<Vec<_>>(),
     );
+    println!("{} samples (iteration, WAL bytes so far):", samples.len());
+    for (it, wal) in &samples {
+        print!("({it}, {}) ", wal - wal0);
+    }
+    println!();
     // One GET of the whole thing, as a user reads it.
     let got = Instant::now();
     let w = s.get(&t, &id).await;
