@@ -31,7 +31,7 @@ fn env_or(name: &str, default: u64) -> u64 {
 
 async fn wal_and_iteration(pool: &sqlx::PgPool, id: uuid::Uuid) -> (i64, i64) {
     sqlx::query_as(
-        "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint,
+        "SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint,
                 COALESCE((SELECT max(iteration)::bigint FROM workflow_steps
                           WHERE workflow_id = $1), 0)",
     )
@@ -122,6 +122,12 @@ async fn bytes_written_per_iteration_of_a_loop_with_large_outputs() {
     let got = Instant::now();
     let w = s.get(&t, &id).await;
     let draft = &w["tasks"][0];
-    assert_eq!(draft["iterations"].as_array().unwrap().len() as u64, iterations);
-    println!("GET /workflows/{{id}}: {:.2} s", got.elapsed().as_secs_f64());
+    assert_eq!(
+        draft["iterations"].as_array().unwrap().len() as u64,
+        iterations
+    );
+    println!(
+        "GET /workflows/{{id}}: {:.2} s",
+        got.elapsed().as_secs_f64()
+    );
 }

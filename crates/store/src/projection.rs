@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use agentflow_core::{
-    Event, Inbox, Record, SkipReason, StepError, StepState, StepStatus, WorkflowId,
-    WorkflowState, WorkflowStatus, apply,
+    Event, Inbox, Record, SkipReason, StepError, StepState, StepStatus, WorkflowId, WorkflowState,
+    WorkflowStatus, apply,
 };
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -718,8 +718,11 @@ impl WorkflowRows {
     /// (the upsert keeps those of a row in rows).
     fn push(&mut self, st: &WorkflowState, partition: i32, whole: bool) {
         self.id.push(st.workflow_id.as_uuid());
-        self.name
-            .push(if whole { st.name.clone() } else { String::new() });
+        self.name.push(if whole {
+            st.name.clone()
+        } else {
+            String::new()
+        });
         self.tasks.push(if whole {
             serde_json::to_value(&st.definition).expect("serialisable")
         } else {

@@ -134,7 +134,10 @@ impl Store {
         retry: &WriteRetry,
     ) -> Result<BatchOutcome, StoreError> {
         let mut failures = 0;
-        let e = match self.try_write(topic, batch, cache, retry, &mut failures).await? {
+        let e = match self
+            .try_write(topic, batch, cache, retry, &mut failures)
+            .await?
+        {
             Tried::Written(mut out) => {
                 out.write_failures = failures;
                 return Ok(out);
@@ -151,7 +154,10 @@ impl Store {
             let refused = if batch.len() == 1 {
                 e.to_string()
             } else {
-                match self.try_write(topic, one, cache, retry, &mut failures).await? {
+                match self
+                    .try_write(topic, one, cache, retry, &mut failures)
+                    .await?
+                {
                     Tried::Written(one) => {
                         out.merge(one);
                         continue;

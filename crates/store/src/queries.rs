@@ -195,7 +195,7 @@ impl Store {
     ) -> Result<std::collections::HashMap<WorkflowId, WorkflowState>, StoreError> {
         let uuids: Vec<Uuid> = ids.iter().map(|i| i.as_uuid()).collect();
         let mut tx = self.pool().begin().await.map_err(StoreError::classify)?;
-        let states = crate::rows::load_states(&mut *tx, &uuids).await?;
+        let states = crate::rows::load_states(&mut tx, &uuids).await?;
         tx.commit().await.map_err(StoreError::classify)?;
         Ok(states
             .into_iter()

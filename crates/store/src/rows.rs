@@ -1,8 +1,8 @@
 //! Between `WorkflowState` (the fold's type) and its rows.
 
 use agentflow_core::{
-    Inbox, SkipReason, StepDef, StepState, StepStatus, TaskDef, UserId, WorkflowId,
-    WorkflowState, WorkflowStatus,
+    Inbox, SkipReason, StepDef, StepState, StepStatus, TaskDef, UserId, WorkflowId, WorkflowState,
+    WorkflowStatus,
 };
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -278,7 +278,11 @@ fn state_in_rows(
             st.loop_base = s.loop_base.max(0) as u32;
             st.until_pending = s.until_pending;
             st.condition = s.condition;
-            st.skip_reason = s.skip_reason.as_deref().map(parse_skip_reason).transpose()?;
+            st.skip_reason = s
+                .skip_reason
+                .as_deref()
+                .map(parse_skip_reason)
+                .transpose()?;
             st.wait_until = s.wait_until;
             st.inbox = s
                 .inbox
@@ -304,8 +308,7 @@ fn state_in_rows(
         cancel_requested: row.cancel_requested,
         paused: row.paused,
         commands: serde_json::from_str(&row.commands).map_err(|e| corrupt(&e.to_string()))?,
-        signal_keys: serde_json::from_str(&row.signal_keys)
-            .map_err(|e| corrupt(&e.to_string()))?,
+        signal_keys: serde_json::from_str(&row.signal_keys).map_err(|e| corrupt(&e.to_string()))?,
         created_at: row.created_at,
         started_at: row.started_at,
         finished_at: row.finished_at,

@@ -76,7 +76,7 @@ impl Store {
         .await
         .map_err(StoreError::classify)?;
         let ids: Vec<Uuid> = live.iter().map(|(id, _)| *id).collect();
-        let mut states = load_states(&mut *tx, &ids).await?;
+        let mut states = load_states(&mut tx, &ids).await?;
         tx.commit().await.map_err(StoreError::classify)?;
         let mut out: Vec<PartitionSnapshot> = offsets
             .into_iter()
