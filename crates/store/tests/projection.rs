@@ -779,3 +779,54 @@ async fn postgres_away_is_waited_for_not_quarantined() {
         .expect_err("nothing can be written");
     assert!(err.is_unavailable(), "{err}");
 }
+
+/// A row written before the state was kept in rows (its whole state in a
+/// JSON blob) is read as it was, and written in rows at its next change.
+#[tokio::test]
+async fn a_row_of_the_earlier_layout_is_read_and_rewritten_in_rows_at_its_next_change() {
+    let store = fresh_store().await;
+    let recs = loop_records(4, 10_000);
+    let id = recs[0].workflow_id;
+    store.claim_partitions("t", &[0]).await.unwrap();
+    let all = at(0, 0, &recs);
+    // Up to the middle of iteration 2, then turned into a row as the
+    // previous version wrote it.
+    let half = 5;
+    store
+        .apply_batch("t", &all[..half], &mut ProjectionCache::default())
+        .await
+        .unwrap();
+    let blob = serde_json::to_string(&fold(&recs[..half])).unwrap();
+    sqlx::query(
+        "UPDATE workflows SET in_rows = false, state = $2, definition = NULL, input = NULL
+         WHERE id = $1",
+    )
+    .bind(id.as_uuid())
+    .bind(blob)
+    .execute(store.pool())
+    .await
+    .unwrap();
+    sqlx::query("DELETE FROM step_outputs WHERE workflow_id = $1")
+        .bind(id.as_uuid())
+        .execute(store.pool())
+        .await
+        .unwrap();
+    assert_projected_as_folded(&store, &recs[..half]).await;
+
+    store
+        .apply_batch("t", &all[half..half + 1], &mut ProjectionCache::default())
+        .await
+        .unwrap();
+    let (in_rows, blob): (bool, Option<String>) =
+        sqlx::query_as("SELECT in_rows, state FROM workflows WHERE id = $1")
+            .bind(id.as_uuid())
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert!(in_rows && blob.is_none());
+    store
+        .apply_batch("t", &all[half + 1..], &mut ProjectionCache::default())
+        .await
+        .unwrap();
+    assert_projected_as_folded(&store, &recs).await;
+}
