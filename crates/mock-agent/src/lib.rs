@@ -11,6 +11,9 @@
 //! - `{"not_json": true}`: answer 200 with a body that is not JSON;
 //! - `{"pad_bytes": N}`: add a `"pad"` string of N bytes to the answer (a
 //!   large output from a small input), a failure's answer included;
+//! - `{"noise_bytes": N}`: the same, but N pseudo-random hex digits that
+//!   differ on every call (what compression cannot shrink, as a real
+//!   document: for measuring what storing outputs costs);
 //! - `{"hold_until_calls": 2}`: hold each call with this `Idempotency-Key`
 //!   until the key has had that many calls, then answer them all (tests
 //!   use it to make two writers race on one step);
@@ -313,5 +316,26 @@ async fn execute(
     if let Some(n) = ctl.get("pad_bytes").and_then(Value::as_u64) {
         answer["pad"] = Value::String("x".repeat(n as usize));
     }
+    if let Some(len) = ctl.get("noise_bytes").and_then(Value::as_u64) {
+        answer["pad"] = Value::String(noise(len as usize, &key, n));
+    }
     axum::Json(answer).into_response()
+}
+
+/// `len` hex digits of xorshift noise seeded by the call (the same call
+/// answers the same; every other call differently).
+fn noise(len: usize, key: &str, call: u32) -> String {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ u64::from(call);
+    for b in key.bytes() {
+        x = (x ^ u64::from(b)).wrapping_mul(0x0100_0000_01B3);
+    }
+    let mut out = String::with_capacity(len + 16);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.push_str(&format!("{x:016x}"));
+    }
+    out.truncate(len);
+    out
 }

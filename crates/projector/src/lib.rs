@@ -20,6 +20,7 @@ pub const BATCH_SECONDS: &str = "agentflow_projector_batch_seconds";
 pub const RECORDS_APPLIED: &str = "agentflow_projector_records_total";
 pub const LAG_SECONDS: &str = "agentflow_projector_lag_seconds";
 pub const QUARANTINED: &str = "agentflow_projector_quarantined_total";
+pub const WRITE_FAILURES: &str = "agentflow_projector_write_failures_total";
 
 /// Up to this many records go in one transaction.
 const MAX_BATCH: usize = 1000;
@@ -53,6 +54,11 @@ fn describe() {
     metrics::describe_counter!(
         QUARANTINED,
         "Records the projector could not write or read, kept in quarantined_records."
+    );
+    metrics::describe_counter!(
+        WRITE_FAILURES,
+        "Projector writes Postgres refused (each try; Postgres being away is not counted). \
+         A write that keeps failing is narrowed to its record, which is quarantined."
     );
 }
 
@@ -222,9 +228,11 @@ async fn claim(store: &Store, topic: &str, partitions: &[i32]) -> Vec<i64> {
     }
 }
 
-/// Writes one batch, retrying until Postgres takes it: the log keeps
-/// everything meanwhile, so nothing is lost, and the offsets in the same
-/// transaction make a retry after an unknown outcome harmless.
+/// Writes one batch. A record Postgres keeps refusing is quarantined after
+/// bounded tries ([`Store::project`]); while Postgres is away this waits
+/// for it without a bound: the log keeps everything meanwhile, so nothing
+/// is lost, and the offsets in the same transaction make a retry after an
+/// unknown outcome harmless.
 async fn write(
     store: &Store,
     topic: &str,
@@ -238,6 +246,7 @@ async fn write(
         match store.project(topic, batch, cache).await {
             Ok(out) => {
                 metrics::counter!(QUARANTINED).increment(out.quarantined.len() as u64);
+                metrics::counter!(WRITE_FAILURES).increment(u64::from(out.write_failures));
                 metrics::histogram!(BATCH_SECONDS).record(started.elapsed().as_secs_f64());
                 metrics::counter!(RECORDS_APPLIED, "result" => "applied")
                     .increment(out.applied as u64);
@@ -255,7 +264,8 @@ async fn write(
                 return;
             }
             Err(e) => {
-                tracing::warn!(error = %e, records = batch.len(), "projector write failed, retrying");
+                tracing::warn!(error = %e, records = batch.len(),
+                    "projector cannot reach Postgres, waiting for it");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }

@@ -18,7 +18,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 pub use progress::{Progress, WorkflowWatch};
 pub use projection::{BatchOutcome, Positioned, ProjectionCache};
-pub use quarantine::QuarantinedRecord;
+pub use quarantine::{QuarantinedRecord, WriteRetry};
 pub use queries::{Changed, Cursor, ListFilter, Projected, WorkflowHead, WorkflowSummary};
 pub use snapshot::PartitionSnapshot;
 
@@ -57,12 +57,45 @@ impl StoreError {
         matches!(self, StoreError::Unavailable(_))
     }
 
+    /// An error that passes by itself when tried again (SQLSTATE class 40,
+    /// a serialization failure or deadlock; 53, too few resources; 55P03,
+    /// a lock not available).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Database(sqlx::Error::Database(d))
+            if d.code().is_some_and(|c| c.starts_with("40") || c.starts_with("53") || c == "55P03"))
+    }
+
     /// Postgres refused the data itself (SQLSTATE class 22, data exception,
     /// e.g. U+0000 in text; or 23, integrity constraint violation): writing
     /// the same again fails the same way.
     pub fn is_data_error(&self) -> bool {
         matches!(self, StoreError::Database(sqlx::Error::Database(d))
             if d.code().is_some_and(|c| c.starts_with("22") || c.starts_with("23")))
+    }
+}
+
+/// SHA-256 of `bytes`, lower-case hex: the key of `outputs` (and of the
+/// log's payload topic, for the same JSON text).
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The reference an audit-trail record carries for an output kept in the
+/// `outputs` table rather than in the record: its hash and length, and no
+/// place in the log (`partition` -1, no chunks). Only the store writes and
+/// resolves these; the log's own references are resolved before a record
+/// reaches the projector.
+pub(crate) fn in_outputs(sha256: &str, bytes: u64) -> agentflow_core::OutputRef {
+    agentflow_core::OutputRef {
+        sha256: sha256.to_owned(),
+        bytes,
+        chunks: 0,
+        partition: -1,
+        offset: -1,
     }
 }
 

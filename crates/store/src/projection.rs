@@ -2,17 +2,18 @@
 //! the partition offsets, in one transaction. A record at an offset already
 //! applied is skipped, so a restart or a duplicate delivery changes nothing.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use agentflow_core::{
-    Record, StepError, StepState, StepStatus, WorkflowId, WorkflowState, WorkflowStatus, apply,
+    Event, Inbox, Record, SkipReason, StepError, StepState, StepStatus, WorkflowId, WorkflowState,
+    WorkflowStatus, apply,
 };
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::rows::{load_states, step_status_str};
+use crate::rows::{load_states_in_rows, skip_reason_str, step_status_str};
 use crate::{Store, StoreError};
 
 /// A record and where it is in the log.
@@ -38,6 +39,9 @@ pub struct BatchOutcome {
     pub status_changed: Vec<WorkflowState>,
     /// Records Postgres refused, kept aside (see [`Store::project`]).
     pub quarantined: Vec<crate::QuarantinedRecord>,
+    /// Writes Postgres refused (each try) before the batch was written or
+    /// its records quarantined; Postgres being away is not counted.
+    pub write_failures: u32,
 }
 
 impl BatchOutcome {
@@ -55,6 +59,7 @@ impl BatchOutcome {
         self.next_offsets.sort_unstable();
         self.status_changed.extend(later.status_changed);
         self.quarantined.extend(later.quarantined);
+        self.write_failures += later.write_failures;
     }
 }
 
@@ -205,6 +210,9 @@ impl Store {
             ids
         };
         let mut states: HashMap<WorkflowId, Option<WorkflowState>> = HashMap::new();
+        // Read from rows written before the state was kept in rows: written
+        // whole at their next change.
+        let mut legacy: HashSet<WorkflowId> = HashSet::new();
         let mut to_read = Vec::new();
         for id in ids {
             match cache.states.remove(&WorkflowId::from(id)) {
@@ -215,7 +223,12 @@ impl Store {
             }
         }
         if !to_read.is_empty() {
-            states.extend(load_states(&mut tx, &to_read).await?);
+            for (st, in_rows) in load_states_in_rows(&mut tx, &to_read).await? {
+                if !in_rows {
+                    legacy.insert(st.workflow_id);
+                }
+                states.insert(st.workflow_id, Some(st));
+            }
         }
         // What identifies a change: seq, or a command that flags the state.
         let version = |s: &WorkflowState| (s.seq, s.cancel_requested, s.commands.len());
@@ -226,7 +239,9 @@ impl Store {
                     let before = Before {
                         version: version(s),
                         status: s.status,
+                        in_rows: !legacy.contains(k),
                         steps: s.steps.iter().map(StepRow::of).collect(),
+                        outputs: s.steps.iter().map(OutputsSeen::of).collect(),
                     };
                     (*k, before)
                 })
@@ -234,11 +249,12 @@ impl Store {
             .collect();
         let mut partition_of: HashMap<WorkflowId, i32> = HashMap::new();
         let mut trail = EventRows::default();
+        let mut large = LargeOutputs::default();
         for r in &fresh {
             partition_of.insert(r.record.workflow_id, r.partition);
             let slot = states.entry(r.record.workflow_id).or_insert(None);
             let applied = apply(slot, &r.record);
-            trail.push(r, applied.is_ok());
+            trail.push(r, applied.is_ok(), &mut large);
             match applied {
                 Ok(()) => out.applied += 1,
                 Err(why) => {
@@ -276,6 +292,7 @@ impl Store {
             &mut changed,
             &mut new_users,
             trail,
+            large,
             &next,
             Utc::now(),
         )
@@ -304,19 +321,23 @@ impl Store {
 struct Before {
     version: (u64, bool, usize),
     status: WorkflowStatus,
+    /// Kept in rows (else in a row of an earlier layout: written whole).
+    in_rows: bool,
     steps: Vec<StepRow>,
+    outputs: Vec<OutputsSeen>,
 }
 
 /// A workflow the batch changed.
 struct Changed<'a> {
     state: &'a WorkflowState,
     partition: i32,
-    /// None: new to the projection.
+    /// None: new to the projection (or in a row of an earlier layout):
+    /// written whole.
     before: Option<&'a Before>,
 }
 
-/// A step's columns in `workflow_steps` (its output lives in the workflow's
-/// `results`): a step row is written only when these change.
+/// A step's columns in `workflow_steps` (its outputs are in
+/// `step_outputs`): a step row is written only when these change.
 #[derive(PartialEq)]
 struct StepRow {
     status: StepStatus,
@@ -325,6 +346,12 @@ struct StepRow {
     duration_ms: u64,
     error: Option<StepError>,
     finished_at: Option<DateTime<Utc>>,
+    loop_base: u32,
+    until_pending: bool,
+    condition: Option<bool>,
+    skip_reason: Option<SkipReason>,
+    wait_until: Option<DateTime<Utc>>,
+    inbox: Option<Inbox>,
 }
 
 impl StepRow {
@@ -336,7 +363,66 @@ impl StepRow {
             duration_ms: s.duration_ms,
             error: s.error.clone(),
             finished_at: s.finished_at,
+            loop_base: s.loop_base,
+            until_pending: s.until_pending,
+            condition: s.condition,
+            skip_reason: s.skip_reason,
+            wait_until: s.wait_until,
+            inbox: s.inbox.clone(),
         }
+    }
+}
+
+/// Which of a step's outputs are in `step_outputs` already: a loop's first
+/// `iterations`, another step's output of iteration `output_at`.
+struct OutputsSeen {
+    iterations: usize,
+    output_at: Option<u32>,
+}
+
+impl OutputsSeen {
+    fn of(s: &StepState) -> Self {
+        Self {
+            iterations: s.iterations.len(),
+            output_at: s.output.as_ref().map(|_| s.iteration),
+        }
+    }
+}
+
+/// An output whose JSON text is longer than this is kept once in `outputs`,
+/// by its hash, and referenced from `step_outputs` and the audit trail.
+pub const INLINE_OUTPUT_BYTES: usize = 8 * 1024;
+
+/// Where an output goes.
+enum Stored {
+    /// Its JSON text, in the referencing row.
+    Inline(String),
+    /// The SHA-256 of its JSON text (in `outputs`), and its length.
+    Large(String, u64),
+}
+
+/// The batch's large outputs, by hash, each once (`outputs`).
+#[derive(Default)]
+struct LargeOutputs {
+    sha256: Vec<String>,
+    body: Vec<String>,
+    seen: HashSet<String>,
+}
+
+impl LargeOutputs {
+    fn store(&mut self, output: &Value) -> Stored {
+        // JSON text escapes U+0000: always storable.
+        let text = serde_json::to_string(output).expect("JSON values serialise");
+        if text.len() <= INLINE_OUTPUT_BYTES {
+            return Stored::Inline(text);
+        }
+        let sha = crate::sha256_hex(text.as_bytes());
+        let bytes = text.len() as u64;
+        if self.seen.insert(sha.clone()) {
+            self.sha256.push(sha.clone());
+            self.body.push(text);
+        }
+        Stored::Large(sha, bytes)
     }
 }
 
@@ -347,30 +433,106 @@ struct EventRows {
     offset: Vec<i64>,
     workflow_id: Vec<Uuid>,
     applied: Vec<bool>,
-    /// The record's JSON text (kept as text: U+0000 stays `\u0000`).
+    /// The record's JSON text (kept as text: U+0000 stays `\u0000`); a
+    /// large output as a reference to `outputs` (see [`Store::workflow_events`]).
     record: Vec<String>,
+    output_sha256: Vec<Option<String>>,
 }
 
 impl EventRows {
-    fn push(&mut self, r: &Positioned, applied: bool) {
+    fn push(&mut self, r: &Positioned, applied: bool, large: &mut LargeOutputs) {
         self.partition.push(r.partition);
         self.offset.push(r.offset);
         self.workflow_id.push(r.record.workflow_id.as_uuid());
         self.applied.push(applied);
-        self.record.push(r.record.to_json_string());
+        let stored = match &r.record.event {
+            Event::AgentExecuted { output, .. } => Some(large.store(output)),
+            _ => None,
+        };
+        match stored {
+            Some(Stored::Large(sha, bytes)) => {
+                let text = r.record.to_bytes_with_ref(&crate::in_outputs(&sha, bytes));
+                self.record
+                    .push(String::from_utf8(text).expect("JSON is UTF-8"));
+                self.output_sha256.push(Some(sha));
+            }
+            _ => {
+                self.record.push(r.record.to_json_string());
+                self.output_sha256.push(None);
+            }
+        }
+    }
+}
+
+/// The steps' new outputs for `step_outputs`, column by column.
+#[derive(Default)]
+struct OutputRows {
+    workflow_id: Vec<Uuid>,
+    step: Vec<i32>,
+    iteration: Vec<i32>,
+    output: Vec<Option<String>>,
+    output_sha256: Vec<Option<String>>,
+}
+
+impl OutputRows {
+    /// The outputs of `st` not in `before` (all of them when `None`).
+    fn push(
+        &mut self,
+        st: &WorkflowState,
+        before: Option<&[OutputsSeen]>,
+        large: &mut LargeOutputs,
+    ) {
+        for (i, s) in st.steps.iter().enumerate() {
+            let seen = before.and_then(|b| b.get(i));
+            if st.definition[i].repeat.is_some() {
+                let from = seen.map_or(0, |b| b.iterations);
+                for (k, o) in s.iterations.iter().enumerate().skip(from) {
+                    self.push_one(st, i, k as u32 + 1, o, large);
+                }
+            } else if let Some(o) = &s.output
+                && seen.and_then(|b| b.output_at) != Some(s.iteration)
+            {
+                self.push_one(st, i, s.iteration, o, large);
+            }
+        }
+    }
+
+    fn push_one(
+        &mut self,
+        st: &WorkflowState,
+        i: usize,
+        iteration: u32,
+        output: &Value,
+        large: &mut LargeOutputs,
+    ) {
+        self.workflow_id.push(st.workflow_id.as_uuid());
+        self.step.push(i as i32 + 1);
+        self.iteration.push(iteration as i32);
+        match large.store(output) {
+            Stored::Inline(text) => {
+                self.output.push(Some(text));
+                self.output_sha256.push(None);
+            }
+            Stored::Large(sha, _) => {
+                self.output.push(None);
+                self.output_sha256.push(Some(sha));
+            }
+        }
     }
 }
 
 /// Writes everything a batch changed in one statement (one round trip):
 /// the users of new workflows, the changed workflows and their changed steps
 /// (rows in id order, so concurrent writers lock them in one order), the
-/// audit trail and the partitions' next offsets.
+/// steps' new outputs, the audit trail and the partitions' next offsets.
+#[allow(clippy::too_many_arguments)]
 async fn write_batch(
     tx: &mut Transaction<'_, Postgres>,
     topic: &str,
     changed: &mut [Changed<'_>],
     new_users: &mut Vec<i64>,
     trail: EventRows,
+    mut large: LargeOutputs,
     next: &BTreeMap<i32, i64>,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
@@ -379,55 +541,85 @@ async fn write_batch(
     new_users.dedup();
     let mut w = WorkflowRows::default();
     let mut s = StepRows::default();
+    let mut o = OutputRows::default();
     for c in changed.iter() {
-        w.push(c.state, c.partition, c.before.is_none());
-        s.push(c.state, c.before.map(|b| b.steps.as_slice()));
+        let before = c.before.filter(|b| b.in_rows);
+        w.push(c.state, c.partition, before.is_none());
+        s.push(c.state, before.map(|b| b.steps.as_slice()));
+        o.push(c.state, before.map(|b| b.outputs.as_slice()), &mut large);
     }
     let (partitions, offsets): (Vec<i32>, Vec<i64>) = next.iter().map(|(p, o)| (*p, *o)).unzip();
     // Data-modifying CTEs run in one statement; the foreign keys (steps →
-    // workflows → users) are checked at its end, when all rows are in.
+    // workflows → users, outputs) are checked at its end, when all rows are
+    // in. Columns that never change are set only in a row new to this
+    // layout (`in_rows`); large values that did not change are not sent.
     sqlx::query(
         "WITH users_in AS (
              INSERT INTO users (id) SELECT * FROM UNNEST($2::bigint[]) ON CONFLICT DO NOTHING
          ), workflows_in AS (
              INSERT INTO workflows
-                (id, name, tasks, status, results, user_id, created_at, started_at, finished_at,
+                (id, name, tasks, status, user_id, created_at, started_at, finished_at,
                  seq, runs, error, last_event_id, timeout_ms, cancel_requested, log_partition,
-                 state, updated_at)
-             SELECT *, $19 FROM UNNEST($3::uuid[], $4::text[], $5::jsonb[], $6::text[],
-                 $7::text[], $8::bigint[], $9::timestamptz[], $10::timestamptz[],
-                 $11::timestamptz[], $12::bigint[], $13::int[], $14::text[], $15::uuid[],
-                 $16::bigint[], $17::bool[], $18::int[], $35::text[])
+                 definition, input, max_concurrency, paused, commands, signal_keys,
+                 updated_at, in_rows, results)
+             SELECT *, $24, true, '[]' FROM UNNEST($3::uuid[], $4::text[], $5::jsonb[],
+                 $6::text[], $7::bigint[], $8::timestamptz[], $9::timestamptz[],
+                 $10::timestamptz[], $11::bigint[], $12::int[], $13::text[], $14::uuid[],
+                 $15::bigint[], $16::bool[], $17::int[], $18::text[], $19::text[], $20::int[],
+                 $21::bool[], $22::text[], $23::text[])
              ON CONFLICT (id) DO UPDATE SET
-                state = EXCLUDED.state,
-                status = EXCLUDED.status, results = EXCLUDED.results,
+                status = EXCLUDED.status,
                 started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at,
                 updated_at = EXCLUDED.updated_at, seq = EXCLUDED.seq, runs = EXCLUDED.runs,
                 error = EXCLUDED.error, last_event_id = EXCLUDED.last_event_id,
                 cancel_requested = EXCLUDED.cancel_requested,
-                log_partition = EXCLUDED.log_partition
+                log_partition = EXCLUDED.log_partition, paused = EXCLUDED.paused,
+                commands = EXCLUDED.commands, signal_keys = EXCLUDED.signal_keys,
+                tasks = CASE WHEN workflows.in_rows THEN workflows.tasks ELSE EXCLUDED.tasks END,
+                definition = CASE WHEN workflows.in_rows THEN workflows.definition
+                                  ELSE EXCLUDED.definition END,
+                input = CASE WHEN workflows.in_rows THEN workflows.input ELSE EXCLUDED.input END,
+                max_concurrency = CASE WHEN workflows.in_rows THEN workflows.max_concurrency
+                                       ELSE EXCLUDED.max_concurrency END,
+                timeout_ms = CASE WHEN workflows.in_rows THEN workflows.timeout_ms
+                                  ELSE EXCLUDED.timeout_ms END,
+                in_rows = true, state = NULL, results = '[]'
          ), steps_in AS (
              INSERT INTO workflow_steps
                 (workflow_id, step, agent, status, attempts, duration_ms, error, finished_at,
-                 step_id, iteration)
-             SELECT * FROM UNNEST($20::uuid[], $21::int[], $22::text[], $23::text[], $24::int[],
-                                  $25::bigint[], $26::text[], $27::timestamptz[], $36::text[],
-                                  $37::int[])
+                 step_id, iteration, loop_base, until_pending, condition, skip_reason,
+                 wait_until, inbox)
+             SELECT * FROM UNNEST($25::uuid[], $26::int[], $27::text[], $28::text[], $29::int[],
+                                  $30::bigint[], $31::text[], $32::timestamptz[], $33::text[],
+                                  $34::int[], $35::int[], $36::bool[], $37::bool[], $38::text[],
+                                  $39::timestamptz[], $40::text[])
              ON CONFLICT (workflow_id, step) DO UPDATE SET
                 status = EXCLUDED.status, attempts = EXCLUDED.attempts,
                 iteration = EXCLUDED.iteration,
                 duration_ms = EXCLUDED.duration_ms, error = EXCLUDED.error,
-                finished_at = EXCLUDED.finished_at
+                finished_at = EXCLUDED.finished_at, loop_base = EXCLUDED.loop_base,
+                until_pending = EXCLUDED.until_pending, condition = EXCLUDED.condition,
+                skip_reason = EXCLUDED.skip_reason, wait_until = EXCLUDED.wait_until,
+                inbox = EXCLUDED.inbox
          ), events_in AS (
              INSERT INTO workflow_events
-                (topic, log_partition, log_offset, workflow_id, applied, record)
-             SELECT $1, p, o, w, a, r
-             FROM UNNEST($28::int[], $29::bigint[], $30::uuid[], $31::bool[], $32::text[])
-                 AS e(p, o, w, a, r)
+                (topic, log_partition, log_offset, workflow_id, applied, record, output_sha256)
+             SELECT $1, p, o, w, a, r, h
+             FROM UNNEST($41::int[], $42::bigint[], $43::uuid[], $44::bool[], $45::text[],
+                         $46::text[])
+                 AS e(p, o, w, a, r, h)
+             ON CONFLICT DO NOTHING
+         ), outputs_in AS (
+             INSERT INTO outputs (sha256, body)
+             SELECT * FROM UNNEST($47::text[], $48::text[])
+             ON CONFLICT DO NOTHING
+         ), step_outputs_in AS (
+             INSERT INTO step_outputs (workflow_id, step, iteration, output, output_sha256)
+             SELECT * FROM UNNEST($49::uuid[], $50::int[], $51::int[], $52::text[], $53::text[])
              ON CONFLICT DO NOTHING
          )
          INSERT INTO projector_offsets (topic, partition, next_offset, updated_at)
-         SELECT $1, *, now() FROM UNNEST($33::int[], $34::bigint[])
+         SELECT $1, *, now() FROM UNNEST($54::int[], $55::bigint[])
          ON CONFLICT (topic, partition) DO UPDATE
          SET next_offset = EXCLUDED.next_offset, updated_at = now()",
     )
@@ -437,7 +629,6 @@ async fn write_batch(
     .bind(w.name)
     .bind(w.tasks)
     .bind(w.status)
-    .bind(w.results)
     .bind(w.user_id)
     .bind(w.created_at)
     .bind(w.started_at)
@@ -449,6 +640,12 @@ async fn write_batch(
     .bind(w.timeout_ms)
     .bind(w.cancel_requested)
     .bind(w.log_partition)
+    .bind(w.definition)
+    .bind(w.input)
+    .bind(w.max_concurrency)
+    .bind(w.paused)
+    .bind(w.commands)
+    .bind(w.signal_keys)
     .bind(now)
     .bind(s.workflow_id)
     .bind(s.step)
@@ -458,16 +655,29 @@ async fn write_batch(
     .bind(s.duration_ms)
     .bind(s.error)
     .bind(s.finished_at)
+    .bind(s.step_id)
+    .bind(s.iteration)
+    .bind(s.loop_base)
+    .bind(s.until_pending)
+    .bind(s.condition)
+    .bind(s.skip_reason)
+    .bind(s.wait_until)
+    .bind(s.inbox)
     .bind(trail.partition)
     .bind(trail.offset)
     .bind(trail.workflow_id)
     .bind(trail.applied)
     .bind(trail.record)
+    .bind(trail.output_sha256)
+    .bind(large.sha256)
+    .bind(large.body)
+    .bind(o.workflow_id)
+    .bind(o.step)
+    .bind(o.iteration)
+    .bind(o.output)
+    .bind(o.output_sha256)
     .bind(partitions)
     .bind(offsets)
-    .bind(w.state)
-    .bind(s.step_id)
-    .bind(s.iteration)
     .execute(&mut **tx)
     .await
     .map_err(StoreError::classify)?;
@@ -481,8 +691,6 @@ struct WorkflowRows {
     name: Vec<String>,
     tasks: Vec<Value>,
     status: Vec<&'static str>,
-    /// JSON text, as every column that may hold what an agent said.
-    results: Vec<String>,
     user_id: Vec<i64>,
     created_at: Vec<DateTime<Utc>>,
     started_at: Vec<Option<DateTime<Utc>>>,
@@ -494,24 +702,39 @@ struct WorkflowRows {
     timeout_ms: Vec<Option<i64>>,
     cancel_requested: Vec<bool>,
     log_partition: Vec<i32>,
-    /// The fold's whole state, JSON text.
-    state: Vec<String>,
+    /// JSON text of what never changes (sent only when written whole).
+    definition: Vec<Option<String>>,
+    input: Vec<Option<String>>,
+    max_concurrency: Vec<Option<i32>>,
+    paused: Vec<bool>,
+    /// JSON text.
+    commands: Vec<String>,
+    signal_keys: Vec<String>,
 }
 
 impl WorkflowRows {
-    /// `new`: not in the projection yet. Name and tasks never change, so
-    /// they are sent only then (the upsert does not update them).
-    fn push(&mut self, st: &WorkflowState, partition: i32, new: bool) {
+    /// `whole`: new to the projection, or in a row of an earlier layout.
+    /// Name, definition and input never change, so they are sent only then
+    /// (the upsert keeps those of a row in rows).
+    fn push(&mut self, st: &WorkflowState, partition: i32, whole: bool) {
         self.id.push(st.workflow_id.as_uuid());
-        self.name
-            .push(if new { st.name.clone() } else { String::new() });
-        self.tasks.push(if new {
+        self.name.push(if whole {
+            st.name.clone()
+        } else {
+            String::new()
+        });
+        self.tasks.push(if whole {
             serde_json::to_value(&st.definition).expect("serialisable")
         } else {
             Value::Array(Vec::new())
         });
+        self.definition
+            .push(whole.then(|| serde_json::to_string(&st.definition).expect("serialisable")));
+        self.input
+            .push(whole.then(|| serde_json::to_string(&st.input).expect("serialisable")));
+        self.max_concurrency
+            .push(st.max_concurrency.map(|n| n.min(i32::MAX as u32) as i32));
         self.status.push(st.status.as_str());
-        self.results.push(st.results().to_string());
         self.user_id.push(st.user_id.0);
         self.created_at.push(st.created_at);
         self.started_at.push(st.started_at);
@@ -527,8 +750,11 @@ impl WorkflowRows {
         self.timeout_ms.push(st.timeout_ms.map(|ms| ms as i64));
         self.cancel_requested.push(st.cancel_requested);
         self.log_partition.push(partition);
-        self.state
-            .push(serde_json::to_string(st).expect("serialisable"));
+        self.paused.push(st.paused);
+        self.commands
+            .push(serde_json::to_string(&st.commands).expect("serialisable"));
+        self.signal_keys
+            .push(serde_json::to_string(&st.signal_keys).expect("serialisable"));
     }
 }
 
@@ -545,10 +771,17 @@ struct StepRows {
     duration_ms: Vec<i64>,
     error: Vec<Option<String>>,
     finished_at: Vec<Option<DateTime<Utc>>>,
+    loop_base: Vec<i32>,
+    until_pending: Vec<bool>,
+    condition: Vec<Option<bool>>,
+    skip_reason: Vec<Option<&'static str>>,
+    wait_until: Vec<Option<DateTime<Utc>>>,
+    /// The signal payload, JSON text.
+    inbox: Vec<Option<String>>,
 }
 
 impl StepRows {
-    /// The steps whose row differs from `before` (all of them when new).
+    /// The steps whose row differs from `before` (all of them when `None`).
     fn push(&mut self, st: &WorkflowState, before: Option<&[StepRow]>) {
         for (i, s) in st.steps.iter().enumerate() {
             if before.and_then(|b| b.get(i)) == Some(&StepRow::of(s)) {
@@ -569,6 +802,16 @@ impl StepRows {
                     .map(|e| serde_json::to_string(e).expect("serialisable")),
             );
             self.finished_at.push(s.finished_at);
+            self.loop_base.push(s.loop_base as i32);
+            self.until_pending.push(s.until_pending);
+            self.condition.push(s.condition);
+            self.skip_reason.push(s.skip_reason.map(skip_reason_str));
+            self.wait_until.push(s.wait_until);
+            self.inbox.push(
+                s.inbox
+                    .as_ref()
+                    .map(|i| serde_json::to_string(&i.payload).expect("serialisable")),
+            );
         }
     }
 }

@@ -5,6 +5,16 @@
 //! `quarantined_records` with the reason, its offset consumed — and the
 //! partition goes on. The workflow's row then stops before that record:
 //! the fold ignores its later records, which no longer follow its chain.
+//!
+//! Any other error is tried again a bounded number of times with backoff
+//! ([`WriteRetry`]) and then handled the same way: whatever Postgres says
+//! (a statement over a limit, a trigger, an internal error), a record that
+//! keeps failing is quarantined rather than retried forever, which would
+//! stop every user's reads. Only Postgres being away (a connection that
+//! fails and a ping that fails too) is waited out without a bound: that is
+//! no fault of the data, and nothing would be gained by setting it aside.
+
+use std::time::Duration;
 
 use agentflow_core::{Record, WorkflowId};
 use chrono::{DateTime, Utc};
@@ -64,48 +74,155 @@ fn storable(s: &str) -> String {
     s.replace('\0', "\\u0000")
 }
 
+/// How often a write that fails (for another reason than Postgres being
+/// away) is tried before its batch is narrowed to the record at fault and
+/// that record is quarantined.
+#[derive(Debug, Clone, Copy)]
+pub struct WriteRetry {
+    /// Tries of one write: the batch, then each of its records.
+    pub attempts: u32,
+    /// Tries when the error is one that passes by itself (a serialization
+    /// failure or deadlock, too few resources, a lock not available), as
+    /// long as it keeps recurring.
+    pub transient_attempts: u32,
+    /// The wait after the first failure, doubled after each, up to
+    /// `max_delay`.
+    pub first_delay: Duration,
+    pub max_delay: Duration,
+}
+
+impl Default for WriteRetry {
+    fn default() -> Self {
+        Self {
+            attempts: 5,
+            transient_attempts: 20,
+            first_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(5),
+        }
+    }
+}
+
+/// How a write ended after its tries.
+enum Tried {
+    Written(BatchOutcome),
+    /// Postgres refused it every time (or, for its data, once).
+    Refused(StoreError),
+}
+
 impl Store {
-    /// [`Store::apply_batch`], except that a record Postgres refuses for its
-    /// data is quarantined instead of failing the batch (see the module's
-    /// documentation). Other errors (Postgres unavailable…) are returned:
-    /// retry the batch, records already written are skipped by offset.
+    /// [`Store::apply_batch`], except that a record Postgres keeps refusing
+    /// is quarantined instead of failing the batch (see the module's
+    /// documentation), with the default [`WriteRetry`]. Only "Postgres is
+    /// away" is returned as an error (and a failure to quarantine): retry
+    /// the batch then, records already written are skipped by offset.
     pub async fn project(
         &self,
         topic: &str,
         batch: &[Positioned],
         cache: &mut ProjectionCache,
     ) -> Result<BatchOutcome, StoreError> {
-        match self.apply_batch(topic, batch, cache).await {
-            Err(e) if e.is_data_error() && batch.len() > 1 => {
-                tracing::warn!(error = %e, records = batch.len(),
-                    "projector batch refused for its data; writing it record by record");
+        self.project_with(topic, batch, cache, &WriteRetry::default())
+            .await
+    }
+
+    /// [`Store::project`] with these tries.
+    pub async fn project_with(
+        &self,
+        topic: &str,
+        batch: &[Positioned],
+        cache: &mut ProjectionCache,
+        retry: &WriteRetry,
+    ) -> Result<BatchOutcome, StoreError> {
+        let mut failures = 0;
+        let e = match self
+            .try_write(topic, batch, cache, retry, &mut failures)
+            .await?
+        {
+            Tried::Written(mut out) => {
+                out.write_failures = failures;
+                return Ok(out);
             }
-            Err(e) if e.is_data_error() => {}
-            other => return other,
+            Tried::Refused(e) => e,
+        };
+        if batch.len() > 1 {
+            tracing::warn!(error = %e, records = batch.len(),
+                "projector batch refused; writing it record by record");
         }
         let mut out = BatchOutcome::default();
         for r in batch {
-            let one = match self
-                .apply_batch(topic, std::slice::from_ref(r), cache)
-                .await
-            {
-                Ok(one) => one,
-                Err(e) if e.is_data_error() => {
-                    let q = self
-                        .quarantine(topic, r.partition, r.offset, Ok(&r.record), &e.to_string())
-                        .await?;
-                    let mut one = BatchOutcome {
-                        next_offsets: vec![(r.partition, r.offset + 1)],
-                        ..Default::default()
-                    };
-                    one.quarantined.push(q);
-                    one
+            let one = std::slice::from_ref(r);
+            let refused = if batch.len() == 1 {
+                e.to_string()
+            } else {
+                match self
+                    .try_write(topic, one, cache, retry, &mut failures)
+                    .await?
+                {
+                    Tried::Written(one) => {
+                        out.merge(one);
+                        continue;
+                    }
+                    Tried::Refused(e) => e.to_string(),
                 }
-                Err(e) => return Err(e),
             };
-            out.merge(one);
+            let q = self
+                .quarantine(topic, r.partition, r.offset, Ok(&r.record), &refused)
+                .await?;
+            out.merge(BatchOutcome {
+                next_offsets: vec![(r.partition, r.offset + 1)],
+                quarantined: vec![q],
+                ..Default::default()
+            });
         }
+        out.write_failures = failures;
         Ok(out)
+    }
+
+    /// Writes `batch`, trying again after an error as `retry` says; counts
+    /// the failed tries in `failures`. `Err`: Postgres is away.
+    async fn try_write(
+        &self,
+        topic: &str,
+        batch: &[Positioned],
+        cache: &mut ProjectionCache,
+        retry: &WriteRetry,
+        failures: &mut u32,
+    ) -> Result<Tried, StoreError> {
+        let mut tries = 0;
+        let mut delay = retry.first_delay;
+        loop {
+            let e = match self.apply_batch(topic, batch, cache).await {
+                Ok(out) => return Ok(Tried::Written(out)),
+                Err(e) => e,
+            };
+            // The same data fails the same way: no use trying it again.
+            if e.is_data_error() {
+                *failures += 1;
+                return Ok(Tried::Refused(e));
+            }
+            // A connection that failed: if Postgres answers a ping, it is
+            // up, and this write is what keeps failing (a statement that
+            // makes the server drop the connection, say).
+            if e.is_unavailable() && self.ping().await.is_err() {
+                return Err(e);
+            }
+            *failures += 1;
+            tries += 1;
+            let limit = if e.is_transient() {
+                retry.transient_attempts
+            } else {
+                retry.attempts
+            };
+            if tries >= limit {
+                tracing::error!(error = %e, records = batch.len(), tries,
+                    "projector write keeps failing; giving it up");
+                return Ok(Tried::Refused(e));
+            }
+            tracing::warn!(error = %e, records = batch.len(), tries,
+                "projector write failed, retrying");
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(retry.max_delay);
+        }
     }
 
     /// Keeps a record the projector cannot write (`Ok`) or could not read

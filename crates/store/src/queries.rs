@@ -4,7 +4,7 @@ use agentflow_core::{Record, UserId, WorkflowId, WorkflowState, WorkflowStatus};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::rows::{StepRow, WORKFLOW_COLUMNS, WorkflowRow, state_from_rows};
+use crate::rows::{WORKFLOW_COLUMNS, WorkflowRow, states_of};
 use crate::{Store, StoreError};
 
 /// A position in the newest-first list: the last item of the previous page.
@@ -154,18 +154,11 @@ impl Store {
         let Some(Flagged { row, quarantined }) = row else {
             return Ok(None);
         };
-        let steps: Vec<StepRow> = sqlx::query_as(
-            "SELECT workflow_id, step, status, attempts, duration_ms, error, finished_at
-             FROM workflow_steps WHERE workflow_id = $1 ORDER BY step",
-        )
-        .bind(id.as_uuid())
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(StoreError::classify)?;
-        Ok(Some(Projected {
-            state: state_from_rows(row, steps)?,
-            quarantined,
-        }))
+        let (state, _) = states_of(&mut conn, vec![row])
+            .await?
+            .pop()
+            .expect("one state per row");
+        Ok(Some(Projected { state, quarantined }))
     }
 
     /// Newest first; at most `filter.limit` items after `filter.after`.
@@ -273,7 +266,7 @@ impl Store {
     pub async fn reset_projections(&self, topic: &str) -> Result<(), StoreError> {
         let mut tx = self.pool().begin().await.map_err(StoreError::classify)?;
         for q in [
-            "TRUNCATE workflow_steps, workflows, users",
+            "TRUNCATE step_outputs, outputs, workflow_steps, workflows, users",
             "DELETE FROM workflow_events WHERE topic = $1",
             "DELETE FROM projector_offsets WHERE topic = $1",
             "DELETE FROM quarantined_records WHERE topic = $1",
@@ -312,10 +305,12 @@ impl Store {
         after_offset: i64,
         limit: u32,
     ) -> Result<Vec<(i64, Record, bool)>, StoreError> {
-        let rows: Vec<(i64, String, bool)> = sqlx::query_as(
-            "SELECT log_offset, record, applied FROM workflow_events
-             WHERE topic = $1 AND workflow_id = $2 AND log_offset > $3
-             ORDER BY log_offset LIMIT $4",
+        // An output kept in `outputs` is put back in its record.
+        let rows: Vec<(i64, String, bool, Option<String>)> = sqlx::query_as(
+            "SELECT e.log_offset, e.record, e.applied, o.body
+             FROM workflow_events e LEFT JOIN outputs o ON o.sha256 = e.output_sha256
+             WHERE e.topic = $1 AND e.workflow_id = $2 AND e.log_offset > $3
+             ORDER BY e.log_offset LIMIT $4",
         )
         .bind(topic)
         .bind(id.as_uuid())
@@ -325,8 +320,12 @@ impl Store {
         .await
         .map_err(StoreError::classify)?;
         rows.into_iter()
-            .map(|(offset, json, applied)| {
-                Record::from_bytes(json.as_bytes())
+            .map(|(offset, json, applied, body)| {
+                let mut resolve = |_: &agentflow_core::OutputRef| match &body {
+                    Some(b) => serde_json::from_str(b).map_err(|e| e.to_string()),
+                    None => Err("the output is not in the outputs table".to_owned()),
+                };
+                Record::from_bytes_with(json.as_bytes(), &mut resolve)
                     .map(|r| (offset, r, applied))
                     .map_err(|e| StoreError::Corrupt(format!("workflow_events of {id}: {e}")))
             })

@@ -1,7 +1,7 @@
 //! The projection against real Postgres: exactly once, the fold's verdicts.
 
 use agentflow_core::*;
-use agentflow_store::{Positioned, ProjectionCache, Store};
+use agentflow_store::{Positioned, ProjectionCache, Store, WriteRetry};
 use chrono::Utc;
 use serde_json::json;
 
@@ -521,4 +521,312 @@ async fn a_record_postgres_refuses_is_quarantined_and_the_partitions_move_on() {
     assert!(p0.next_offset <= 2, "{p0:?}");
     let p1 = snaps.iter().find(|s| s.partition == 1).unwrap();
     assert_eq!(p1.next_offset, 4);
+}
+
+/// `len` hex digits of noise (what compression cannot shrink), seeded.
+fn noise(len: usize, seed: u64) -> String {
+    let mut x = 0x9E37_79B9_7F4A_7C15 ^ seed;
+    let mut out = String::with_capacity(len + 16);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.push_str(&format!("{x:016x}"));
+    }
+    out.truncate(len);
+    out
+}
+
+/// A loop of `n` iterations that keeps each one's output (`bytes` of
+/// noise): created, started, then per iteration its `agent.executed` and
+/// its `until`, then completed.
+fn loop_records(n: u32, bytes: usize) -> Vec<Record> {
+    let id = WorkflowId::new();
+    let def = WorkflowDefinition::parse(&json!({"name": "loop", "steps": [
+        {"id": "draft", "agent": "a", "input": {"last": "{{steps.draft.output.n}}"},
+         "repeat": {"until": "output.n >= 1000", "max_iterations": n}}
+    ]}))
+    .unwrap();
+    let mut out = vec![Record::new(
+        id,
+        UserId(1),
+        1,
+        Utc::now(),
+        Event::Created {
+            name: "loop".into(),
+            steps: def.steps,
+            input: json!({}),
+            timeout_ms: None,
+            max_concurrency: None,
+        },
+    )];
+    let mut push = |ev| {
+        let prev = out.last().unwrap();
+        let r = Record::new(id, UserId(1), prev.seq + 1, Utc::now(), ev).after(prev.event_id);
+        out.push(r);
+    };
+    push(Event::Started);
+    let draft = StepId::parse("draft").unwrap();
+    for k in 1..=n {
+        push(Event::AgentExecuted {
+            step: draft.clone(),
+            iteration: k,
+            agent: AgentName::parse("a").unwrap(),
+            output: json!({"n": k, "text": noise(bytes, u64::from(k))}),
+            attempts: 1,
+            duration_ms: 1,
+        });
+        push(Event::ConditionEvaluated {
+            step: draft.clone(),
+            condition: ConditionKind::Until,
+            iteration: k,
+            expression: "output.n >= 1000".into(),
+            // (The last one holds, as if the agent said so.)
+            result: k == n,
+            error: None,
+        });
+    }
+    push(Event::Completed);
+    out
+}
+
+async fn wal_position(store: &Store) -> i64 {
+    sqlx::query_scalar("SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint")
+        .fetch_one(store.pool())
+        .await
+        .unwrap()
+}
+
+/// Issue 17.3: a change costs what changed. A loop that keeps every
+/// iteration's output wrote the whole state (every output so far, twice)
+/// and all results on each change: O(n²). Now an iteration writes its
+/// output once and small rows: what Postgres writes for a late iteration
+/// is about one output, as for an early one.
+#[tokio::test]
+async fn a_loop_writes_each_output_once_however_many_came_before() {
+    const N: u32 = 30;
+    const BYTES: usize = 64 * 1024;
+    let store = fresh_store().await;
+    let recs = loop_records(N, BYTES);
+    store.claim_partitions("t", &[0]).await.unwrap();
+    let mut cache = ProjectionCache::default();
+    let all = at(0, 0, &recs);
+    store.apply_batch("t", &all[..2], &mut cache).await.unwrap();
+    // One iteration (its output and its `until`) per batch, as a projector
+    // keeping up with the loop writes them; the WAL each batch wrote.
+    let mut written = vec![];
+    for k in 0..N as usize {
+        let before = wal_position(&store).await;
+        let batch = &all[2 + 2 * k..4 + 2 * k];
+        let out = store.apply_batch("t", batch, &mut cache).await.unwrap();
+        assert_eq!(out.applied, 2);
+        written.push(wal_position(&store).await - before);
+    }
+    store
+        .apply_batch("t", &all[all.len() - 1..], &mut cache)
+        .await
+        .unwrap();
+    assert_projected_as_folded(&store, &recs).await;
+    let st = store
+        .get_workflow(recs[0].workflow_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(st.steps[0].iterations.len(), N as usize);
+
+    println!("WAL written per iteration: {written:?}");
+    // The cluster's WAL is shared with other tests: the least of the last
+    // iterations is what one of them cost at most.
+    let late = written[N as usize - 10..].iter().min().unwrap();
+    assert!(
+        *late < 3 * BYTES as i64,
+        "a late iteration wrote {late} B of WAL for a {BYTES} B output (all: {written:?})"
+    );
+    // Each output is stored once, and the audit trail refers to it.
+    let (outputs, bodies): (i64, i64) =
+        sqlx::query_as("SELECT count(*), sum(octet_length(body))::bigint FROM outputs")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(outputs, i64::from(N));
+    assert!(bodies < i64::from(N) * (BYTES as i64 + 100));
+    let trail: i64 =
+        sqlx::query_scalar("SELECT sum(octet_length(record))::bigint FROM workflow_events")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert!(trail < i64::from(N) * 4096, "the trail holds {trail} B");
+    let back: Vec<Record> = store
+        .workflow_events("t", recs[0].workflow_id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, r, _)| r)
+        .collect();
+    assert_eq!(back, recs, "the audit trail gives the records as they were");
+}
+
+/// Issue 17.3: an error that is not about a record's data (classes 22/23)
+/// used to be retried forever by the single projector task, stopping every
+/// user's reads — a statement over a limit, say. Here a trigger raises a
+/// custom SQLSTATE (P0001) for one workflow: the batch is tried a bounded
+/// number of times, narrowed to the record at fault, which is quarantined,
+/// and every other workflow is projected.
+#[tokio::test]
+async fn a_record_that_keeps_failing_with_any_error_is_quarantined_after_bounded_retries() {
+    let store = fresh_store().await;
+    sqlx::raw_sql(
+        "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.name = 'poison' THEN
+                 RAISE EXCEPTION 'poisoned workflow' USING ERRCODE = 'P0001';
+             END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER poison BEFORE INSERT OR UPDATE ON workflows
+             FOR EACH ROW EXECUTE FUNCTION poison();",
+    )
+    .execute(store.pool())
+    .await
+    .unwrap();
+    let good = records(1);
+    let other = records(1);
+    let mut bad = records(1);
+    let Event::Created { name, .. } = &mut bad[0].event else {
+        panic!("created")
+    };
+    *name = "poison".into();
+    let mut batch = at(0, 0, &good[..2]);
+    batch.extend(at(0, 2, &bad[..1]));
+    batch.extend(at(0, 3, &good[2..]));
+    batch.extend(at(0, 5, &bad[1..2]));
+    batch.extend(at(1, 0, &other));
+    store.claim_partitions("t", &[0, 1]).await.unwrap();
+    let retry = WriteRetry {
+        attempts: 3,
+        transient_attempts: 3,
+        first_delay: std::time::Duration::from_millis(10),
+        max_delay: std::time::Duration::from_millis(20),
+    };
+    let out = store
+        .project_with("t", &batch, &mut ProjectionCache::default(), &retry)
+        .await
+        .expect("a record that keeps failing does not stop the projection");
+    assert_eq!(out.quarantined.len(), 1, "{out:?}");
+    let q = &out.quarantined[0];
+    assert_eq!((q.partition, q.offset), (0, 2));
+    assert_eq!(q.workflow_id, Some(bad[0].workflow_id));
+    assert!(q.reason.contains("poisoned workflow"), "{}", q.reason);
+    // Three tries of the batch, three of the record at fault.
+    assert_eq!(out.write_failures, 6);
+    assert_eq!(out.next_offsets, vec![(0, 6), (1, 4)]);
+    assert_projected_as_folded(&store, &good).await;
+    assert_projected_as_folded(&store, &other).await;
+    assert_eq!(store.get_workflow(bad[0].workflow_id).await.unwrap(), None);
+
+    // Later records go on as usual.
+    let more = records(1);
+    let out = store
+        .project_with(
+            "t",
+            &at(0, 6, &more),
+            &mut ProjectionCache::default(),
+            &retry,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (out.applied, out.quarantined.len(), out.write_failures),
+        (more.len(), 0, 0)
+    );
+    assert_projected_as_folded(&store, &more).await;
+}
+
+/// Postgres being away is no fault of the records: the write is returned
+/// as unavailable (the projector waits for Postgres), nothing is
+/// quarantined.
+#[tokio::test]
+async fn postgres_away_is_waited_for_not_quarantined() {
+    let store = fresh_store().await;
+    store.claim_partitions("t", &[0]).await.unwrap();
+    let name: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    let admin = Store::connect(&std::env::var("AGENTFLOW_TEST_ADMIN_URL").unwrap(), 1)
+        .await
+        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE {name} WITH (FORCE)"
+    )))
+    .execute(admin.pool())
+    .await
+    .unwrap();
+    let retry = WriteRetry {
+        attempts: 2,
+        transient_attempts: 2,
+        first_delay: std::time::Duration::from_millis(10),
+        max_delay: std::time::Duration::from_millis(20),
+    };
+    let err = store
+        .project_with(
+            "t",
+            &at(0, 0, &records(1)),
+            &mut ProjectionCache::default(),
+            &retry,
+        )
+        .await
+        .expect_err("nothing can be written");
+    assert!(err.is_unavailable(), "{err}");
+}
+
+/// A row written before the state was kept in rows (its whole state in a
+/// JSON blob) is read as it was, and written in rows at its next change.
+#[tokio::test]
+async fn a_row_of_the_earlier_layout_is_read_and_rewritten_in_rows_at_its_next_change() {
+    let store = fresh_store().await;
+    let recs = loop_records(4, 10_000);
+    let id = recs[0].workflow_id;
+    store.claim_partitions("t", &[0]).await.unwrap();
+    let all = at(0, 0, &recs);
+    // Up to the middle of iteration 2, then turned into a row as the
+    // previous version wrote it.
+    let half = 5;
+    store
+        .apply_batch("t", &all[..half], &mut ProjectionCache::default())
+        .await
+        .unwrap();
+    let blob = serde_json::to_string(&fold(&recs[..half])).unwrap();
+    sqlx::query(
+        "UPDATE workflows SET in_rows = false, state = $2, definition = NULL, input = NULL
+         WHERE id = $1",
+    )
+    .bind(id.as_uuid())
+    .bind(blob)
+    .execute(store.pool())
+    .await
+    .unwrap();
+    sqlx::query("DELETE FROM step_outputs WHERE workflow_id = $1")
+        .bind(id.as_uuid())
+        .execute(store.pool())
+        .await
+        .unwrap();
+    assert_projected_as_folded(&store, &recs[..half]).await;
+
+    store
+        .apply_batch("t", &all[half..half + 1], &mut ProjectionCache::default())
+        .await
+        .unwrap();
+    let (in_rows, blob): (bool, Option<String>) =
+        sqlx::query_as("SELECT in_rows, state FROM workflows WHERE id = $1")
+            .bind(id.as_uuid())
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert!(in_rows && blob.is_none());
+    store
+        .apply_batch("t", &all[half + 1..], &mut ProjectionCache::default())
+        .await
+        .unwrap();
+    assert_projected_as_folded(&store, &recs).await;
 }
