@@ -692,7 +692,12 @@ where
             Ok(_) => return Ok(()),
             Err(e) if !e.is_retriable() => return Err(e),
             Err(e) => {
-                tracing::warn!(error = %e, "append failed, retrying");
+                // Every workflow of a node retries during an outage: one
+                // line a second for all of them.
+                static LINES: agentflow_log::Throttle = agentflow_log::Throttle::per_second(1);
+                if let Some(suppressed) = LINES.allow() {
+                    tracing::warn!(error = %e, suppressed, "append failed, retrying");
+                }
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
             }

@@ -377,7 +377,10 @@ fn run(
         match consumer.poll(Duration::from_millis(100)) {
             None => {}
             Some(Err(e)) => {
-                tracing::warn!(error = %e, "consumer error");
+                static LINES: crate::Throttle = crate::Throttle::per_second(1);
+                if let Some(suppressed) = LINES.allow() {
+                    tracing::warn!(error = %e, suppressed, "consumer error");
+                }
                 std::thread::sleep(Duration::from_millis(100));
             }
             Some(Ok(m)) => {
