@@ -153,3 +153,49 @@ async fn of_two_live_processes_with_one_node_id_the_older_one_says_so_and_exits(
         assert_eq!(w["status"], "completed", "{w}");
     }
 }
+
+// A static member does not leave its group when it closes (KIP-345), so a
+// node stopped for good would hold its partitions for the session timeout.
+// Beside another node it leaves on SIGTERM: the other takes over at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_the_default_id_stopped_with_sigterm_beside_another_hands_over_at_once() {
+    let session = Duration::from_secs(30);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut s = Stack::start_with(
+        Duration::from_millis(300),
+        "",
+        &[
+            ("AGENTFLOW_HTTP_ADDR", addr.as_str()),
+            (
+                "AGENTFLOW_KAFKA_SESSION_TIMEOUT_MS",
+                &session.as_millis().to_string(),
+            ),
+        ],
+    )
+    .await;
+    let other = s
+        .spawn_node_with("other", &[("AGENTFLOW_HTTP_ADDR", "127.0.0.1:0")])
+        .await;
+    let t = s.token(5);
+    let ids = start_workflows(&s, &t, 12).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while s.agent.in_flight.keys().len() < 6 {
+        assert!(Instant::now() < deadline, "no calls in flight");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    let stopped_at = Instant::now();
+    common::sigterm(s.server.take().unwrap(), Duration::from_secs(20)).await;
+    s.base = other;
+    for id in &ids {
+        let w = s.wait_done(&t, id, session).await;
+        assert_eq!(w["status"], "completed", "{w}");
+    }
+    let done = stopped_at.elapsed();
+    eprintln!("every workflow completed {done:?} after the SIGTERM");
+    assert!(
+        done < session - Duration::from_secs(5),
+        "took {done:?}: the other node waited out the stopped node's {session:?} session"
+    );
+    s.assert_projection_is_the_fold(&ids).await;
+}

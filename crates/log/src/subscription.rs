@@ -468,6 +468,40 @@ impl Member {
         })
     }
 
+    /// Leaves the group. A dynamic member leaves as the consumer closes. A
+    /// static one does not (KIP-345): librdkafka sends its LeaveGroup only
+    /// when it unsubscribes and the unassignment is done before the close.
+    /// So serve the revocation here, until the group no longer lists this
+    /// member (the broker names a static member `{group.instance.id}-{uuid}`)
+    /// or `limit` passes.
+    fn leave(&self, consumer: &BaseConsumer<Ctx>, limit: Duration) {
+        consumer.unsubscribe();
+        let Some(id) = &self.instance_id else {
+            return;
+        };
+        let me = format!("{id}-");
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            // Records still buffered are dropped: the next owner reads them.
+            let _ = consumer.poll(Duration::from_millis(50));
+            let listed = consumer
+                .fetch_group_list(Some(&self.group), Duration::from_millis(500))
+                .map(|l| {
+                    l.groups()
+                        .iter()
+                        .flat_map(|g| g.members())
+                        .any(|m| m.id().starts_with(&me))
+                })
+                .unwrap_or(true);
+            if !listed {
+                tracing::info!(group = %self.group, "left the group");
+                return;
+            }
+        }
+        tracing::warn!(group = %self.group, ?limit,
+            "still a member after the limit: its partitions move when its session times out");
+    }
+
     /// Whether to leave the group on the way out (see [`Subscription::stop`]).
     fn leave_on_stop(&self, consumer: &BaseConsumer<Ctx>) -> bool {
         if self.instance_id.is_none() {
@@ -548,13 +582,11 @@ fn run(
             }
         }
     }
-    // Leaving (unsubscribing before the close) makes the partitions move at
-    // once rather than after the session timeout; librdkafka sends the
-    // LeaveGroup for a static member too when it unsubscribes, and not when
-    // it only closes (KIP-345). Closing can hang in librdkafka; this thread
-    // is ours alone, so at worst it lingers.
+    // Leaving makes the partitions move at once rather than after the
+    // session timeout. Closing can hang in librdkafka; this thread is ours
+    // alone, so at worst it lingers.
     if member.leave_on_stop(&consumer) {
-        consumer.unsubscribe();
+        member.leave(&consumer, Duration::from_secs(3));
     }
     drop(consumer);
 }
