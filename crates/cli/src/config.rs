@@ -46,10 +46,11 @@ pub struct Config {
     pub max_output_bytes: usize,
     pub inline_output_bytes: usize,
     pub node_id: String,
-    /// Whether `node_id` was given (then it is this node's static member
-    /// name in the consumer groups) rather than made up from host and pid.
+    /// Whether `node_id` names this process for good, across restarts: then
+    /// it is its static member name in the consumer groups (see
+    /// [`Config::settle_node_id`]).
     #[serde(skip)]
-    pub node_id_given: bool,
+    pub static_member: bool,
     pub log_format: String,
 }
 
@@ -95,13 +96,47 @@ impl Config {
             table.insert(key, parsed);
         }
         let mut cfg: Config = table.try_into().context("invalid configuration")?;
-        cfg.node_id_given = !cfg.node_id.is_empty();
-        if cfg.node_id.is_empty() {
-            let host = std::fs::read_to_string("/etc/hostname").unwrap_or_else(|_| "node".into());
-            cfg.node_id = format!("{}-{}", host.trim(), std::process::id());
-        }
         cfg.validate()?;
+        cfg.static_member = !cfg.node_id.is_empty();
+        if cfg.node_id.is_empty() {
+            // A name for this run only; `serve` settles a lasting one.
+            cfg.node_id = format!("{}-{}", host_name(), std::process::id());
+        }
         Ok(cfg)
+    }
+
+    /// The identity of a `serve` process that was given no `node_id`: one
+    /// that survives a restart, so that the process is a static member of
+    /// its consumer groups (KIP-345) and takes its partitions back at once
+    /// after a crash instead of waiting out its dead self's session.
+    ///
+    /// With the API on a fixed port it is `{host}-{port}`: stable across
+    /// restarts, and distinct for the processes of one host, since they
+    /// cannot listen on one port. With no API (`--no-api`) or port 0 there
+    /// is nothing stable to tell two processes of a host apart, so the
+    /// process stays `{host}-{pid}`, a new (dynamic) member at every start.
+    pub fn settle_node_id(&mut self, serves_api: bool) {
+        if self.static_member {
+            return;
+        }
+        let port = self
+            .http_addr
+            .rsplit_once(':')
+            .and_then(|(_, p)| p.parse::<u16>().ok())
+            .filter(|p| *p != 0);
+        match port {
+            Some(port) if serves_api => {
+                self.node_id = format!("{}-{port}", host_name());
+                self.static_member = true;
+            }
+            _ => {
+                tracing::info!(
+                    node_id = %self.node_id,
+                    "no node_id and no fixed API port: this process joins its group as a new member; \
+                     set node_id for a restart that takes its partitions straight back"
+                );
+            }
+        }
     }
 
     fn validate(&self) -> anyhow::Result<()> {
@@ -129,6 +164,19 @@ impl Config {
         if self.max_output_bytes < 1024 {
             bail!("max_output_bytes must be at least 1024");
         }
+        // It names the process in the consumer groups (group.instance.id),
+        // which the broker restricts to these characters.
+        if self.node_id.len() > 200
+            || !self
+                .node_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            bail!(
+                "node_id `{}` must be at most 200 letters, digits, '.', '_' or '-'",
+                self.node_id
+            );
+        }
         Ok(())
     }
 
@@ -154,7 +202,7 @@ impl Config {
         c.group_prefix = self.group_prefix.clone();
         c.client_id = format!("agentflow-{}", self.node_id);
         c.session_timeout = Duration::from_millis(self.kafka_session_timeout_ms);
-        c.group_instance_id = self.node_id_given.then(|| self.node_id.clone());
+        c.group_instance_id = self.static_member.then(|| self.node_id.clone());
         c.revoke_grace = Duration::from_millis(self.shutdown_grace_ms);
         c.linger = Duration::from_millis(self.kafka_linger_ms);
         c.fetch_wait = Duration::from_millis(self.kafka_fetch_wait_ms);
@@ -223,6 +271,28 @@ impl Config {
     }
 }
 
+/// This machine's name (its UTS name, as `hostname` prints it), kept to the
+/// characters a node_id may hold.
+fn host_name() -> String {
+    let name = ["/proc/sys/kernel/hostname", "/etc/hostname"]
+        .iter()
+        .find_map(|f| std::fs::read_to_string(f).ok())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".into());
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .take(150)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,6 +333,42 @@ mod tests {
         let c = Config::load_from(None, env(&[("AGENTFLOW_MAX_OUTPUT_BYTES", "2000000")])).unwrap();
         assert_eq!(c.agent_defaults().max_output_bytes, 2_000_000);
         assert!(Config::load_from(None, env(&[("AGENTFLOW_INLINE_OUTPUT_BYTES", "10")])).is_err());
+    }
+
+    #[test]
+    fn a_serve_with_a_fixed_api_port_is_named_by_host_and_port_for_good() {
+        let mut c =
+            Config::load_from(None, env(&[("AGENTFLOW_HTTP_ADDR", "0.0.0.0:8181")])).unwrap();
+        assert!(!c.static_member, "tools are named for the run only");
+        assert!(c.log().group_instance_id.is_none());
+        c.settle_node_id(true);
+        assert_eq!(c.node_id, format!("{}-8181", host_name()));
+        assert_eq!(
+            c.log().group_instance_id.as_deref(),
+            Some(c.node_id.as_str())
+        );
+        assert_eq!(c.log().client_id, format!("agentflow-{}", c.node_id));
+    }
+
+    #[test]
+    fn a_serve_with_no_api_or_port_0_stays_a_new_member_at_every_start() {
+        for (addr, api) in [("127.0.0.1:0", true), ("127.0.0.1:8080", false)] {
+            let mut c = Config::load_from(None, env(&[("AGENTFLOW_HTTP_ADDR", addr)])).unwrap();
+            c.settle_node_id(api);
+            assert!(!c.static_member, "{addr} api={api}");
+            assert_eq!(c.node_id, format!("{}-{}", host_name(), std::process::id()));
+            assert!(c.log().group_instance_id.is_none());
+        }
+    }
+
+    #[test]
+    fn a_given_node_id_is_kept_and_must_suit_the_broker() {
+        let mut c = Config::load_from(None, env(&[("AGENTFLOW_NODE_ID", "pod-2.eu_1")])).unwrap();
+        c.settle_node_id(false);
+        assert_eq!(c.node_id, "pod-2.eu_1");
+        assert_eq!(c.log().group_instance_id.as_deref(), Some("pod-2.eu_1"));
+        let e = Config::load_from(None, env(&[("AGENTFLOW_NODE_ID", "web:8080")])).unwrap_err();
+        assert!(format!("{e:#}").contains("node_id `web:8080`"), "{e:#}");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use agentflow_api::{ApiConfig, AppState, Jwt, LogEnd, ReadyCheck};
 use agentflow_engine::{AgentClient, Engine, EngineOptions, Worker};
-use agentflow_log::{LogConfig, Producer, ensure_topic, partition_high_watermarks};
+use agentflow_log::{FailureWatch, LogConfig, Producer, ensure_topic, partition_high_watermarks};
 use agentflow_projector::Projector;
 use agentflow_store::{Progress, Store};
 use anyhow::Context;
@@ -46,7 +46,8 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
+pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
+    config.settle_node_id(!args.no_api);
     if args.dump_config {
         print!("{}", config.dump());
         return Ok(());
@@ -54,6 +55,18 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     if config.jwt_secret.is_empty() {
         anyhow::bail!("AGENTFLOW_JWT_SECRET must be set to serve");
     }
+    // The port first: a second process started by mistake on this port
+    // (which would have this one's default node_id) stops here, before it
+    // joins a group and fences this one out.
+    let listener = if args.no_api {
+        None
+    } else {
+        Some(
+            tokio::net::TcpListener::bind(&config.http_addr)
+                .await
+                .with_context(|| format!("binding {}", config.http_addr))?,
+        )
+    };
     let render = telemetry::init_metrics()?;
     let log = config.log();
     let store = Store::connect(&config.database_url, config.database_max_connections)
@@ -127,9 +140,7 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
     };
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let http = if args.no_api {
-        None
-    } else {
+    let http = if let Some(listener) = listener {
         let mut ready_checks: Vec<(&'static str, ReadyCheck)> = Vec::new();
         let s = store.clone();
         ready_checks.push((
@@ -205,13 +216,10 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
                 dev_sign_in: args.dev_sign_in,
             },
         );
-        let listener = tokio::net::TcpListener::bind(&config.http_addr)
-            .await
-            .with_context(|| format!("binding {}", config.http_addr))?;
         let addr = listener.local_addr()?;
         // Tests and scripts read this line to learn the port.
         println!("agentflow listening on http://{addr}");
-        tracing::info!(%addr, node_id = %config.node_id, "serving");
+        tracing::info!(%addr, node_id = %config.node_id, static_member = config.static_member, "serving");
         let mut rx = stop_rx.clone();
         Some(tokio::spawn(async move {
             axum::serve(listener, app)
@@ -220,10 +228,22 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
                 })
                 .await
         }))
+    } else {
+        None
     };
 
-    shutdown_signal().await;
-    tracing::info!("shutting down");
+    // Until a signal, or until a consumer group shuts this process out (two
+    // live processes with one node_id: the broker keeps the newer one).
+    let watch = |w: Option<FailureWatch>| w.unwrap_or_else(FailureWatch::never).failed();
+    let failure = tokio::select! {
+        _ = shutdown_signal() => None,
+        f = watch(engine.as_ref().map(|e| e.failure())) => Some(f),
+        f = watch(projector.as_ref().map(|p| p.failure())) => Some(f),
+    };
+    match &failure {
+        None => tracing::info!("shutting down"),
+        Some(f) => tracing::error!("shutting down: {f}"),
+    }
     let _ = stop_tx.send(true);
     let second = tokio::spawn(async {
         shutdown_signal().await;
@@ -234,15 +254,23 @@ pub async fn run(config: Config, args: ServeArgs) -> anyhow::Result<()> {
         let _ = tokio::time::timeout(Duration::from_secs(10), h).await;
     }
     if let Some(e) = engine {
-        e.stop(Duration::from_millis(config.shutdown_grace_ms))
-            .await;
+        // Shut out of the group, this node owns nothing: the new owner re-runs
+        // the steps in flight, and nothing is to be waited for here.
+        let grace = match failure {
+            None => Duration::from_millis(config.shutdown_grace_ms),
+            Some(_) => Duration::ZERO,
+        };
+        e.stop(grace).await;
     }
     let _ = producer.flush(Duration::from_secs(10));
     if let Some(p) = projector {
         p.stop().await;
     }
     second.abort();
-    Ok(())
+    match failure {
+        None => Ok(()),
+        Some(f) => Err(f.into()),
+    }
 }
 
 /// The log is forever (DESIGN §5): a topic whose settings can expire or

@@ -265,7 +265,8 @@ pub async fn replay(config: &Config, args: ReplayArgs) -> anyhow::Result<()> {
         if !live.is_empty() {
             anyhow::bail!(
                 "agentflow nodes are running on this topic ({}) and this database holds its projection: stop them first, \
-                 replay into a new database (AGENTFLOW_DATABASE_URL), or pass --force",
+                 replay into a new database (AGENTFLOW_DATABASE_URL), or pass --force (a node stopped alone in its group \
+                 is listed until kafka_session_timeout_ms has passed: it keeps its place for a restart)",
                 live.join(", ")
             );
         }

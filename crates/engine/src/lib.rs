@@ -17,8 +17,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentflow_log::{
-    ConsumerEvent, Input, Inputs, LogConfig, LogError, LogRecord, Producer, RevokeGuard,
-    Subscription,
+    ConsumerEvent, FailureWatch, Input, Inputs, LogConfig, LogError, LogRecord, Producer,
+    RevokeGuard, Subscription,
 };
 use agentflow_store::Store;
 use ractor::{Actor, ActorRef};
@@ -48,6 +48,7 @@ pub struct Engine {
     supervisor: ActorRef<SupervisorMsg>,
     subscription: std::sync::Mutex<Option<Subscription>>,
     forwarder: tokio::task::JoinHandle<()>,
+    failure: FailureWatch,
 }
 
 /// How the engine runs beside the other roles.
@@ -126,6 +127,7 @@ impl Engine {
         };
         let (subscription, events) =
             Subscription::start(log, CONSUMER_GROUP, Arc::new(assigner), 4096)?;
+        let failure = subscription.failure();
         let to = supervisor.clone();
         let mut inputs = Inputs::new(events, options.acked);
         let forwarder = tokio::spawn(async move {
@@ -159,7 +161,15 @@ impl Engine {
             supervisor,
             subscription: std::sync::Mutex::new(Some(subscription)),
             forwarder,
+            failure,
         })
+    }
+
+    /// Resolves if this node's membership of the group fails for good (e.g.
+    /// another process joined with its node_id): it then owns nothing, and
+    /// must stop running workflows at once.
+    pub fn failure(&self) -> FailureWatch {
+        self.failure.clone()
     }
 
     pub async fn status(&self) -> Option<EngineStatus> {

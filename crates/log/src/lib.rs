@@ -32,7 +32,8 @@ pub use payloads::{CHUNK_BYTES, Payloads};
 pub use producer::{Position, Producer};
 pub use reader::{RawRecord, ReadFrom, Reader};
 pub use subscription::{
-    Assigned, Assigner, ConsumerEvent, LogRecord, RevokeGuard, RevokeWait, StartAt, Subscription,
+    Assigned, Assigner, ConsumerEvent, FailureWatch, GroupFailure, LogRecord, RevokeGuard,
+    RevokeWait, StartAt, Subscription,
 };
 pub use throttle::Throttle;
 pub use topic::{

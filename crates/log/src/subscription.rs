@@ -9,7 +9,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtoc
 use rdkafka::error::KafkaResult;
 use rdkafka::message::Message;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use rdkafka::types::RDKafkaRespErr;
+use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use tokio::sync::mpsc;
 
 use crate::{LogConfig, LogError};
@@ -115,10 +115,61 @@ impl RevokeWait {
 }
 
 /// A consumer group member following the topic on a thread of its own.
-/// Dropping it stops the thread (it leaves the group on its way out).
+/// Dropping it stops the thread (see [`Subscription::stop`] for how it
+/// leaves the group).
 pub struct Subscription {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    failure: FailureWatch,
+}
+
+/// Why a subscription stopped on its own: the broker will not let this
+/// member go on, and nothing it does can change that. The process must stop
+/// acting on its partitions (another member owns them) and tell the operator.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GroupFailure {
+    /// Another live process joined the group with this member's static id
+    /// (`group.instance.id`), and the broker fenced this one out.
+    #[error(
+        "another process joined consumer group `{group}` as static member `{instance_id}`, \
+         so the broker fenced this one out: two live processes share node_id `{node_id}`. \
+         Give each process its own node_id (AGENTFLOW_NODE_ID); the default, {{host}}-{{port}} \
+         of http_addr, collides only when two machines share a host name or one host \
+         listens on one port at two addresses"
+    )]
+    Fenced {
+        group: String,
+        instance_id: String,
+        node_id: String,
+    },
+    /// Any other error librdkafka declares fatal for the consumer.
+    #[error("consumer group `{group}`: fatal error: {reason}")]
+    Fatal { group: String, reason: String },
+}
+
+/// Resolves when a [`Subscription`] fails for good (see [`GroupFailure`]);
+/// never, if it does not.
+#[derive(Debug, Clone)]
+pub struct FailureWatch(tokio::sync::watch::Receiver<Option<GroupFailure>>);
+
+impl FailureWatch {
+    /// A watch that never fires (for a component with no subscription).
+    pub fn never() -> Self {
+        Self(tokio::sync::watch::channel(None).1)
+    }
+
+    /// Waits for the failure.
+    pub async fn failed(mut self) -> GroupFailure {
+        loop {
+            if let Some(f) = self.0.borrow_and_update().clone() {
+                return f;
+            }
+            if self.0.changed().await.is_err() {
+                // The subscription ended without failing (or there is none).
+                std::future::pending::<()>().await;
+            }
+        }
+    }
 }
 
 pub const RECORDS_CONSUMED: &str = "agentflow_log_records_consumed_total";
@@ -287,19 +338,21 @@ impl Subscription {
             revoke_grace: config.revoke_grace,
         };
         let mut client = config.client();
+        let group_name = format!("{}{group}", config.group_prefix);
+        let instance_id = config
+            .group_instance_id
+            .as_ref()
+            .map(|id| format!("{}{group}-{id}", config.group_prefix));
         // Static membership (KIP-345): a member that names itself keeps its
         // partitions across a restart within the session timeout — the
         // coordinator hands the same member its assignment back at once,
         // with no rebalance — instead of joining as a stranger and waiting
         // for its dead self to expire.
-        if let Some(id) = &config.group_instance_id {
-            client.set(
-                "group.instance.id",
-                format!("{}{group}-{id}", config.group_prefix),
-            );
+        if let Some(id) = &instance_id {
+            client.set("group.instance.id", id);
         }
         let consumer: BaseConsumer<Ctx> = client
-            .set("group.id", format!("{}{group}", config.group_prefix))
+            .set("group.id", &group_name)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
@@ -326,26 +379,48 @@ impl Subscription {
             .set("partition.assignment.strategy", "cooperative-sticky")
             .create_with_context(ctx)?;
         consumer.subscribe(&[&config.topic])?;
+        let (failed, failure) = tokio::sync::watch::channel(None);
+        let member = Member {
+            group: group_name,
+            instance_id,
+            node_id: config.group_instance_id.clone().unwrap_or_default(),
+            failed,
+        };
         let thread_stop = stop.clone();
         let thread = std::thread::Builder::new()
             .name(format!("log-{group}"))
             .spawn({
                 let payloads = crate::Payloads::new(config);
-                move || run(consumer, payloads, tx, thread_stop)
+                move || run(consumer, payloads, tx, thread_stop, member)
             })
             .map_err(|e| LogError::Unavailable(e.to_string()))?;
         Ok((
             Self {
                 stop,
                 thread: Some(thread),
+                failure: FailureWatch(failure),
             },
             rx,
         ))
     }
 
-    /// Stops following the topic and leaves the group, waiting at most
-    /// `timeout` for the consumer to close (closing blocks in librdkafka, so
-    /// the wait runs on a blocking thread).
+    /// Resolves if this member fails for good (e.g. fenced by another
+    /// process with its static id); the subscription has then stopped.
+    pub fn failure(&self) -> FailureWatch {
+        self.failure.clone()
+    }
+
+    /// Stops following the topic, waiting at most `timeout` for the consumer
+    /// to close (closing blocks in librdkafka, so the wait runs on a
+    /// blocking thread).
+    ///
+    /// A dynamic member leaves the group, so its partitions move at once. A
+    /// static member leaves too when the group has other members, so they
+    /// take its partitions at once; alone in its group it does not leave, so
+    /// that it takes its partitions straight back when restarted within the
+    /// session timeout (leaving would make the broker form the group anew,
+    /// which waits `group.initial.rebalance.delay.ms`, 3 s on Kafka's
+    /// defaults). A node that joins meanwhile waits for the session timeout.
     pub async fn stop(mut self, timeout: Duration) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
@@ -366,16 +441,125 @@ impl Drop for Subscription {
     }
 }
 
+/// Who this member is in its group, and where it reports a failure.
+struct Member {
+    group: String,
+    instance_id: Option<String>,
+    node_id: String,
+    failed: tokio::sync::watch::Sender<Option<GroupFailure>>,
+}
+
+impl Member {
+    /// The client's fatal error, if it has one: the consumer is then of no
+    /// more use (librdkafka fences a static member for good when another
+    /// process joins with its id).
+    fn fatal(&self, consumer: &BaseConsumer<Ctx>) -> Option<GroupFailure> {
+        let (code, reason) = consumer.client().fatal_error()?;
+        Some(match (code, &self.instance_id) {
+            (RDKafkaErrorCode::FencedInstanceId, Some(id)) => GroupFailure::Fenced {
+                group: self.group.clone(),
+                instance_id: id.clone(),
+                node_id: self.node_id.clone(),
+            },
+            _ => GroupFailure::Fatal {
+                group: self.group.clone(),
+                reason,
+            },
+        })
+    }
+
+    /// Leaves the group. A dynamic member leaves as the consumer closes. A
+    /// static one does not (KIP-345): librdkafka sends its LeaveGroup only
+    /// when it unsubscribes and the unassignment is done before the close.
+    /// So serve the revocation here, until the group no longer lists this
+    /// member (the broker names a static member `{group.instance.id}-{uuid}`)
+    /// or `limit` passes.
+    fn leave(&self, consumer: &BaseConsumer<Ctx>, limit: Duration) {
+        consumer.unsubscribe();
+        let Some(id) = &self.instance_id else {
+            return;
+        };
+        let me = format!("{id}-");
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            // Records still buffered are dropped: the next owner reads them.
+            let _ = consumer.poll(Duration::from_millis(50));
+            let listed = consumer
+                .fetch_group_list(Some(&self.group), Duration::from_millis(500))
+                .map(|l| {
+                    l.groups()
+                        .iter()
+                        .flat_map(|g| g.members())
+                        .any(|m| m.id().starts_with(&me))
+                })
+                .unwrap_or(true);
+            if !listed {
+                tracing::info!(group = %self.group, "left the group");
+                return;
+            }
+        }
+        tracing::warn!(group = %self.group, ?limit,
+            "still a member after the limit: its partitions move when its session times out");
+    }
+
+    /// Whether to leave the group on the way out (see [`Subscription::stop`]).
+    fn leave_on_stop(&self, consumer: &BaseConsumer<Ctx>) -> bool {
+        if self.instance_id.is_none() {
+            return true;
+        }
+        match consumer.fetch_group_list(Some(&self.group), Duration::from_secs(2)) {
+            Ok(list) => {
+                let members: usize = list
+                    .groups()
+                    .iter()
+                    .filter(|g| g.name() == self.group)
+                    .map(|g| g.members().len())
+                    .sum();
+                tracing::info!(
+                    group = %self.group,
+                    members,
+                    "static member stopping: {}",
+                    if members > 1 {
+                        "leaving the group, so the others take its partitions at once"
+                    } else {
+                        "alone in the group, keeping its place for a restart"
+                    }
+                );
+                members > 1
+            }
+            // Not knowing, hand over: slower to restart alone, never slower
+            // for the others.
+            Err(e) => {
+                tracing::warn!(group = %self.group, error = %e, "cannot list the group's members; leaving it");
+                true
+            }
+        }
+    }
+}
+
 fn run(
     consumer: BaseConsumer<Ctx>,
     mut payloads: crate::Payloads,
     tx: mpsc::Sender<ConsumerEvent>,
     stop: Arc<AtomicBool>,
+    member: Member,
 ) {
     let counter = metrics::counter!(RECORDS_CONSUMED);
     while !stop.load(Ordering::Relaxed) {
+        if let Some(failure) = member.fatal(&consumer) {
+            tracing::error!("{failure}");
+            let _ = member.failed.send(Some(failure));
+            // Nothing more to say to the group: another member has this
+            // one's place. Closing can hang in librdkafka; this thread is
+            // ours alone, so at worst it lingers.
+            drop(consumer);
+            return;
+        }
         match consumer.poll(Duration::from_millis(100)) {
             None => {}
+            Some(Err(e)) if member.fatal(&consumer).is_some() => {
+                tracing::debug!(error = %e, "consumer failed");
+            }
             Some(Err(e)) => {
                 static LINES: crate::Throttle = crate::Throttle::per_second(1);
                 if let Some(suppressed) = LINES.allow() {
@@ -401,11 +585,11 @@ fn run(
             }
         }
     }
-    // Leave the group so the partitions move at once rather than after the
-    // session timeout (a static member does not leave: it keeps its
-    // partitions for the session timeout, to take them back if it restarts).
-    // Closing can hang in librdkafka; this thread is ours alone, so at worst
-    // it lingers.
-    consumer.unsubscribe();
+    // Leaving makes the partitions move at once rather than after the
+    // session timeout. Closing can hang in librdkafka; this thread is ours
+    // alone, so at worst it lingers.
+    if member.leave_on_stop(&consumer) {
+        member.leave(&consumer, Duration::from_secs(3));
+    }
     drop(consumer);
 }

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentflow_log::{
-    Assigner, ConsumerEvent, EventSource, Input, Inputs, LogConfig, LogError, LogRecord, Origin,
-    StartAt, Subscription,
+    Assigner, ConsumerEvent, EventSource, FailureWatch, Input, Inputs, LogConfig, LogError,
+    LogRecord, Origin, StartAt, Subscription,
 };
 use agentflow_store::{Positioned, Progress, ProjectionCache, Store};
 use tokio::sync::mpsc;
@@ -65,6 +65,7 @@ fn describe() {
 pub struct Projector {
     subscription: std::sync::Mutex<Option<Subscription>>,
     task: JoinHandle<()>,
+    failure: FailureWatch,
 }
 
 impl Projector {
@@ -86,6 +87,7 @@ impl Projector {
         };
         let (subscription, events) =
             Subscription::start(log, CONSUMER_GROUP, Arc::new(assigner), 8192)?;
+        let failure = subscription.failure();
         let task = tokio::spawn(run(
             Inputs::new(events, acked),
             store,
@@ -95,6 +97,7 @@ impl Projector {
         Ok(Self {
             subscription: std::sync::Mutex::new(Some(subscription)),
             task,
+            failure,
         })
     }
 
@@ -122,7 +125,15 @@ impl Projector {
         Self {
             subscription: std::sync::Mutex::new(None),
             task,
+            failure: FailureWatch::never(),
         }
+    }
+
+    /// Resolves if this process's membership of the `projector` group fails
+    /// for good (e.g. another process joined with its node_id); never for a
+    /// projector that follows another consumer's stream.
+    pub fn failure(&self) -> FailureWatch {
+        self.failure.clone()
     }
 
     pub async fn stop(&self) {
