@@ -7,39 +7,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::Stack;
+use common::{Stack, step};
 use serde_json::{Value, json};
-
-/// The workflow once finished, in one waiting GET.
-async fn finished(s: &Stack, t: &str, id: &str) -> Value {
-    let (st, w) = s
-        .req(
-            "GET",
-            &format!("/workflows/{id}?wait=finished&timeout_ms=60000"),
-            Some(t),
-            None,
-        )
-        .await;
-    assert_eq!(st, 200, "{w}");
-    assert!(
-        matches!(
-            w["status"].as_str(),
-            Some("completed" | "failed" | "cancelled")
-        ),
-        "{id} not finished in 60 s: {}",
-        w["status"]
-    );
-    w
-}
-
-fn step<'a>(w: &'a Value, id: &str) -> &'a Value {
-    w["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["id"] == id)
-        .unwrap_or_else(|| panic!("no step {id} in {w}"))
-}
 
 /// The value of an unlabelled counter in the server's `/metrics` (0 when it
 /// was never written).
@@ -89,7 +58,7 @@ async fn a_condition_error_quoting_a_huge_value_fails_the_step_with_a_cut_messag
         )
         .await;
     assert_eq!(s.execute(&t, &id).await.0, 202);
-    let w = finished(&s, &t, &id).await;
+    let w = s.finished(&t, &id).await;
     assert_eq!(w["status"], "failed", "{}", w["status"]);
     let b = step(&w, "b");
     assert_eq!(b["error"]["kind"], "condition_error", "{}", b["error"]);
@@ -141,7 +110,7 @@ async fn a_signal_body_just_under_the_limit_reaches_the_waiting_step_whole() {
         )
         .await;
     assert_eq!(st, 202, "{b}");
-    let w = finished(&s, &t, &id).await;
+    let w = s.finished(&t, &id).await;
     assert_eq!(w["status"], "completed", "{}", w["error"]);
     assert!(
         step(&w, &wait_id)["output"] == body,
@@ -189,7 +158,7 @@ async fn the_longest_expression_runs_and_a_longer_one_is_a_422() {
     };
     let id = s.create(&t, def(&when)).await;
     assert_eq!(s.execute(&t, &id).await.0, 202);
-    let w = finished(&s, &t, &id).await;
+    let w = s.finished(&t, &id).await;
     assert_eq!(w["status"], "completed", "{}", w["error"]);
     assert_eq!(step(&w, "b")["status"], "completed");
     let (st, b) = s
@@ -217,7 +186,7 @@ async fn an_agents_huge_error_body_is_cut_in_the_record() {
         )
         .await;
     assert_eq!(s.execute(&t, &id).await.0, 202);
-    let w = finished(&s, &t, &id).await;
+    let w = s.finished(&t, &id).await;
     assert_eq!(w["status"], "failed");
     let e = &w["tasks"][0]["error"];
     assert_eq!(e["kind"], "rejected", "{e}");
@@ -265,7 +234,7 @@ async fn names_and_ids_at_their_maximum_length_run_end_to_end() {
         )
         .await;
     assert_eq!(st, 202, "{b}");
-    let w = finished(&s, &t, &id).await;
+    let w = s.finished(&t, &id).await;
     assert_eq!(w["status"], "completed", "{}", w["error"]);
     assert_eq!(w["name"], name);
     assert_eq!(step(&w, &ids[2])["output"]["input"]["prev"], 1);

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::Stack;
+use common::{Stack, step};
 use serde_json::{Value, json};
 
 /// Polls the workflow until `check` holds.
@@ -25,15 +25,6 @@ async fn wait_until(
         assert!(Instant::now() < deadline, "not {what}: {w}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-fn step<'a>(w: &'a Value, id: &str) -> &'a Value {
-    w["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|t| t["id"] == id)
-        .unwrap_or_else(|| panic!("no step {id} in {w}"))
 }
 
 async fn events(s: &Stack, t: &str, id: &str) -> Vec<Value> {

@@ -12,29 +12,6 @@ use std::time::Duration;
 use common::Stack;
 use serde_json::{Value, json};
 
-/// The workflow once finished (one waiting GET: polling would fetch tens of
-/// megabytes each time).
-async fn finished(s: &Stack, t: &str, id: &str) -> Value {
-    let (st, w) = s
-        .req(
-            "GET",
-            &format!("/workflows/{id}?wait=finished&timeout_ms=60000"),
-            Some(t),
-            None,
-        )
-        .await;
-    assert_eq!(st, 200, "{w}");
-    assert!(
-        matches!(
-            w["status"].as_str(),
-            Some("completed" | "failed" | "cancelled")
-        ),
-        "{id} not finished: {}",
-        w["status"]
-    );
-    w
-}
-
 fn run(s: &Stack, args: &[&str]) -> Output {
     let mut cmd = s.command(args);
     cmd.stderr(std::process::Stdio::piped());
@@ -64,7 +41,7 @@ async fn outputs_of_1_2_mb_and_10_mb_complete_and_every_reader_sees_them_whole()
         ids.push(id);
     }
     for (id, pad) in ids.iter().zip(sizes) {
-        let w = finished(&s, &t, id).await;
+        let w = s.finished(&t, id).await;
         assert_eq!(w["status"], "completed", "{}", w["tasks"]);
         let first = &w["results"][0]["output"];
         assert_eq!(first["pad"].as_str().map(str::len), Some(pad as usize));
@@ -132,7 +109,7 @@ async fn outputs_of_1_2_mb_and_10_mb_complete_and_every_reader_sees_them_whole()
     s.kill9();
     s.db_url = fresh;
     s.spawn_server().await;
-    let after = finished(&s, &t, &ids[1]).await;
+    let after = s.finished(&t, &ids[1]).await;
     assert_eq!(before["results"], after["results"]);
 }
 

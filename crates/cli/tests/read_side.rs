@@ -208,19 +208,10 @@ async fn a_201_is_never_followed_by_a_404_while_the_projector_lags() {
             ("POST", format!("/workflows/{id}/execute")),
             ("POST", format!("/workflows/{id}/cancel")),
         ] {
-            let r = s
-                .http
-                .request(method.parse().unwrap(), format!("{}{path}", s.base))
-                .bearer_auth(&t)
-                .send()
-                .await
-                .unwrap();
-            let status = r.status().as_u16();
-            let retry = r.headers().get("retry-after").cloned();
-            let body: Value = r.json().await.unwrap();
+            let (status, retry, body) = answer(&s, &t, method, &path).await;
             assert_eq!(status, 503, "{method} {path}: {body}");
             assert_eq!(body["error"]["code"], "projection_behind", "{body}");
-            assert!(retry.is_some(), "{method} {path}: no Retry-After");
+            assert!(retry, "{method} {path}: no Retry-After");
         }
     }
 
@@ -249,21 +240,27 @@ async fn a_201_is_never_followed_by_a_404_while_the_projector_lags() {
     assert_eq!(body["error"]["code"], "not_found");
 }
 
+/// The status of `method path`, whether it carries `Retry-After`, and its
+/// body.
+async fn answer(s: &Stack, t: &str, method: &str, path: &str) -> (u16, bool, Value) {
+    let r = s
+        .http
+        .request(method.parse().unwrap(), format!("{}{path}", s.base))
+        .bearer_auth(t)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let retry = r.headers().get("retry-after").is_some();
+    (status, retry, r.json().await.unwrap())
+}
+
 /// GET of a workflow the log has: 200, or 503 with `Retry-After` while
 /// the projection cannot tell yet (never a 404); polled until 200.
 async fn found(s: &Stack, t: &str, id: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let r = s
-            .http
-            .get(format!("{}/workflows/{id}", s.base))
-            .bearer_auth(t)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        let retry = r.headers().get("retry-after").is_some();
-        let body: Value = r.json().await.unwrap();
+        let (status, retry, body) = answer(s, t, "GET", &format!("/workflows/{id}")).await;
         if status == 200 {
             return body;
         }
@@ -304,16 +301,8 @@ async fn a_cancel_written_while_the_projector_is_stopped_is_never_a_409() {
     projector.kill().unwrap();
     projector.wait().unwrap();
     for id in [&pending, &running] {
-        let r = s
-            .http
-            .post(format!("{}/workflows/{id}/cancel", s.base))
-            .bearer_auth(&t)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status().as_u16();
-        let retry = r.headers().get("retry-after").is_some();
-        let body: Value = r.json().await.unwrap();
+        let (status, retry, body) =
+            answer(&s, &t, "POST", &format!("/workflows/{id}/cancel")).await;
         assert_eq!(status, 503, "cancel {id}: {body}");
         assert_eq!(body["error"]["code"], "outcome_unknown", "{body}");
         assert!(retry, "no Retry-After: {body}");

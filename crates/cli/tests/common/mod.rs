@@ -357,6 +357,29 @@ impl Stack {
         b
     }
 
+    /// The workflow once finished, in one waiting GET (polling would fetch
+    /// a large workflow again and again); fails if not finished in 60 s.
+    pub async fn finished(&self, token: &str, id: &str) -> Value {
+        let (st, w) = self
+            .req(
+                "GET",
+                &format!("/workflows/{id}?wait=finished&timeout_ms=60000"),
+                Some(token),
+                None,
+            )
+            .await;
+        assert_eq!(st, 200, "{w}");
+        assert!(
+            matches!(
+                w["status"].as_str(),
+                Some("completed" | "failed" | "cancelled")
+            ),
+            "{id} not finished in 60 s: {}",
+            w["status"]
+        );
+        w
+    }
+
     /// Polls until the workflow is completed, failed or cancelled.
     pub async fn wait_done(&self, token: &str, id: &str, timeout: Duration) -> Value {
         let deadline = Instant::now() + timeout;
@@ -719,4 +742,14 @@ pub async fn new_database(admin: &str, prefix: &str) -> (String, String) {
         .to_owned();
     let url = format!("{server}/{name}");
     (name, url)
+}
+
+/// The step `id` of a workflow's view.
+pub fn step<'a>(w: &'a Value, id: &str) -> &'a Value {
+    w["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["id"] == id)
+        .unwrap_or_else(|| panic!("no step {id} in {w}"))
 }
