@@ -10,24 +10,6 @@ use std::time::{Duration, Instant};
 use common::{Stack, step};
 use serde_json::{Value, json};
 
-/// The value of an unlabelled counter in the server's `/metrics` (0 when it
-/// was never written).
-async fn counter(s: &Stack, name: &str) -> f64 {
-    let text = s
-        .http
-        .get(format!("{}/metrics", s.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(name))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 async fn wait_for_status(s: &Stack, t: &str, id: &str, status: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -68,11 +50,11 @@ async fn a_condition_error_quoting_a_huge_value_fails_the_step_with_a_cut_messag
     assert_eq!(w["error"]["error"]["kind"], "condition_error");
     // Nothing was refused, nothing restarted.
     assert_eq!(
-        counter(&s, "agentflow_engine_records_refused_total").await,
+        s.counter("agentflow_engine_records_refused_total").await,
         0.0
     );
     assert_eq!(
-        counter(&s, "agentflow_engine_actor_restarts_total").await,
+        s.counter("agentflow_engine_actor_restarts_total").await,
         0.0
     );
 }

@@ -160,6 +160,16 @@ async fn a_result_the_broker_refuses_fails_the_step_instead_of_hanging() {
     assert_eq!(w["status"], "failed", "{w}");
     assert_eq!(w["tasks"][0]["error"]["kind"], "output_too_large", "{w}");
     assert_eq!(s.agent.calls.snapshot().len(), 1);
+    // Counted once; the step's small failure took its place, and no actor
+    // had to be started again.
+    assert_eq!(
+        s.counter("agentflow_engine_records_refused_total").await,
+        1.0
+    );
+    assert_eq!(
+        s.counter("agentflow_engine_actor_restarts_total").await,
+        0.0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

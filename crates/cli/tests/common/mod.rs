@@ -380,6 +380,24 @@ impl Stack {
         w
     }
 
+    /// The sum of a counter's series in the server's `/metrics` (0 when it
+    /// was never written).
+    pub async fn counter(&self, name: &str) -> f64 {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .filter(|l| l.starts_with(name))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
     /// Polls until the workflow is completed, failed or cancelled.
     pub async fn wait_done(&self, token: &str, id: &str, timeout: Duration) -> Value {
         let deadline = Instant::now() + timeout;
