@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Each phase's start time, so a slow run shows where its time went.
-phase() { phase "$(date -u +%T) $*"; }
+phase() { echo "== $(date -u +%T) $*"; }
 
 phase "installing what is missing"
 scripts/stack.sh install test
