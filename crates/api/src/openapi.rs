@@ -1,7 +1,9 @@
 //! The OpenAPI document (`GET /openapi.json`). Routes are registered through
 //! `utoipa_axum`'s `routes!`, so the document and the router are built from
-//! the same list and cannot drift; the shapes below describe the JSON the
-//! handlers answer with (a test validates real answers against them).
+//! the same list and cannot drift. The answers the handlers build are their
+//! own types (`crate::views`, `agentflow_core::AuditEntry`); the shapes below
+//! are requests, parameters and the few small answers built in place (a test
+//! validates real answers against them all).
 
 use serde::Serialize;
 use serde_json::Value;
@@ -220,7 +222,7 @@ pub struct CreateHeaders {
 pub struct ListQuery {
     /// Only the workflows in this status.
     #[param(inline)]
-    pub status: Option<Status>,
+    pub status: Option<agentflow_core::WorkflowStatus>,
     /// Page size, default 20.
     #[param(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
@@ -259,34 +261,6 @@ pub struct GetQuery {
 #[serde(rename_all = "snake_case")]
 pub enum Wait {
     Finished,
-}
-
-/// A workflow's status.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    Pending,
-    Running,
-    /// Running; every step that can still run waits for a signal or a time.
-    Waiting,
-    /// Running, but paused by a user: no new step starts.
-    Paused,
-    Completed,
-    Failed,
-    Cancelled,
-}
-
-/// A step's status (`running`: being run now; `waiting`: a wait or sleep
-/// under way).
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum StepStatus {
-    Pending,
-    Running,
-    Waiting,
-    Completed,
-    Failed,
-    Skipped,
 }
 
 /// The status an execute or cancel answers with.
@@ -433,7 +407,7 @@ pub struct WorkflowCreated {
     pub name: String,
     /// `pending`; on a retry with the same Idempotency-Key, the workflow's
     /// current status.
-    #[schema(value_type = Status)]
+    #[schema(value_type = agentflow_core::WorkflowStatus)]
     pub status: String,
     pub task_count: usize,
 }
@@ -446,58 +420,6 @@ pub struct WorkflowAccepted {
     #[schema(value_type = AcceptedStatus)]
     pub status: String,
     pub message: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct WorkflowView {
-    pub workflow_id: uuid::Uuid,
-    pub name: String,
-    #[schema(value_type = Status)]
-    pub status: String,
-    pub user_id: i64,
-    pub task_count: usize,
-    pub tasks: Vec<StepView>,
-    /// The outputs of the completed steps.
-    pub results: Vec<StepResult>,
-    /// The failed step's error, when failed.
-    pub error: Option<Value>,
-    /// How many times it was started (1 + resumes).
-    pub runs: u32,
-    pub timeout_ms: Option<u64>,
-    pub max_concurrency: Option<u32>,
-    /// The workflow's input.
-    pub input: Value,
-    /// Cancel was asked while it was running; it stops after its step in flight.
-    pub cancel_requested: bool,
-    /// Paused by a user (`POST /workflows/{id}/pause`).
-    pub paused: bool,
-    /// The signals its waiting steps wait for.
-    pub waiting_for: Vec<String>,
-    pub created_at: chrono::DateTime<chrono::Utc>,
-    pub started_at: Option<chrono::DateTime<chrono::Utc>>,
-    pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
-    /// Present only when records of this workflow could not be stored in
-    /// the projection (quarantined): this state stops before the first.
-    pub projection: Option<ProjectionNote>,
-}
-
-/// Why a workflow's projected state is behind its log.
-#[derive(Serialize, ToSchema)]
-pub struct ProjectionNote {
-    /// Always false.
-    pub complete: bool,
-    pub message: String,
-    pub quarantined: Vec<QuarantinedView>,
-}
-
-/// A record of the workflow that the projection could not hold.
-#[derive(Serialize, ToSchema)]
-pub struct QuarantinedView {
-    pub partition: i32,
-    pub offset: i64,
-    pub event_type: Option<String>,
-    pub seq: Option<u64>,
-    pub reason: String,
 }
 
 /// One Server-Sent Event of a stream, as a client parses it: `data` is JSON
@@ -542,111 +464,6 @@ pub struct SignalHeaders {
     #[param(rename = "Idempotency-Key", value_type = String, required = false,
         pattern = "^[!-~]{1,255}$", min_length = 1, max_length = 255)]
     pub idempotency_key: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct StepView {
-    /// Its place in the definition, from 1.
-    pub step: u32,
-    pub id: String,
-    /// Its parents.
-    pub after: Vec<String>,
-    /// `agent`, `wait` or `sleep`.
-    pub kind: String,
-    /// Null for a wait or sleep.
-    pub agent: Option<String>,
-    #[schema(value_type = StepStatus)]
-    pub status: String,
-    pub attempts: u32,
-    pub duration_ms: u64,
-    /// Iterations run (a loop's), or 1 once done.
-    pub iteration: u32,
-    /// What its agent call was sent (a loop's: its last or coming
-    /// iteration's), once its parents are done.
-    pub input: Option<Value>,
-    /// The output (a loop's last iteration's; a wait's signal body).
-    pub output: Option<Value>,
-    /// A loop's outputs, one per iteration.
-    pub iterations: Option<Vec<Value>>,
-    /// `{kind, message, http_status?}` when the step failed.
-    pub error: Option<Value>,
-    /// `condition` (its `when` was false), `unreachable` (every parent
-    /// skipped) or `ended` (the workflow ended first).
-    pub skip_reason: Option<String>,
-    /// Its `when`'s recorded result.
-    pub condition: Option<bool>,
-    /// The signal a wait step waits for.
-    pub signal: Option<String>,
-    /// When a waiting step ends by itself (a sleep's wake-up, a wait's timeout).
-    pub wait_until: Option<chrono::DateTime<chrono::Utc>>,
-    pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct StepResult {
-    pub step: u32,
-    pub id: String,
-    /// The agent's JSON answer.
-    pub output: Value,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct WorkflowList {
-    /// Newest first.
-    pub workflows: Vec<WorkflowSummary>,
-    pub count: usize,
-    /// Pass back as `cursor` for the next page; null on the last page.
-    pub next_cursor: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct WorkflowSummary {
-    pub workflow_id: uuid::Uuid,
-    pub name: String,
-    #[schema(value_type = Status)]
-    pub status: String,
-    pub user_id: i64,
-    pub task_count: i32,
-    pub created_at: chrono::DateTime<chrono::Utc>,
-    pub started_at: Option<chrono::DateTime<chrono::Utc>>,
-    pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
-}
-
-/// The audit trail: every record of the workflow in log order.
-#[derive(Serialize, ToSchema)]
-pub struct AuditTrail {
-    pub workflow_id: uuid::Uuid,
-    pub count: usize,
-    pub events: Vec<AuditEvent>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct AuditEvent {
-    pub timestamp: chrono::DateTime<chrono::Utc>,
-    pub event_type: String,
-    pub seq: u64,
-    pub event_id: uuid::Uuid,
-    /// Whether the fold applied it (false: it lost a race and changed nothing).
-    pub applied: bool,
-    /// The step's id.
-    pub step: Option<String>,
-    pub iteration: Option<u32>,
-    pub agent: Option<String>,
-    pub attempts: Option<u32>,
-    pub duration_ms: Option<u64>,
-    /// The user whose request wrote it.
-    pub requested_by: Option<Value>,
-    /// The node that wrote it.
-    pub node_id: Option<Value>,
-    pub error: Option<Value>,
-    /// `condition.evaluated`: `{kind, expression, result, error}`.
-    pub condition: Option<Value>,
-    /// A wait's beginning (`{signal, until}`) or end (`{ended_by}`), a
-    /// signal (`{signal, key}`).
-    pub wait: Option<Value>,
-    /// Present when the projection could not hold this record (why): it was
-    /// quarantined, and the workflow's projected state stops before it.
-    pub quarantined: Option<String>,
 }
 
 /// `GET /readyz`: `ready` or `not_ready`, with each check's verdict.

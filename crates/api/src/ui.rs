@@ -1,4 +1,4 @@
-//! The web console (`/ui`): a page, a script and a style sheet, committed
+//! The web console (`/ui`): a page, a script, a style sheet and an icon, committed
 //! in `crates/api/ui/` and embedded at compile time, so the binary serves
 //! it with no build step and no Node.js. It signs in with the API's own
 //! tokens (kept in the tab's `sessionStorage`, sent as `Authorization:
@@ -17,6 +17,7 @@ use crate::error::ApiError;
 const INDEX: &str = include_str!("../ui/index.html");
 const SCRIPT: &str = include_str!("../ui/app.js");
 const STYLE: &str = include_str!("../ui/app.css");
+const ICON: &str = include_str!("../ui/favicon.svg");
 
 /// No inline script or style, no eval, nothing from elsewhere.
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
@@ -48,6 +49,15 @@ pub fn routes(dev_sign_in: bool) -> Router<AppState> {
         .route(
             "/ui/app.css",
             get(|| async { page("text/css; charset=utf-8", STYLE) }),
+        )
+        .route(
+            "/ui/favicon.svg",
+            get(|| async { page("image/svg+xml", ICON) }),
+        )
+        // Where browsers look when a page names no icon (e.g. `/openapi.json`).
+        .route(
+            "/favicon.ico",
+            get(|| async { page("image/svg+xml", ICON) }),
         )
         .route(
             "/ui/config.json",

@@ -94,6 +94,63 @@ test('a bad token is refused', async () => {
   await page.context().close();
 });
 
+test('signed out, the sign-in page shows no navigation', async () => {
+  const page = await newPage();
+  await page.goto(BASE + '/ui');
+  await page.waitForSelector('#sign-in');
+  const shown = [];
+  for (const el of await page.$$('#nav a, #nav button, #nav .who')) {
+    if (await el.isVisible()) shown.push((await el.textContent()).trim() || '(' + (await el.getAttribute('id')) + ')');
+  }
+  if (shown.length) throw new Error('signed out, the page shows: ' + shown.join(', '));
+  await page.context().close();
+});
+
+test('the first load logs no console error', async () => {
+  const ctx = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const page = await ctx.newPage();
+  const errors = [];
+  page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text() + ' @ ' + JSON.stringify(m.location())); });
+  const missing = [];
+  page.on('response', (r) => { if (r.status() >= 400) missing.push(r.status() + ' ' + r.url()); });
+  await page.goto(BASE + '/');
+  await page.waitForSelector('#sign-in');
+  await page.waitForLoadState('networkidle');
+  if (errors.length || missing.length) throw new Error('first load: ' + errors.concat(missing).join('; '));
+  // The icon the page links to is served (and so is /favicon.ico).
+  const link = await page.$('link[rel="icon"]');
+  if (!link) throw new Error('the page links no icon');
+  for (const href of [await link.getAttribute('href'), '/favicon.ico']) {
+    const st = await page.evaluate(async (u) => (await fetch(u)).status, href);
+    if (st !== 200) throw new Error(href + ' answers ' + st);
+  }
+  await ctx.close();
+});
+
+test('a long node subtitle stays within its box and is shown whole on hover', async () => {
+  const page = await newPage();
+  await signIn(page, env('TOKEN_A'));
+  await createFrom(page, { name: 'long labels', steps: [
+    { id: 'research', agent: 'ui_researcher' },
+    { id: 'a_rather_long_step_identifier', agent: 'marketing_social_media_agent_1_103', after: ['research'] },
+  ] });
+  await page.waitForSelector('#graph g.node[data-step="research"][data-status="completed"]', { timeout: LONG });
+  const out = await page.$$eval('#graph g.node', (nodes) => nodes.flatMap((n) => {
+    const box = n.querySelector('rect').getBoundingClientRect();
+    return [...n.querySelectorAll('text')]
+      .map((t) => [t.textContent, t.getBoundingClientRect()])
+      .filter(([, r]) => r.left < box.left || r.right > box.right - 4 || r.top < box.top || r.bottom > box.bottom)
+      .map(([text, r]) => `${n.dataset.step}: "${text}" ends at ${Math.round(r.right)} past its box's ${Math.round(box.right)}`);
+  }));
+  if (out.length) throw new Error('text runs past its node: ' + out.join('; '));
+  const sub = await page.textContent('#graph g.node[data-step="research"] text.sub');
+  if (!sub.startsWith('completed')) throw new Error('subtitle: ' + sub);
+  const title = await page.textContent('#graph g.node[data-step="research"] title');
+  if (!title.includes('completed · ui_researcher')) throw new Error('the tooltip does not hold the whole subtitle: ' + title);
+  await shot(page, '12-long-labels');
+  await page.context().close();
+});
+
 test('sign in; the content pipeline turns completed live', async () => {
   const page = await newPage();
   await signIn(page, env('TOKEN_A'));

@@ -358,15 +358,31 @@ function drawGraph(w) {
     const p = pos.get(t.id);
     const loops = t.iterations ? ' ×' + t.iteration : '';
     const what = t.kind === 'agent' ? t.agent : (t.kind === 'wait' ? 'wait ' + (t.signal || '') : t.kind);
-    const label = t.id.length > 20 ? t.id.slice(0, 19) + '…' : t.id;
+    const sub = t.status + (what ? ' · ' + what : '');
+    // Both lines are cut to the box by fitLabels; the tooltip has them whole.
     const g = h('svg:g', { class: 'node ' + t.status, 'data-step': t.id, 'data-status': t.status, transform: `translate(${p.x},${p.y})` },
-      h('svg:title', { text: `${t.id}: ${t.status}${t.skip_reason ? ' (' + t.skip_reason + ')' : ''}${t.iteration > 1 ? ', iteration ' + t.iteration : ''}` }),
+      h('svg:title', { text: `${t.id}${loops}: ${sub}${t.skip_reason ? ' (' + t.skip_reason + ')' : ''}${t.iteration > 1 ? ', iteration ' + t.iteration : ''}` }),
       h('svg:rect', { width: NW, height: NH, rx: 8 }),
-      h('svg:text', { x: 10, y: 20, text: label + loops }),
-      h('svg:text', { x: 10, y: 38, class: 'sub', text: t.status + (what ? ' · ' + String(what).slice(0, 14) : '') }));
+      h('svg:text', { x: 10, y: 20, 'data-fit': NW - 20, text: t.id + loops }),
+      h('svg:text', { x: 10, y: 38, class: 'sub', 'data-fit': NW - 20, text: sub }));
     svg.append(g);
   }
   return h('div', { class: 'graph-wrap' }, svg);
+}
+
+// SVG text neither wraps nor ellipsizes: once the graph is in the page,
+// each label longer than its `data-fit` width is cut to what fits, with "…".
+function fitLabels(root) {
+  for (const t of root.querySelectorAll('text[data-fit]')) {
+    const max = Number(t.dataset.fit);
+    if (t.getComputedTextLength() <= max) continue;
+    const full = t.textContent;
+    let n = full.length;
+    do {
+      n--;
+      t.textContent = full.slice(0, n).trimEnd() + '…';
+    } while (n > 1 && t.getComputedTextLength() > max);
+  }
 }
 
 function waterfall(w, events) {
@@ -544,6 +560,7 @@ async function runPage(id) {
       signal.replaceChildren();
     }
     graph.replaceChildren(drawGraph(w));
+    fitLabels(graph);
     timeline.replaceChildren(waterfall(w, events));
     steps.replaceChildren(...stepDetails(w, openSteps));
     audit.replaceChildren(auditTable(events));

@@ -10,47 +10,52 @@ use serde_json::Value;
 use crate::record::{Event, Record};
 use crate::state::{WorkflowState, apply};
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One record of the audit trail (`GET /workflows/{id}/events`, the stream's
+/// record events, `agentflow audit`). Fields are in alphabetical order, the
+/// order in which its JSON has always listed them.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AuditEntry {
-    pub timestamp: chrono::DateTime<chrono::Utc>,
-    pub event_type: &'static str,
-    pub seq: u64,
-    pub event_id: uuid::Uuid,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
     /// Whether the fold applied it (`false`: it lost a race or did not fit,
     /// and changed nothing).
     pub applied: bool,
-    /// The step it is about (its id).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub step: Option<String>,
-    /// The step's iteration (a loop's calls are 1, 2, …).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub iteration: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub agent: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attempts: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub duration_ms: Option<u64>,
-    /// A branch decision or a loop's exit test: the expression and its
-    /// result (`condition.evaluated`).
+    /// A branch decision or a loop's exit test (`condition.evaluated`):
+    /// `{kind, expression, result, error}`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub condition: Option<Value>,
-    /// A wait: the signal it waits for, until when, or how it ended.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub wait: Option<Value>,
-    /// The user whose request wrote it (create, execute, cancel).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub requested_by: Option<Value>,
-    /// The node that wrote it.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub node_id: Option<Value>,
+    pub duration_ms: Option<u64>,
     /// The error of a failed step or workflow.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<Value>,
+    pub event_id: uuid::Uuid,
+    #[schema(value_type = String)]
+    pub event_type: &'static str,
+    /// The step's iteration (a loop's calls are 1, 2, …).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iteration: Option<u32>,
+    /// The node that wrote it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<Value>,
     /// Why the projection could not hold this record, when it was
     /// quarantined (the projected workflow stops before it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quarantined: Option<String>,
+    /// The user whose request wrote it (create, execute, cancel).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<Value>,
+    pub seq: u64,
+    /// The step it is about (its id).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    pub timestamp: chrono::DateTime<chrono::Utc>,
+    /// A wait's beginning (`{signal, until}`) or end (`{ended_by}`), or a
+    /// signal (`{signal, key}`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait: Option<Value>,
 }
 
 impl AuditEntry {

@@ -15,6 +15,7 @@ pub mod definition;
 pub mod expr;
 pub mod ids;
 pub mod record;
+mod spelled;
 pub mod state;
 pub mod template;
 

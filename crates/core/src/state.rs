@@ -19,10 +19,11 @@ use uuid::Uuid;
 use crate::definition::{OnExhausted, StepDef, StepId, StepKind};
 use crate::ids::{AgentName, UserId, WorkflowId};
 use crate::record::{ConditionKind, Event, Record, StepError, StepErrorKind};
+use crate::spelled::spelled;
 use crate::template::{self, Ref};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(into = "&'static str", try_from = "String")]
 pub enum WorkflowStatus {
     Pending,
     Running,
@@ -59,10 +60,6 @@ impl WorkflowStatus {
         }
     }
 
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|st| st.as_str() == s)
-    }
-
     /// Whether it can never change again.
     pub fn is_terminal(self) -> bool {
         matches!(self, WorkflowStatus::Completed | WorkflowStatus::Cancelled)
@@ -83,7 +80,7 @@ impl WorkflowStatus {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(into = "&'static str", try_from = "String")]
 pub enum StepStatus {
     /// Not finished: waiting for its parents, or ready (then running once
     /// the engine calls its agent).
@@ -96,6 +93,14 @@ pub enum StepStatus {
 }
 
 impl StepStatus {
+    pub const ALL: [StepStatus; 5] = [
+        StepStatus::Pending,
+        StepStatus::Waiting,
+        StepStatus::Completed,
+        StepStatus::Failed,
+        StepStatus::Skipped,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             StepStatus::Pending => "pending",
@@ -114,7 +119,7 @@ impl StepStatus {
 
 /// Why a step was skipped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(into = "&'static str", try_from = "String")]
 pub enum SkipReason {
     /// Its `when` was false.
     Condition,
@@ -123,6 +128,38 @@ pub enum SkipReason {
     /// The workflow ended (failed or cancelled) before it ran.
     Ended,
 }
+
+impl SkipReason {
+    pub const ALL: [SkipReason; 3] = [
+        SkipReason::Condition,
+        SkipReason::Unreachable,
+        SkipReason::Ended,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SkipReason::Condition => "condition",
+            SkipReason::Unreachable => "unreachable",
+            SkipReason::Ended => "ended",
+        }
+    }
+}
+
+// The names above are their only spelling: serde, `parse`, the
+// projection's columns and the OpenAPI document read them.
+spelled!(
+    WorkflowStatus,
+    "Status",
+    "A workflow's status (`waiting`: running, and every step that can still run waits for a \
+     signal or a time; `paused`: running, but paused by a user, so no new step starts)."
+);
+spelled!(StepStatus);
+spelled!(
+    SkipReason,
+    "SkipReason",
+    "Why a step was skipped: `condition` (its `when` was false), `unreachable` (every parent \
+     skipped) or `ended` (the workflow ended first)."
+);
 
 /// A signal received for a waiting step, not yet taken by the engine.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -13,7 +13,7 @@ use serde_json::Value;
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
-use crate::rows::{load_states_in_rows, skip_reason_str, step_status_str};
+use crate::rows::load_states_in_rows;
 use crate::{Store, StoreError};
 
 /// A record and where it is in the log.
@@ -793,7 +793,7 @@ impl StepRows {
             self.iteration.push(s.iteration as i32);
             self.agent
                 .push(s.agent.as_ref().map(|a| a.as_str().to_owned()));
-            self.status.push(step_status_str(s.status));
+            self.status.push(s.status.as_str());
             self.attempts.push(s.attempts as i32);
             self.duration_ms.push(s.duration_ms as i64);
             self.error.push(
@@ -805,7 +805,7 @@ impl StepRows {
             self.loop_base.push(s.loop_base as i32);
             self.until_pending.push(s.until_pending);
             self.condition.push(s.condition);
-            self.skip_reason.push(s.skip_reason.map(skip_reason_str));
+            self.skip_reason.push(s.skip_reason.map(|r| r.as_str()));
             self.wait_until.push(s.wait_until);
             self.inbox.push(
                 s.inbox

@@ -48,7 +48,8 @@ pub struct ListFilter {
 pub struct WorkflowSummary {
     pub id: Uuid,
     pub name: String,
-    pub status: String,
+    #[sqlx(try_from = "String")]
+    pub status: WorkflowStatus,
     pub user_id: i64,
     pub task_count: i32,
     pub created_at: DateTime<Utc>,

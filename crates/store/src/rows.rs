@@ -81,42 +81,10 @@ pub(crate) struct OutputRow {
     pub output: String,
 }
 
-pub(crate) fn skip_reason_str(r: SkipReason) -> &'static str {
-    match r {
-        SkipReason::Condition => "condition",
-        SkipReason::Unreachable => "unreachable",
-        SkipReason::Ended => "ended",
-    }
-}
-
-fn parse_skip_reason(s: &str) -> Result<SkipReason, StoreError> {
-    Ok(match s {
-        "condition" => SkipReason::Condition,
-        "unreachable" => SkipReason::Unreachable,
-        "ended" => SkipReason::Ended,
-        other => return Err(StoreError::Corrupt(format!("skip reason {other}"))),
-    })
-}
-
-pub(crate) fn step_status_str(s: StepStatus) -> &'static str {
-    match s {
-        StepStatus::Pending => "pending",
-        StepStatus::Waiting => "waiting",
-        StepStatus::Completed => "completed",
-        StepStatus::Failed => "failed",
-        StepStatus::Skipped => "skipped",
-    }
-}
-
-fn parse_step_status(s: &str) -> Result<StepStatus, StoreError> {
-    Ok(match s {
-        "pending" => StepStatus::Pending,
-        "waiting" => StepStatus::Waiting,
-        "completed" => StepStatus::Completed,
-        "failed" => StepStatus::Failed,
-        "skipped" => StepStatus::Skipped,
-        other => return Err(StoreError::Corrupt(format!("step status {other}"))),
-    })
+/// A step status or skip reason as its column holds it: the name core
+/// spells it by (`as_str`).
+fn parse_column<T>(what: &str, s: &str, parse: fn(&str) -> Option<T>) -> Result<T, StoreError> {
+    parse(s).ok_or_else(|| StoreError::Corrupt(format!("{what} {s}")))
 }
 
 pub(crate) fn state_from_rows(
@@ -182,7 +150,7 @@ pub(crate) fn state_from_rows(
         .zip(&definition)
         .map(|((s, output), def)| {
             let mut st = StepState::new(def);
-            st.status = parse_step_status(&s.status)?;
+            st.status = parse_column("step status", &s.status, StepStatus::parse)?;
             if st.status == StepStatus::Skipped {
                 st.skip_reason = Some(agentflow_core::SkipReason::Ended);
             }
@@ -258,7 +226,7 @@ fn state_in_rows(
         .zip(&definition)
         .map(|((s, mut outs), def)| {
             let mut st = StepState::new(def);
-            st.status = parse_step_status(&s.status)?;
+            st.status = parse_column("step status", &s.status, StepStatus::parse)?;
             // A loop keeps every iteration's output, its last as `output`;
             // another step has at most one.
             st.output = outs.last().cloned();
@@ -281,7 +249,7 @@ fn state_in_rows(
             st.skip_reason = s
                 .skip_reason
                 .as_deref()
-                .map(parse_skip_reason)
+                .map(|r| parse_column("skip reason", r, SkipReason::parse))
                 .transpose()?;
             st.wait_until = s.wait_until;
             st.inbox = s

@@ -25,10 +25,11 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use super::workflows::load_visible;
+use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::openapi::{CommonErrors, ErrorBody, StreamHeaders};
-use crate::{AppState, views};
+use crate::views::{WorkflowSummary, WorkflowView};
 
 /// Records read (and held) per page of a workflow's stream.
 const PAGE: u32 = 32;
@@ -210,7 +211,7 @@ impl Tail {
                 self.out.push_back(
                     Event::default()
                         .event("state")
-                        .data(views::workflow(&st.state).to_string()),
+                        .data(json_text(&WorkflowView::of(&st.state))),
                 );
             }
             if matches!(
@@ -250,17 +251,21 @@ impl Tail {
         let full = page.len() == PAGE as usize;
         for (offset, record, applied) in &page {
             let entry = AuditEntry::new(record, *applied);
-            let data = serde_json::to_string(&entry).unwrap_or_else(|_| "{}".into());
             self.out.push_back(
                 Event::default()
                     .id(offset.to_string())
                     .event(entry.event_type)
-                    .data(data),
+                    .data(json_text(&entry)),
             );
             self.after = *offset;
         }
         Ok((state, full))
     }
+}
+
+/// An event's `data`: a view as JSON text.
+fn json_text(v: &impl serde::Serialize) -> String {
+    serde_json::to_string(v).expect("a view serialises")
 }
 
 fn error_event(e: &ApiError) -> Event {
@@ -375,10 +380,12 @@ impl ListWatch {
                     continue;
                 }
                 self.sent.insert(id, (r.seq, r.updated_at));
-                let mut v = views::summary(&r.summary);
-                v["seq"] = json!(r.seq);
+                let summary = WorkflowSummary {
+                    seq: Some(r.seq),
+                    ..WorkflowSummary::from(&r.summary)
+                };
                 self.out
-                    .push_back(Event::default().event("workflow").data(v.to_string()));
+                    .push_back(Event::default().event("workflow").data(json_text(&summary)));
                 if r.updated_at > self.since {
                     self.since = r.updated_at;
                 }

@@ -18,13 +18,14 @@ use chrono::Utc;
 use serde_json::{Value, json};
 
 use super::lookup;
+use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::openapi::{
-    AuditTrail, CommonErrors, CreateHeaders, CreateWorkflow, ErrorBody, GetQuery, ListQuery,
-    WorkflowAccepted, WorkflowCreated, WorkflowList, WorkflowView,
+    CommonErrors, CreateHeaders, CreateWorkflow, ErrorBody, GetQuery, ListQuery, WorkflowAccepted,
+    WorkflowCreated,
 };
-use crate::{AppState, views};
+use crate::views::{AuditTrail, ProjectionNote, WorkflowList, WorkflowSummary, WorkflowView};
 
 const DEFAULT_LIMIT: u32 = 20;
 const MAX_LIMIT: u32 = 100;
@@ -445,14 +446,14 @@ pub async fn get(
 
 /// The workflow's view; when records of it were quarantined, with a
 /// `projection` note saying its state stops before them.
-async fn view(s: &AppState, p: &Projected) -> Result<Value, ApiError> {
-    let mut v = views::workflow(&p.state);
+async fn view(s: &AppState, p: &Projected) -> Result<WorkflowView, ApiError> {
+    let mut v = WorkflowView::of(&p.state);
     if p.quarantined {
         let kept = s
             .store
             .quarantined_of(&s.topic, p.state.workflow_id)
             .await?;
-        v["projection"] = views::quarantined(&kept);
+        v.projection = Some(ProjectionNote::of(&kept));
     }
     Ok(v)
 }
@@ -490,11 +491,11 @@ pub async fn events(
     }
     events.sort_by_key(|(offset, _)| *offset);
     let events: Vec<AuditEntry> = events.into_iter().map(|(_, e)| e).collect();
-    Ok(axum::Json(json!({
-        "workflow_id": st.workflow_id,
-        "count": events.len(),
-        "events": events,
-    }))
+    Ok(axum::Json(AuditTrail {
+        count: events.len(),
+        events,
+        workflow_id: st.workflow_id.as_uuid(),
+    })
     .into_response())
 }
 
@@ -569,12 +570,12 @@ pub async fn list(
         rows.truncate(limit as usize);
         rows.last().map(|r| r.cursor().encode())
     });
-    let items: Vec<Value> = rows.iter().map(views::summary).collect();
-    Ok(axum::Json(json!({
-        "workflows": items,
-        "count": items.len(),
-        "next_cursor": next_cursor.flatten(),
-    }))
+    let workflows: Vec<WorkflowSummary> = rows.iter().map(WorkflowSummary::from).collect();
+    Ok(axum::Json(WorkflowList {
+        count: workflows.len(),
+        next_cursor: next_cursor.flatten(),
+        workflows,
+    })
     .into_response())
 }
 
