@@ -127,35 +127,94 @@ pub enum WaitEnd {
     Timer,
 }
 
-/// What happened (or what a user asked for), one variant per `event_type`.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Event {
+/// Declares [`Event`] with each variant's wire name written once: serde's
+/// tag, [`Event::TYPES`], [`Event::event_type`] and the value a record may
+/// keep out of itself ([`Event::offloaded`]) all come from it.
+macro_rules! events {
+    ($(
+        $(#[$doc:meta])*
+        $name:literal => $variant:ident $({ $($fields:tt)* })? $(offloads $field:ident)?
+    ),* $(,)?) => {
+        /// What happened (or what a user asked for), one variant per
+        /// `event_type`. Serialised adjacently tagged, as in the envelope:
+        /// `event_type` names the variant, `data` holds its fields.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "event_type", content = "data", deny_unknown_fields)]
+        pub enum Event {
+            $(
+                $(#[$doc])*
+                #[serde(rename = $name)]
+                $variant $({ $($fields)* })?,
+            )*
+        }
+
+        impl Event {
+            /// Every `event_type`, in the order of the variants.
+            pub const TYPES: &'static [&'static str] = &[$($name),*];
+
+            pub fn event_type(&self) -> &'static str {
+                match self {
+                    $(Event::$variant { .. } => $name,)*
+                }
+            }
+
+            /// The field of `data` that a record of type `event_type` may keep
+            /// out of itself (see [`Record::output`]); the record then carries
+            /// `{field}_ref` instead.
+            fn offloaded_field(event_type: &str) -> Option<&'static str> {
+                match event_type {
+                    $($($name => Some(stringify!($field)),)?)*
+                    _ => None,
+                }
+            }
+
+            /// The value this event may keep out of its record, with its field.
+            fn offloaded(&self) -> Option<(&'static str, &Value)> {
+                match self {
+                    $($(Event::$variant { $field, .. } => Some((stringify!($field), $field)),)?)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+events! {
     /// `workflow.created`: a user defined a workflow.
-    Created {
+    "workflow.created" => Created {
         name: String,
         steps: Vec<StepDef>,
+        /// The workflow's input; left out of the record when empty.
+        #[serde(
+            default = "empty_object",
+            deserialize_with = "null_as_empty",
+            skip_serializing_if = "is_empty_object"
+        )]
         input: Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         timeout_ms: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         max_concurrency: Option<u32>,
     },
     /// `workflow.started`: a user asked to run it (the first time, or again
     /// after it failed: its failed steps and those the failure left unrun
     /// run again).
-    Started,
+    "workflow.started" => Started,
     /// `agent.executed`: a step's agent answered with `output`.
-    AgentExecuted {
+    "agent.executed" => AgentExecuted {
         step: StepId,
         iteration: u32,
         agent: AgentName,
         output: Value,
         attempts: u32,
         duration_ms: u64,
-    },
+    } offloads output,
     /// `step.failed`: a step failed for good (its agent call, its
     /// condition, its wait's timeout or its loop's iterations).
-    StepFailed {
+    "step.failed" => StepFailed {
         step: StepId,
         iteration: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         agent: Option<AgentName>,
         error: StepError,
         attempts: u32,
@@ -165,32 +224,36 @@ pub enum Event {
     /// `until` (after iteration `iteration`) was evaluated: the result, or
     /// why it has none (the step then fails). Recorded so that a replay never
     /// evaluates an expression again.
-    ConditionEvaluated {
+    "condition.evaluated" => ConditionEvaluated {
         step: StepId,
         condition: ConditionKind,
         iteration: u32,
         expression: String,
         result: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
     /// `step.waiting`: a wait or sleep step began; it ends at `until` (a
     /// sleep's wake-up time, a wait's timeout) unless a signal ends it first.
-    StepWaiting {
+    "step.waiting" => StepWaiting {
         step: StepId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         signal: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         until: Option<DateTime<Utc>>,
     },
     /// `wait.completed`: a waiting step ended with `output`.
-    WaitCompleted {
+    "wait.completed" => WaitCompleted {
         step: StepId,
         reason: WaitEnd,
         output: Value,
-    },
+    } offloads output,
     /// `workflow.completed`: every step completed or was skipped.
-    Completed,
+    "workflow.completed" => Completed,
     /// `workflow.failed`: a step failed; the steps not run are skipped.
-    Failed {
+    "workflow.failed" => Failed {
         step: StepId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         agent: Option<AgentName>,
         error: StepError,
     },
@@ -198,43 +261,39 @@ pub enum Event {
     /// workflow. A command, not a step of the chain: it does not advance
     /// `seq` (it carries the seq it was asked at), so it never races the
     /// actor's records; the actor ends the workflow after its in-flight step.
-    CancelRequested,
+    "workflow.cancel_requested" => CancelRequested,
     /// `workflow.cancelled`: the workflow stopped for good; the steps not run
     /// are skipped.
-    Cancelled,
+    "workflow.cancelled" => Cancelled,
     /// `workflow.paused` (a command, like `cancel_requested`): no new step
     /// starts; calls in flight finish and are kept.
-    Paused,
+    "workflow.paused" => Paused,
     /// `workflow.resumed` (a command): steps start again.
-    Resumed,
+    "workflow.resumed" => Resumed,
     /// `signal.received` (a command): a signal for a waiting step, with its
     /// body; the step's `wait.completed` follows. `key` makes a retried
     /// request harmless.
-    SignalReceived {
+    "signal.received" => SignalReceived {
         signal: String,
         payload: Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         key: Option<String>,
-    },
+    } offloads payload,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Map::new())
+}
+
+fn is_empty_object(v: &Value) -> bool {
+    v.as_object().is_none_or(Map::is_empty)
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
+    Ok(Option::<Value>::deserialize(d)?.unwrap_or_else(empty_object))
 }
 
 impl Event {
-    pub const TYPES: [&'static str; 14] = [
-        "workflow.created",
-        "workflow.started",
-        "agent.executed",
-        "step.failed",
-        "condition.evaluated",
-        "step.waiting",
-        "wait.completed",
-        "workflow.completed",
-        "workflow.failed",
-        "workflow.cancel_requested",
-        "workflow.cancelled",
-        "workflow.paused",
-        "workflow.resumed",
-        "signal.received",
-    ];
-
     /// Whether the record takes the next place in the workflow's chain
     /// (`seq`, `prev_event_id`). Commands that merely flag the state (from
     /// the API, while the engine's actor may be writing) do not.
@@ -243,25 +302,6 @@ impl Event {
             self,
             Event::CancelRequested | Event::Paused | Event::Resumed | Event::SignalReceived { .. }
         )
-    }
-
-    pub fn event_type(&self) -> &'static str {
-        match self {
-            Event::Created { .. } => "workflow.created",
-            Event::Started => "workflow.started",
-            Event::AgentExecuted { .. } => "agent.executed",
-            Event::StepFailed { .. } => "step.failed",
-            Event::ConditionEvaluated { .. } => "condition.evaluated",
-            Event::StepWaiting { .. } => "step.waiting",
-            Event::WaitCompleted { .. } => "wait.completed",
-            Event::Completed => "workflow.completed",
-            Event::Failed { .. } => "workflow.failed",
-            Event::CancelRequested => "workflow.cancel_requested",
-            Event::Cancelled => "workflow.cancelled",
-            Event::Paused => "workflow.paused",
-            Event::Resumed => "workflow.resumed",
-            Event::SignalReceived { .. } => "signal.received",
-        }
     }
 
     /// The step the record is about, if any.
@@ -277,99 +317,13 @@ impl Event {
         }
     }
 
+    /// The record's `data`: the event's fields (`{}` for an event without
+    /// any), keys in order (serde_json's map is sorted), optional fields left
+    /// out rather than written as null.
     fn to_data(&self) -> Value {
-        fn obj(v: Value) -> Value {
-            // Optional fields are left out rather than written as null.
-            match v {
-                Value::Object(m) => {
-                    Value::Object(m.into_iter().filter(|(_, v)| !v.is_null()).collect())
-                }
-                v => v,
-            }
-        }
-        match self {
-            Event::Created {
-                name,
-                steps,
-                input,
-                timeout_ms,
-                max_concurrency,
-            } => {
-                let mut d = serde_json::json!({"name": name, "steps": steps});
-                if input.as_object().is_some_and(|m| !m.is_empty()) {
-                    d["input"] = input.clone();
-                }
-                if let Some(ms) = timeout_ms {
-                    d["timeout_ms"] = (*ms).into();
-                }
-                if let Some(n) = max_concurrency {
-                    d["max_concurrency"] = (*n).into();
-                }
-                d
-            }
-            Event::AgentExecuted {
-                step,
-                iteration,
-                agent,
-                output,
-                attempts,
-                duration_ms,
-            } => serde_json::json!({
-                "step": step, "iteration": iteration, "agent": agent, "output": output,
-                "attempts": attempts, "duration_ms": duration_ms,
-            }),
-            Event::StepFailed {
-                step,
-                iteration,
-                agent,
-                error,
-                attempts,
-                duration_ms,
-            } => obj(serde_json::json!({
-                "step": step, "iteration": iteration, "agent": agent, "error": error,
-                "attempts": attempts, "duration_ms": duration_ms,
-            })),
-            Event::ConditionEvaluated {
-                step,
-                condition,
-                iteration,
-                expression,
-                result,
-                error,
-            } => obj(serde_json::json!({
-                "step": step, "condition": condition, "iteration": iteration,
-                "expression": expression, "result": result, "error": error,
-            })),
-            Event::StepWaiting {
-                step,
-                signal,
-                until,
-            } => obj(serde_json::json!({"step": step, "signal": signal, "until": until})),
-            Event::WaitCompleted {
-                step,
-                reason,
-                output,
-            } => serde_json::json!({"step": step, "reason": reason, "output": output}),
-            Event::Failed { step, agent, error } => {
-                obj(serde_json::json!({"step": step, "agent": agent, "error": error}))
-            }
-            Event::SignalReceived {
-                signal,
-                payload,
-                key,
-            } => {
-                let mut d = serde_json::json!({"signal": signal, "payload": payload});
-                if let Some(k) = key {
-                    d["key"] = k.clone().into();
-                }
-                d
-            }
-            Event::Started
-            | Event::Completed
-            | Event::CancelRequested
-            | Event::Cancelled
-            | Event::Paused
-            | Event::Resumed => Value::Object(Map::new()),
+        match serde_json::to_value(self).expect("an event always serialises") {
+            Value::Object(mut m) => m.remove("data").unwrap_or_else(empty_object),
+            _ => unreachable!("an adjacently tagged enum serialises as an object"),
         }
     }
 
@@ -380,7 +334,10 @@ impl Event {
         resolve: ResolveOutput<'_>,
     ) -> Result<Self, RecordError> {
         let bad = |e: serde_json::Error| RecordError::Data(event_type.to_owned(), e.to_string());
-        if let Some(field) = offloaded_field(event_type)
+        if !Event::TYPES.contains(&event_type) {
+            return Err(RecordError::UnknownType(event_type.to_owned()));
+        }
+        if let Some(field) = Event::offloaded_field(event_type)
             && let Some(obj) = data.as_object_mut()
             && let Some(r) = obj.remove(&format!("{field}_ref"))
         {
@@ -397,210 +354,24 @@ impl Event {
         }
         match version {
             1 => v1::upcast(event_type, data).map_err(bad),
-            RECORD_VERSION => v2::read(event_type, data).map_err(bad),
+            RECORD_VERSION => Event::read(event_type, data).map_err(bad),
             other => Err(RecordError::Version(other)),
         }
-        .and_then(|e| e.ok_or_else(|| RecordError::UnknownType(event_type.to_owned())))
-    }
-}
-
-/// The field of `data` that may be kept out of a record of this type (see
-/// [`Record::output`]); the record then carries `{field}_ref` instead.
-fn offloaded_field(event_type: &str) -> Option<&'static str> {
-    match event_type {
-        "agent.executed" | "wait.completed" => Some("output"),
-        "signal.received" => Some("payload"),
-        _ => None,
-    }
-}
-
-/// The data of version-2 records, as written since graphs.
-mod v2 {
-    use super::*;
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct CreatedData {
-        name: String,
-        steps: Vec<StepDef>,
-        #[serde(default)]
-        input: Option<Value>,
-        #[serde(default)]
-        timeout_ms: Option<u64>,
-        #[serde(default)]
-        max_concurrency: Option<u32>,
-    }
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Empty {}
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct ExecutedData {
-        step: StepId,
-        iteration: u32,
-        agent: AgentName,
-        output: Value,
-        attempts: u32,
-        duration_ms: u64,
-    }
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct StepFailedData {
-        step: StepId,
-        iteration: u32,
-        #[serde(default)]
-        agent: Option<AgentName>,
-        error: StepError,
-        attempts: u32,
-        duration_ms: u64,
-    }
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct ConditionData {
-        step: StepId,
-        condition: ConditionKind,
-        iteration: u32,
-        expression: String,
-        result: bool,
-        #[serde(default)]
-        error: Option<String>,
-    }
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct WaitingData {
-        step: StepId,
-        #[serde(default)]
-        signal: Option<String>,
-        #[serde(default)]
-        until: Option<DateTime<Utc>>,
-    }
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct WaitCompletedData {
-        step: StepId,
-        reason: WaitEnd,
-        output: Value,
-    }
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct FailedData {
-        step: StepId,
-        #[serde(default)]
-        agent: Option<AgentName>,
-        error: StepError,
-    }
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct SignalData {
-        signal: String,
-        payload: Value,
-        #[serde(default)]
-        key: Option<String>,
     }
 
-    fn empty(data: Value) -> Result<(), serde_json::Error> {
-        // `{}` or nothing at all.
-        if data.is_null() {
-            return Ok(());
+    /// The event of a version-2 record of a known `event_type`.
+    fn read(event_type: &str, data: Value) -> Result<Self, serde_json::Error> {
+        let mut record = Map::new();
+        record.insert("event_type".into(), event_type.into());
+        // An event without fields has `{}`, null or nothing as its data
+        // (and, as serde reads an empty struct, `[]`).
+        let unit = data.is_null()
+            || data.as_object().is_some_and(Map::is_empty)
+            || data.as_array().is_some_and(Vec::is_empty);
+        if !unit {
+            record.insert("data".into(), data);
         }
-        serde_json::from_value::<Empty>(data).map(|_| ())
-    }
-
-    pub(super) fn read(event_type: &str, data: Value) -> Result<Option<Event>, serde_json::Error> {
-        use serde_json::from_value as de;
-        Ok(Some(match event_type {
-            "workflow.created" => {
-                let d: CreatedData = de(data)?;
-                Event::Created {
-                    name: d.name,
-                    steps: d.steps,
-                    input: d.input.unwrap_or_else(|| Value::Object(Map::new())),
-                    timeout_ms: d.timeout_ms,
-                    max_concurrency: d.max_concurrency,
-                }
-            }
-            "workflow.started" => {
-                empty(data)?;
-                Event::Started
-            }
-            "agent.executed" => {
-                let d: ExecutedData = de(data)?;
-                Event::AgentExecuted {
-                    step: d.step,
-                    iteration: d.iteration,
-                    agent: d.agent,
-                    output: d.output,
-                    attempts: d.attempts,
-                    duration_ms: d.duration_ms,
-                }
-            }
-            "step.failed" => {
-                let d: StepFailedData = de(data)?;
-                Event::StepFailed {
-                    step: d.step,
-                    iteration: d.iteration,
-                    agent: d.agent,
-                    error: d.error,
-                    attempts: d.attempts,
-                    duration_ms: d.duration_ms,
-                }
-            }
-            "condition.evaluated" => {
-                let d: ConditionData = de(data)?;
-                Event::ConditionEvaluated {
-                    step: d.step,
-                    condition: d.condition,
-                    iteration: d.iteration,
-                    expression: d.expression,
-                    result: d.result,
-                    error: d.error,
-                }
-            }
-            "step.waiting" => {
-                let d: WaitingData = de(data)?;
-                Event::StepWaiting {
-                    step: d.step,
-                    signal: d.signal,
-                    until: d.until,
-                }
-            }
-            "wait.completed" => {
-                let d: WaitCompletedData = de(data)?;
-                Event::WaitCompleted {
-                    step: d.step,
-                    reason: d.reason,
-                    output: d.output,
-                }
-            }
-            "workflow.failed" => {
-                let d: FailedData = de(data)?;
-                Event::Failed {
-                    step: d.step,
-                    agent: d.agent,
-                    error: d.error,
-                }
-            }
-            "signal.received" => {
-                let d: SignalData = de(data)?;
-                Event::SignalReceived {
-                    signal: d.signal,
-                    payload: d.payload,
-                    key: d.key,
-                }
-            }
-            simple => {
-                let e = match simple {
-                    "workflow.completed" => Event::Completed,
-                    "workflow.cancel_requested" => Event::CancelRequested,
-                    "workflow.cancelled" => Event::Cancelled,
-                    "workflow.paused" => Event::Paused,
-                    "workflow.resumed" => Event::Resumed,
-                    _ => return Ok(None),
-                };
-                empty(data)?;
-                e
-            }
-        }))
+        serde_json::from_value(Value::Object(record))
     }
 }
 
@@ -611,112 +382,118 @@ mod v2 {
 /// resume at) is implied.
 mod v1 {
     use super::*;
-    use crate::definition::TaskDef as V1Task;
+    use crate::definition::TaskDef;
+    use serde::de::IgnoredAny;
+    use serde_json::json;
 
+    /// The version-1 shapes, as they were written (read, never written).
     #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct CreatedData {
-        name: String,
-        tasks: Vec<V1Task>,
-        #[serde(default)]
-        timeout_ms: Option<u64>,
-    }
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct StartedData {
-        #[allow(dead_code)]
-        from_step: u32,
-    }
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct ExecutedData {
-        step: u32,
-        agent: AgentName,
-        output: Value,
-        attempts: u32,
-        duration_ms: u64,
-    }
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct StepFailedData {
-        step: u32,
-        agent: AgentName,
-        error: StepError,
-        attempts: u32,
-        duration_ms: u64,
-    }
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct FailedData {
-        step: u32,
-        agent: AgentName,
-        error: StepError,
+    #[serde(tag = "event_type", content = "data", deny_unknown_fields)]
+    enum V1 {
+        #[serde(rename = "workflow.created")]
+        Created {
+            name: String,
+            tasks: Vec<TaskDef>,
+            #[serde(default)]
+            timeout_ms: Option<u64>,
+        },
+        #[serde(rename = "workflow.started")]
+        Started {
+            #[allow(dead_code)]
+            from_step: u32,
+        },
+        #[serde(rename = "agent.executed")]
+        AgentExecuted {
+            step: u32,
+            agent: AgentName,
+            output: Value,
+            attempts: u32,
+            duration_ms: u64,
+        },
+        #[serde(rename = "step.failed")]
+        StepFailed {
+            step: u32,
+            agent: AgentName,
+            error: StepError,
+            attempts: u32,
+            duration_ms: u64,
+        },
+        #[serde(rename = "workflow.failed")]
+        Failed {
+            step: u32,
+            agent: AgentName,
+            error: StepError,
+        },
+        // Version 1 wrote `{}` for these and read them whatever their data.
+        #[serde(rename = "workflow.completed")]
+        Completed(IgnoredAny),
+        #[serde(rename = "workflow.cancel_requested")]
+        CancelRequested(IgnoredAny),
+        #[serde(rename = "workflow.cancelled")]
+        Cancelled(IgnoredAny),
     }
 
     fn id(step: u32) -> StepId {
         StepId::of_task(step as usize)
     }
 
-    pub(super) fn upcast(
-        event_type: &str,
-        data: Value,
-    ) -> Result<Option<Event>, serde_json::Error> {
-        use serde_json::from_value as de;
-        Ok(Some(match event_type {
-            "workflow.created" => {
-                let d: CreatedData = de(data)?;
-                Event::Created {
-                    name: d.name,
-                    steps: d
-                        .tasks
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, t)| StepDef::of_task(i + 1, t))
-                        .collect(),
-                    input: Value::Object(Map::new()),
-                    timeout_ms: d.timeout_ms,
-                    max_concurrency: None,
-                }
-            }
-            "workflow.started" => {
-                let _: StartedData = de(data)?;
-                Event::Started
-            }
-            "agent.executed" => {
-                let d: ExecutedData = de(data)?;
-                Event::AgentExecuted {
-                    step: id(d.step),
-                    iteration: 1,
-                    agent: d.agent,
-                    output: d.output,
-                    attempts: d.attempts,
-                    duration_ms: d.duration_ms,
-                }
-            }
-            "step.failed" => {
-                let d: StepFailedData = de(data)?;
-                Event::StepFailed {
-                    step: id(d.step),
-                    iteration: 1,
-                    agent: Some(d.agent),
-                    error: d.error,
-                    attempts: d.attempts,
-                    duration_ms: d.duration_ms,
-                }
-            }
-            "workflow.failed" => {
-                let d: FailedData = de(data)?;
-                Event::Failed {
-                    step: id(d.step),
-                    agent: Some(d.agent),
-                    error: d.error,
-                }
-            }
-            "workflow.completed" => Event::Completed,
-            "workflow.cancel_requested" => Event::CancelRequested,
-            "workflow.cancelled" => Event::Cancelled,
-            _ => return Ok(None),
-        }))
+    /// The version-2 event a version-1 record means.
+    pub(super) fn upcast(event_type: &str, data: Value) -> Result<Event, serde_json::Error> {
+        let v1: V1 = serde_json::from_value(json!({"event_type": event_type, "data": data}))?;
+        Ok(match v1 {
+            V1::Created {
+                name,
+                tasks,
+                timeout_ms,
+            } => Event::Created {
+                name,
+                steps: tasks
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, t)| StepDef::of_task(i + 1, t))
+                    .collect(),
+                input: empty_object(),
+                timeout_ms,
+                max_concurrency: None,
+            },
+            V1::Started { .. } => Event::Started,
+            V1::AgentExecuted {
+                step,
+                agent,
+                output,
+                attempts,
+                duration_ms,
+            } => Event::AgentExecuted {
+                step: id(step),
+                iteration: 1,
+                agent,
+                output,
+                attempts,
+                duration_ms,
+            },
+            V1::StepFailed {
+                step,
+                agent,
+                error,
+                attempts,
+                duration_ms,
+            } => Event::StepFailed {
+                step: id(step),
+                iteration: 1,
+                agent: Some(agent),
+                error,
+                attempts,
+                duration_ms,
+            },
+            V1::Failed { step, agent, error } => Event::Failed {
+                step: id(step),
+                agent: Some(agent),
+                error,
+            },
+            V1::Completed(_) => Event::Completed,
+            V1::CancelRequested(_) => Event::CancelRequested,
+            V1::Cancelled(_) => Event::Cancelled,
+        })
     }
 }
 
@@ -866,13 +643,7 @@ impl Record {
     /// `max_output_bytes` and `max_body_bytes`, more than a broker takes in
     /// one message.
     pub fn output(&self) -> Option<&Value> {
-        match &self.event {
-            Event::AgentExecuted { output, .. } | Event::WaitCompleted { output, .. } => {
-                Some(output)
-            }
-            Event::SignalReceived { payload, .. } => Some(payload),
-            _ => None,
-        }
+        self.event.offloaded().map(|(_, value)| value)
     }
 
     /// The JSON text of [`Self::output`] when it is longer than `inline`
@@ -887,7 +658,7 @@ impl Record {
     /// (`data.output_ref`, or `data.payload_ref` for a signal).
     pub fn to_bytes_with_ref(&self, r: &OutputRef) -> Vec<u8> {
         let mut data = self.event.to_data();
-        let field = offloaded_field(self.event_type());
+        let field = self.event.offloaded().map(|(field, _)| field);
         let (Some(obj), Some(field)) = (data.as_object_mut(), field) else {
             return self.to_bytes();
         };
