@@ -15,6 +15,7 @@ pub mod definition;
 pub mod expr;
 pub mod ids;
 pub mod record;
+pub mod schema;
 pub mod state;
 pub mod template;
 

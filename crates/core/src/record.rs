@@ -2,15 +2,17 @@
 //!
 //! A record is an envelope (`event_id`, `event_type`, `workflow_id`,
 //! `user_id`, `seq`, `timestamp`, `version`, `metadata`) around one [`Event`]
-//! in `data`. The JSON Schemas in `schemas/` describe exactly this shape; a
-//! test checks every variant against them.
+//! in `data`. `schemas/record.schema.json` is generated from these types
+//! ([`crate::schema::record_schema`]); a test checks every variant against
+//! it and that the committed file is the generated one.
 
 use chrono::{DateTime, SubsecRound, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::definition::{StepDef, StepId};
+use crate::definition::{StepDef, StepId, WorkflowDefinition};
 use crate::ids::{AgentName, UserId, WorkflowId};
 
 /// The version of the envelope and payload shapes written by this code.
@@ -19,16 +21,18 @@ use crate::ids::{AgentName, UserId, WorkflowId};
 pub const RECORD_VERSION: u32 = 2;
 
 /// Why a step failed. Recorded in the log and shown in the step's result.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(extend("additionalProperties" = false))]
 pub struct StepError {
     pub kind: StepErrorKind,
     pub message: String,
     /// The agent's HTTP status, when it answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 100, max = 599))]
     pub http_status: Option<u16>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StepErrorKind {
     /// The agent answered 4xx: the input is wrong, retrying will not help.
@@ -82,15 +86,23 @@ impl StepErrorKind {
 /// `partition`, the first at `offset` (or, after compaction kept a later
 /// copy of the same content, further on). Written in `data.output_ref`
 /// instead of `data.output`; readers of the log resolve it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Read from `offset` on until every index is found (compaction may have
+/// kept a later copy of a chunk, never an earlier one), concatenate in index
+/// order, check the length and the SHA-256, parse as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OutputRef {
     /// SHA-256 of the output's JSON text, lower-case hex.
+    #[schemars(pattern("^[0-9a-f]{64}$"))]
     pub sha256: String,
     /// Length of the output's JSON text.
     pub bytes: u64,
+    #[schemars(range(min = 1))]
     pub chunks: u32,
+    #[schemars(range(min = 0))]
     pub partition: i32,
+    #[schemars(range(min = 0))]
     pub offset: i64,
 }
 
@@ -106,7 +118,7 @@ impl OutputRef {
 pub type ResolveOutput<'a> = &'a mut dyn FnMut(&OutputRef) -> Result<Value, String>;
 
 /// Which condition of a step an evaluation was of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ConditionKind {
     /// The step's `when`: false skips it.
@@ -116,7 +128,7 @@ pub enum ConditionKind {
 }
 
 /// How a wait or a sleep ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WaitEnd {
     /// The signal it waited for arrived; its body is the output.
@@ -138,7 +150,7 @@ macro_rules! events {
         /// What happened (or what a user asked for), one variant per
         /// `event_type`. Serialised adjacently tagged, as in the envelope:
         /// `event_type` names the variant, `data` holds its fields.
-        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
         #[serde(tag = "event_type", content = "data", deny_unknown_fields)]
         pub enum Event {
             $(
@@ -161,7 +173,7 @@ macro_rules! events {
             /// The field of `data` that a record of type `event_type` may keep
             /// out of itself (see [`Record::output`]); the record then carries
             /// `{field}_ref` instead.
-            fn offloaded_field(event_type: &str) -> Option<&'static str> {
+            pub(crate) fn offloaded_field(event_type: &str) -> Option<&'static str> {
                 match event_type {
                     $($($name => Some(stringify!($field)),)?)*
                     _ => None,
@@ -182,7 +194,9 @@ macro_rules! events {
 events! {
     /// `workflow.created`: a user defined a workflow.
     "workflow.created" => Created {
+        #[schemars(length(min = 1, max = WorkflowDefinition::MAX_NAME_CHARS))]
         name: String,
+        #[schemars(length(min = 1, max = WorkflowDefinition::MAX_TASKS))]
         steps: Vec<StepDef>,
         /// The workflow's input; left out of the record when empty.
         #[serde(
@@ -190,10 +204,13 @@ events! {
             deserialize_with = "null_as_empty",
             skip_serializing_if = "is_empty_object"
         )]
+        #[schemars(with = "Map<String, Value>")]
         input: Value,
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1, max = WorkflowDefinition::MAX_TIMEOUT_MS))]
         timeout_ms: Option<u64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1, max = WorkflowDefinition::MAX_CONCURRENCY))]
         max_concurrency: Option<u32>,
     },
     /// `workflow.started`: a user asked to run it (the first time, or again
@@ -203,9 +220,14 @@ events! {
     /// `agent.executed`: a step's agent answered with `output`.
     "agent.executed" => AgentExecuted {
         step: StepId,
+        /// Which call of the step this is (a loop's are 1, 2, ...; any other
+        /// step's is 1).
+        #[schemars(range(min = 1))]
         iteration: u32,
         agent: AgentName,
+        /// The agent's JSON response body.
         output: Value,
+        #[schemars(range(min = 1))]
         attempts: u32,
         duration_ms: u64,
     } offloads output,
@@ -213,10 +235,14 @@ events! {
     /// condition, its wait's timeout or its loop's iterations).
     "step.failed" => StepFailed {
         step: StepId,
+        #[schemars(range(min = 1))]
         iteration: u32,
+        /// Absent for a step that is not an agent call (a wait).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         agent: Option<AgentName>,
         error: StepError,
+        /// 0 when no call was made (the workflow's deadline had passed, or
+        /// the step is a wait).
         attempts: u32,
         duration_ms: u64,
     },
@@ -227,9 +253,14 @@ events! {
     "condition.evaluated" => ConditionEvaluated {
         step: StepId,
         condition: ConditionKind,
+        /// 0 for `when`.
         iteration: u32,
+        /// A CEL expression.
+        #[schemars(length(max = crate::expr::MAX_LEN))]
         expression: String,
         result: bool,
+        /// Why the expression has no boolean value (the step then fails with
+        /// `condition_error`); `result` is then false.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
@@ -237,8 +268,11 @@ events! {
     /// sleep's wake-up time, a wait's timeout) unless a signal ends it first.
     "step.waiting" => StepWaiting {
         step: StepId,
+        /// The signal a wait step waits for; absent for a sleep.
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(schema_with = "crate::schema::signal_name")]
         signal: Option<String>,
+        /// When it ends by itself (a sleep's wake-up, a wait's timeout).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         until: Option<DateTime<Utc>>,
     },
@@ -246,6 +280,8 @@ events! {
     "wait.completed" => WaitCompleted {
         step: StepId,
         reason: WaitEnd,
+        /// The signal's payload, the wait's `timeout_output`, or null for a
+        /// sleep.
         output: Value,
     } offloads output,
     /// `workflow.completed`: every step completed or was skipped.
@@ -274,8 +310,12 @@ events! {
     /// body; the step's `wait.completed` follows. `key` makes a retried
     /// request harmless.
     "signal.received" => SignalReceived {
+        #[schemars(schema_with = "crate::schema::signal_name")]
         signal: String,
+        /// The signal's body: the output of the steps waiting for it.
         payload: Value,
+        /// The request's idempotency key: a signal with a key already
+        /// received is ignored.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         key: Option<String>,
     } offloads payload,
@@ -380,38 +420,45 @@ impl Event {
 /// step `n` is `step_n` (the id a `tasks` chain gets), its one iteration is
 /// 1, and `workflow.started`'s `from_step` (always the step the fold would
 /// resume at) is implied.
-mod v1 {
+pub(crate) mod v1 {
     use super::*;
     use crate::definition::TaskDef;
     use serde::de::IgnoredAny;
     use serde_json::json;
 
     /// The version-1 shapes, as they were written (read, never written).
-    #[derive(Deserialize)]
+    #[derive(Deserialize, JsonSchema)]
     #[serde(tag = "event_type", content = "data", deny_unknown_fields)]
-    enum V1 {
+    pub(crate) enum V1 {
         #[serde(rename = "workflow.created")]
         Created {
+            #[schemars(length(min = 1, max = WorkflowDefinition::MAX_NAME_CHARS))]
             name: String,
+            #[schemars(length(min = 1, max = WorkflowDefinition::MAX_TASKS))]
             tasks: Vec<TaskDef>,
             #[serde(default)]
+            #[schemars(range(min = 1, max = WorkflowDefinition::MAX_TIMEOUT_MS))]
             timeout_ms: Option<u64>,
         },
         #[serde(rename = "workflow.started")]
         Started {
             #[allow(dead_code)]
+            #[schemars(range(min = 1))]
             from_step: u32,
         },
         #[serde(rename = "agent.executed")]
         AgentExecuted {
+            #[schemars(range(min = 1))]
             step: u32,
             agent: AgentName,
             output: Value,
+            #[schemars(range(min = 1))]
             attempts: u32,
             duration_ms: u64,
         },
         #[serde(rename = "step.failed")]
         StepFailed {
+            #[schemars(range(min = 1))]
             step: u32,
             agent: AgentName,
             error: StepError,
@@ -420,17 +467,18 @@ mod v1 {
         },
         #[serde(rename = "workflow.failed")]
         Failed {
+            #[schemars(range(min = 1))]
             step: u32,
             agent: AgentName,
             error: StepError,
         },
         // Version 1 wrote `{}` for these and read them whatever their data.
         #[serde(rename = "workflow.completed")]
-        Completed(IgnoredAny),
+        Completed(#[schemars(with = "crate::schema::Empty")] IgnoredAny),
         #[serde(rename = "workflow.cancel_requested")]
-        CancelRequested(IgnoredAny),
+        CancelRequested(#[schemars(with = "crate::schema::Empty")] IgnoredAny),
         #[serde(rename = "workflow.cancelled")]
-        Cancelled(IgnoredAny),
+        Cancelled(#[schemars(with = "crate::schema::Empty")] IgnoredAny),
     }
 
     fn id(step: u32) -> StepId {
@@ -532,21 +580,47 @@ pub enum RecordError {
     Payload(String, String),
 }
 
-#[derive(Serialize, Deserialize)]
+/// One record of the workflow-events topic. Kafka key = workflow_id, header
+/// event_type = the record's event_type. A workflow's records form a chain: a
+/// record counts when its seq is the next one (1, 2, 3, ...) and its
+/// prev_event_id is the event_id of the last record that counted; any other
+/// record (a stale writer's, or one that lost a race) is ignored. Exception:
+/// the commands workflow.cancel_requested, workflow.paused, workflow.resumed
+/// and signal.received take no place in the chain; they repeat the seq and
+/// prev_event_id of the state they were asked on and count while the
+/// workflow is running (waiting or paused); a command counts once
+/// (deduplicated by event_id, a signal also by its key). Records are written
+/// with version 2 (a workflow is a graph of named steps); version-1 records
+/// (before graphs: a chain of numbered steps) stay in the log and are read as
+/// the version-2 records they mean (step n is step_n, its one iteration is 1).
+#[derive(Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Wire {
+#[schemars(title = "agentflow event log record")]
+pub(crate) struct Wire {
+    /// Unique per record; deduplicate on it.
     event_id: Uuid,
+    /// The type of the event in `data`.
     event_type: String,
     workflow_id: WorkflowId,
+    /// The owner (the JWT sub of whoever created the workflow).
     user_id: UserId,
+    #[schemars(range(min = 1))]
     seq: u64,
+    /// The event_id of this workflow's record seq - 1, on which this one was
+    /// decided. Absent only for workflow.created (seq 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     prev_event_id: Option<Uuid>,
     timestamp: DateTime<Utc>,
+    /// 2 since graphs; 1 for the records written before.
     version: u32,
+    /// Free-form context: who asked, which node wrote it, and for
+    /// workflow.completed the guide's summary of the run.
     #[serde(default)]
+    #[schemars(required)]
     metadata: Map<String, Value>,
+    /// The event's fields, by event_type and version.
     #[serde(default)]
+    #[schemars(required)]
     data: Value,
 }
 
