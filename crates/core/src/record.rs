@@ -401,18 +401,25 @@ impl Event {
 
     /// The event of a version-2 record of a known `event_type`.
     fn read(event_type: &str, data: Value) -> Result<Self, serde_json::Error> {
-        let mut record = Map::new();
-        record.insert("event_type".into(), event_type.into());
         // An event without fields has `{}`, null or nothing as its data
         // (and, as serde reads an empty struct, `[]`).
         let unit = data.is_null()
             || data.as_object().is_some_and(Map::is_empty)
             || data.as_array().is_some_and(Vec::is_empty);
-        if !unit {
-            record.insert("data".into(), data);
-        }
-        serde_json::from_value(Value::Object(record))
+        tagged(event_type, (!unit).then_some(data))
     }
+}
+
+/// Reads an adjacently tagged enum from its tag and content, the tag first so
+/// that serde reads the content straight into its variant (a JSON map, sorted,
+/// would hand it `data` first, to be buffered).
+fn tagged<T: serde::de::DeserializeOwned>(
+    event_type: &str,
+    data: Option<Value>,
+) -> Result<T, serde_json::Error> {
+    let tag = std::iter::once(("event_type", Value::from(event_type)));
+    let fields = tag.chain(data.map(|d| ("data", d)));
+    T::deserialize(serde::de::value::MapDeserializer::new(fields))
 }
 
 /// Version-1 records (before graphs: steps were numbers 1, 2, …), read as
@@ -424,7 +431,6 @@ pub(crate) mod v1 {
     use super::*;
     use crate::definition::TaskDef;
     use serde::de::IgnoredAny;
-    use serde_json::json;
 
     /// The version-1 shapes, as they were written (read, never written).
     #[derive(Deserialize, JsonSchema)]
@@ -487,7 +493,7 @@ pub(crate) mod v1 {
 
     /// The version-2 event a version-1 record means.
     pub(super) fn upcast(event_type: &str, data: Value) -> Result<Event, serde_json::Error> {
-        let v1: V1 = serde_json::from_value(json!({"event_type": event_type, "data": data}))?;
+        let v1: V1 = tagged(event_type, Some(data))?;
         Ok(match v1 {
             V1::Created {
                 name,
