@@ -10,6 +10,7 @@
 
 use std::fmt;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -68,32 +69,38 @@ impl fmt::Display for StepId {
 }
 
 /// One task of the guide's `tasks` list (and of version-1 records).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct TaskDef {
     pub agent: AgentName,
+    /// Any JSON; strings may hold `{{previous_output}}`.
     #[serde(default)]
     pub input: Value,
     /// Overrides the agent's per-attempt timeout for this step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = WorkflowDefinition::MAX_TIMEOUT_MS))]
     pub timeout_ms: Option<u64>,
 }
 
 /// A step of kind wait: parks until `signal` arrives (`POST
 /// /workflows/{id}/signals/{signal}`), whose body becomes its output.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WaitDef {
+    #[schemars(schema_with = "crate::schema::signal_name")]
     pub signal: String,
     /// How long to wait; then the step fails, or completes with
     /// `timeout_output` when given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = WorkflowDefinition::MAX_WAIT_MS))]
     pub timeout_ms: Option<u64>,
+    /// The step's output when `timeout_ms` passes without the signal (else
+    /// the step fails).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_output: Option<Value>,
 }
 
 /// What a loop does when `max_iterations` pass without `until` holding.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OnExhausted {
     /// The step fails (`max_iterations`), and with it the workflow.
@@ -105,10 +112,13 @@ pub enum OnExhausted {
 
 /// A loop on an agent step: it runs again, seeing its last output and the
 /// iteration number, until `until` holds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Repeat {
+    /// A CEL expression.
+    #[schemars(length(max = expr::MAX_LEN))]
     pub until: String,
+    #[schemars(range(min = 1, max = WorkflowDefinition::MAX_ITERATIONS))]
     pub max_iterations: u32,
     #[serde(default, skip_serializing_if = "is_default")]
     pub on_exhausted: OnExhausted,
@@ -118,27 +128,40 @@ fn is_default<T: Default + PartialEq>(v: &T) -> bool {
     *v == T::default()
 }
 
-/// One step of a workflow's graph, as stored in `workflow.created`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One step of a workflow's graph, as stored in `workflow.created`: an
+/// agent call, a wait or a sleep.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
+#[schemars(extend("oneOf" = [
+    {"required": ["agent"]}, {"required": ["wait"]}, {"required": ["sleep_ms"]}
+]))]
 pub struct StepDef {
     pub id: StepId,
+    /// Its parents: it runs once each is completed or skipped, and at least
+    /// one completed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(min = 1), extend("uniqueItems" = true))]
     pub after: Vec<StepId>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<AgentName>,
+    /// Any JSON; strings may hold `{{previous_output}}`,
+    /// `{{steps.ID.output[.path]}}`, `{{input[.path]}}` and `{{iteration}}`.
     #[serde(default, skip_serializing_if = "Value::is_null")]
     pub input: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wait: Option<WaitDef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = WorkflowDefinition::MAX_WAIT_MS))]
     pub sleep_ms: Option<u64>,
+    /// A CEL expression: false skips the step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = expr::MAX_LEN))]
     pub when: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repeat: Option<Repeat>,
     /// An agent step's per-attempt timeout, overriding the agent's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = WorkflowDefinition::MAX_TIMEOUT_MS))]
     pub timeout_ms: Option<u64>,
 }
 

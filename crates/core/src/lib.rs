@@ -15,6 +15,7 @@ pub mod definition;
 pub mod expr;
 pub mod ids;
 pub mod record;
+pub mod schema;
 mod spelled;
 pub mod state;
 pub mod template;

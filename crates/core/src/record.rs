@@ -2,15 +2,17 @@
 //!
 //! A record is an envelope (`event_id`, `event_type`, `workflow_id`,
 //! `user_id`, `seq`, `timestamp`, `version`, `metadata`) around one [`Event`]
-//! in `data`. The JSON Schemas in `schemas/` describe exactly this shape; a
-//! test checks every variant against them.
+//! in `data`. `schemas/record.schema.json` is generated from these types
+//! ([`crate::schema::record_schema`]); a test checks every variant against
+//! it and that the committed file is the generated one.
 
 use chrono::{DateTime, SubsecRound, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use crate::definition::{StepDef, StepId};
+use crate::definition::{StepDef, StepId, WorkflowDefinition};
 use crate::ids::{AgentName, UserId, WorkflowId};
 
 /// The version of the envelope and payload shapes written by this code.
@@ -19,16 +21,18 @@ use crate::ids::{AgentName, UserId, WorkflowId};
 pub const RECORD_VERSION: u32 = 2;
 
 /// Why a step failed. Recorded in the log and shown in the step's result.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(extend("additionalProperties" = false))]
 pub struct StepError {
     pub kind: StepErrorKind,
     pub message: String,
     /// The agent's HTTP status, when it answered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 100, max = 599))]
     pub http_status: Option<u16>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StepErrorKind {
     /// The agent answered 4xx: the input is wrong, retrying will not help.
@@ -82,15 +86,23 @@ impl StepErrorKind {
 /// `partition`, the first at `offset` (or, after compaction kept a later
 /// copy of the same content, further on). Written in `data.output_ref`
 /// instead of `data.output`; readers of the log resolve it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Read from `offset` on until every index is found (compaction may have
+/// kept a later copy of a chunk, never an earlier one), concatenate in index
+/// order, check the length and the SHA-256, parse as JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OutputRef {
     /// SHA-256 of the output's JSON text, lower-case hex.
+    #[schemars(pattern("^[0-9a-f]{64}$"))]
     pub sha256: String,
     /// Length of the output's JSON text.
     pub bytes: u64,
+    #[schemars(range(min = 1))]
     pub chunks: u32,
+    #[schemars(range(min = 0))]
     pub partition: i32,
+    #[schemars(range(min = 0))]
     pub offset: i64,
 }
 
@@ -106,7 +118,7 @@ impl OutputRef {
 pub type ResolveOutput<'a> = &'a mut dyn FnMut(&OutputRef) -> Result<Value, String>;
 
 /// Which condition of a step an evaluation was of.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ConditionKind {
     /// The step's `when`: false skips it.
@@ -116,7 +128,7 @@ pub enum ConditionKind {
 }
 
 /// How a wait or a sleep ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WaitEnd {
     /// The signal it waited for arrived; its body is the output.
@@ -127,37 +139,110 @@ pub enum WaitEnd {
     Timer,
 }
 
-/// What happened (or what a user asked for), one variant per `event_type`.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Event {
+/// Declares [`Event`] with each variant's wire name written once: serde's
+/// tag, [`Event::TYPES`], [`Event::event_type`] and the value a record may
+/// keep out of itself ([`Event::offloaded`]) all come from it.
+macro_rules! events {
+    ($(
+        $(#[$doc:meta])*
+        $name:literal => $variant:ident $({ $($fields:tt)* })? $(offloads $field:ident)?
+    ),* $(,)?) => {
+        /// What happened (or what a user asked for), one variant per
+        /// `event_type`. Serialised adjacently tagged, as in the envelope:
+        /// `event_type` names the variant, `data` holds its fields.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+        #[serde(tag = "event_type", content = "data", deny_unknown_fields)]
+        pub enum Event {
+            $(
+                $(#[$doc])*
+                #[serde(rename = $name)]
+                $variant $({ $($fields)* })?,
+            )*
+        }
+
+        impl Event {
+            /// Every `event_type`, in the order of the variants.
+            pub const TYPES: &'static [&'static str] = &[$($name),*];
+
+            pub fn event_type(&self) -> &'static str {
+                match self {
+                    $(Event::$variant { .. } => $name,)*
+                }
+            }
+
+            /// The field of `data` that a record of type `event_type` may keep
+            /// out of itself (see [`Record::output`]); the record then carries
+            /// `{field}_ref` instead.
+            pub(crate) fn offloaded_field(event_type: &str) -> Option<&'static str> {
+                match event_type {
+                    $($($name => Some(stringify!($field)),)?)*
+                    _ => None,
+                }
+            }
+
+            /// The value this event may keep out of its record, with its field.
+            fn offloaded(&self) -> Option<(&'static str, &Value)> {
+                match self {
+                    $($(Event::$variant { $field, .. } => Some((stringify!($field), $field)),)?)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+events! {
     /// `workflow.created`: a user defined a workflow.
-    Created {
+    "workflow.created" => Created {
+        #[schemars(length(min = 1, max = WorkflowDefinition::MAX_NAME_CHARS))]
         name: String,
+        #[schemars(length(min = 1, max = WorkflowDefinition::MAX_TASKS))]
         steps: Vec<StepDef>,
+        /// The workflow's input; left out of the record when empty.
+        #[serde(
+            default = "empty_object",
+            deserialize_with = "null_as_empty",
+            skip_serializing_if = "is_empty_object"
+        )]
+        #[schemars(with = "Map<String, Value>")]
         input: Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1, max = WorkflowDefinition::MAX_TIMEOUT_MS))]
         timeout_ms: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(range(min = 1, max = WorkflowDefinition::MAX_CONCURRENCY))]
         max_concurrency: Option<u32>,
     },
     /// `workflow.started`: a user asked to run it (the first time, or again
     /// after it failed: its failed steps and those the failure left unrun
     /// run again).
-    Started,
+    "workflow.started" => Started,
     /// `agent.executed`: a step's agent answered with `output`.
-    AgentExecuted {
+    "agent.executed" => AgentExecuted {
         step: StepId,
+        /// Which call of the step this is (a loop's are 1, 2, ...; any other
+        /// step's is 1).
+        #[schemars(range(min = 1))]
         iteration: u32,
         agent: AgentName,
+        /// The agent's JSON response body.
         output: Value,
+        #[schemars(range(min = 1))]
         attempts: u32,
         duration_ms: u64,
-    },
+    } offloads output,
     /// `step.failed`: a step failed for good (its agent call, its
     /// condition, its wait's timeout or its loop's iterations).
-    StepFailed {
+    "step.failed" => StepFailed {
         step: StepId,
+        #[schemars(range(min = 1))]
         iteration: u32,
+        /// Absent for a step that is not an agent call (a wait).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         agent: Option<AgentName>,
         error: StepError,
+        /// 0 when no call was made (the workflow's deadline had passed, or
+        /// the step is a wait).
         attempts: u32,
         duration_ms: u64,
     },
@@ -165,32 +250,46 @@ pub enum Event {
     /// `until` (after iteration `iteration`) was evaluated: the result, or
     /// why it has none (the step then fails). Recorded so that a replay never
     /// evaluates an expression again.
-    ConditionEvaluated {
+    "condition.evaluated" => ConditionEvaluated {
         step: StepId,
         condition: ConditionKind,
+        /// 0 for `when`.
         iteration: u32,
+        /// A CEL expression.
+        #[schemars(length(max = crate::expr::MAX_LEN))]
         expression: String,
         result: bool,
+        /// Why the expression has no boolean value (the step then fails with
+        /// `condition_error`); `result` is then false.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
     /// `step.waiting`: a wait or sleep step began; it ends at `until` (a
     /// sleep's wake-up time, a wait's timeout) unless a signal ends it first.
-    StepWaiting {
+    "step.waiting" => StepWaiting {
         step: StepId,
+        /// The signal a wait step waits for; absent for a sleep.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[schemars(schema_with = "crate::schema::signal_name")]
         signal: Option<String>,
+        /// When it ends by itself (a sleep's wake-up, a wait's timeout).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         until: Option<DateTime<Utc>>,
     },
     /// `wait.completed`: a waiting step ended with `output`.
-    WaitCompleted {
+    "wait.completed" => WaitCompleted {
         step: StepId,
         reason: WaitEnd,
+        /// The signal's payload, the wait's `timeout_output`, or null for a
+        /// sleep.
         output: Value,
-    },
+    } offloads output,
     /// `workflow.completed`: every step completed or was skipped.
-    Completed,
+    "workflow.completed" => Completed,
     /// `workflow.failed`: a step failed; the steps not run are skipped.
-    Failed {
+    "workflow.failed" => Failed {
         step: StepId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         agent: Option<AgentName>,
         error: StepError,
     },
@@ -198,43 +297,43 @@ pub enum Event {
     /// workflow. A command, not a step of the chain: it does not advance
     /// `seq` (it carries the seq it was asked at), so it never races the
     /// actor's records; the actor ends the workflow after its in-flight step.
-    CancelRequested,
+    "workflow.cancel_requested" => CancelRequested,
     /// `workflow.cancelled`: the workflow stopped for good; the steps not run
     /// are skipped.
-    Cancelled,
+    "workflow.cancelled" => Cancelled,
     /// `workflow.paused` (a command, like `cancel_requested`): no new step
     /// starts; calls in flight finish and are kept.
-    Paused,
+    "workflow.paused" => Paused,
     /// `workflow.resumed` (a command): steps start again.
-    Resumed,
+    "workflow.resumed" => Resumed,
     /// `signal.received` (a command): a signal for a waiting step, with its
     /// body; the step's `wait.completed` follows. `key` makes a retried
     /// request harmless.
-    SignalReceived {
+    "signal.received" => SignalReceived {
+        #[schemars(schema_with = "crate::schema::signal_name")]
         signal: String,
+        /// The signal's body: the output of the steps waiting for it.
         payload: Value,
+        /// The request's idempotency key: a signal with a key already
+        /// received is ignored.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         key: Option<String>,
-    },
+    } offloads payload,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Map::new())
+}
+
+fn is_empty_object(v: &Value) -> bool {
+    v.as_object().is_none_or(Map::is_empty)
+}
+
+fn null_as_empty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
+    Ok(Option::<Value>::deserialize(d)?.unwrap_or_else(empty_object))
 }
 
 impl Event {
-    pub const TYPES: [&'static str; 14] = [
-        "workflow.created",
-        "workflow.started",
-        "agent.executed",
-        "step.failed",
-        "condition.evaluated",
-        "step.waiting",
-        "wait.completed",
-        "workflow.completed",
-        "workflow.failed",
-        "workflow.cancel_requested",
-        "workflow.cancelled",
-        "workflow.paused",
-        "workflow.resumed",
-        "signal.received",
-    ];
-
     /// Whether the record takes the next place in the workflow's chain
     /// (`seq`, `prev_event_id`). Commands that merely flag the state (from
     /// the API, while the engine's actor may be writing) do not.
@@ -243,25 +342,6 @@ impl Event {
             self,
             Event::CancelRequested | Event::Paused | Event::Resumed | Event::SignalReceived { .. }
         )
-    }
-
-    pub fn event_type(&self) -> &'static str {
-        match self {
-            Event::Created { .. } => "workflow.created",
-            Event::Started => "workflow.started",
-            Event::AgentExecuted { .. } => "agent.executed",
-            Event::StepFailed { .. } => "step.failed",
-            Event::ConditionEvaluated { .. } => "condition.evaluated",
-            Event::StepWaiting { .. } => "step.waiting",
-            Event::WaitCompleted { .. } => "wait.completed",
-            Event::Completed => "workflow.completed",
-            Event::Failed { .. } => "workflow.failed",
-            Event::CancelRequested => "workflow.cancel_requested",
-            Event::Cancelled => "workflow.cancelled",
-            Event::Paused => "workflow.paused",
-            Event::Resumed => "workflow.resumed",
-            Event::SignalReceived { .. } => "signal.received",
-        }
     }
 
     /// The step the record is about, if any.
@@ -277,99 +357,13 @@ impl Event {
         }
     }
 
+    /// The record's `data`: the event's fields (`{}` for an event without
+    /// any), keys in order (serde_json's map is sorted), optional fields left
+    /// out rather than written as null.
     fn to_data(&self) -> Value {
-        fn obj(v: Value) -> Value {
-            // Optional fields are left out rather than written as null.
-            match v {
-                Value::Object(m) => {
-                    Value::Object(m.into_iter().filter(|(_, v)| !v.is_null()).collect())
-                }
-                v => v,
-            }
-        }
-        match self {
-            Event::Created {
-                name,
-                steps,
-                input,
-                timeout_ms,
-                max_concurrency,
-            } => {
-                let mut d = serde_json::json!({"name": name, "steps": steps});
-                if input.as_object().is_some_and(|m| !m.is_empty()) {
-                    d["input"] = input.clone();
-                }
-                if let Some(ms) = timeout_ms {
-                    d["timeout_ms"] = (*ms).into();
-                }
-                if let Some(n) = max_concurrency {
-                    d["max_concurrency"] = (*n).into();
-                }
-                d
-            }
-            Event::AgentExecuted {
-                step,
-                iteration,
-                agent,
-                output,
-                attempts,
-                duration_ms,
-            } => serde_json::json!({
-                "step": step, "iteration": iteration, "agent": agent, "output": output,
-                "attempts": attempts, "duration_ms": duration_ms,
-            }),
-            Event::StepFailed {
-                step,
-                iteration,
-                agent,
-                error,
-                attempts,
-                duration_ms,
-            } => obj(serde_json::json!({
-                "step": step, "iteration": iteration, "agent": agent, "error": error,
-                "attempts": attempts, "duration_ms": duration_ms,
-            })),
-            Event::ConditionEvaluated {
-                step,
-                condition,
-                iteration,
-                expression,
-                result,
-                error,
-            } => obj(serde_json::json!({
-                "step": step, "condition": condition, "iteration": iteration,
-                "expression": expression, "result": result, "error": error,
-            })),
-            Event::StepWaiting {
-                step,
-                signal,
-                until,
-            } => obj(serde_json::json!({"step": step, "signal": signal, "until": until})),
-            Event::WaitCompleted {
-                step,
-                reason,
-                output,
-            } => serde_json::json!({"step": step, "reason": reason, "output": output}),
-            Event::Failed { step, agent, error } => {
-                obj(serde_json::json!({"step": step, "agent": agent, "error": error}))
-            }
-            Event::SignalReceived {
-                signal,
-                payload,
-                key,
-            } => {
-                let mut d = serde_json::json!({"signal": signal, "payload": payload});
-                if let Some(k) = key {
-                    d["key"] = k.clone().into();
-                }
-                d
-            }
-            Event::Started
-            | Event::Completed
-            | Event::CancelRequested
-            | Event::Cancelled
-            | Event::Paused
-            | Event::Resumed => Value::Object(Map::new()),
+        match serde_json::to_value(self).expect("an event always serialises") {
+            Value::Object(mut m) => m.remove("data").unwrap_or_else(empty_object),
+            _ => unreachable!("an adjacently tagged enum serialises as an object"),
         }
     }
 
@@ -380,7 +374,10 @@ impl Event {
         resolve: ResolveOutput<'_>,
     ) -> Result<Self, RecordError> {
         let bad = |e: serde_json::Error| RecordError::Data(event_type.to_owned(), e.to_string());
-        if let Some(field) = offloaded_field(event_type)
+        if !Event::TYPES.contains(&event_type) {
+            return Err(RecordError::UnknownType(event_type.to_owned()));
+        }
+        if let Some(field) = Event::offloaded_field(event_type)
             && let Some(obj) = data.as_object_mut()
             && let Some(r) = obj.remove(&format!("{field}_ref"))
         {
@@ -397,211 +394,32 @@ impl Event {
         }
         match version {
             1 => v1::upcast(event_type, data).map_err(bad),
-            RECORD_VERSION => v2::read(event_type, data).map_err(bad),
+            RECORD_VERSION => Event::read(event_type, data).map_err(bad),
             other => Err(RecordError::Version(other)),
         }
-        .and_then(|e| e.ok_or_else(|| RecordError::UnknownType(event_type.to_owned())))
+    }
+
+    /// The event of a version-2 record of a known `event_type`.
+    fn read(event_type: &str, data: Value) -> Result<Self, serde_json::Error> {
+        // An event without fields has `{}`, null or nothing as its data
+        // (and, as serde reads an empty struct, `[]`).
+        let unit = data.is_null()
+            || data.as_object().is_some_and(Map::is_empty)
+            || data.as_array().is_some_and(Vec::is_empty);
+        tagged(event_type, (!unit).then_some(data))
     }
 }
 
-/// The field of `data` that may be kept out of a record of this type (see
-/// [`Record::output`]); the record then carries `{field}_ref` instead.
-fn offloaded_field(event_type: &str) -> Option<&'static str> {
-    match event_type {
-        "agent.executed" | "wait.completed" => Some("output"),
-        "signal.received" => Some("payload"),
-        _ => None,
-    }
-}
-
-/// The data of version-2 records, as written since graphs.
-mod v2 {
-    use super::*;
-
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct CreatedData {
-        name: String,
-        steps: Vec<StepDef>,
-        #[serde(default)]
-        input: Option<Value>,
-        #[serde(default)]
-        timeout_ms: Option<u64>,
-        #[serde(default)]
-        max_concurrency: Option<u32>,
-    }
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct Empty {}
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct ExecutedData {
-        step: StepId,
-        iteration: u32,
-        agent: AgentName,
-        output: Value,
-        attempts: u32,
-        duration_ms: u64,
-    }
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct StepFailedData {
-        step: StepId,
-        iteration: u32,
-        #[serde(default)]
-        agent: Option<AgentName>,
-        error: StepError,
-        attempts: u32,
-        duration_ms: u64,
-    }
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct ConditionData {
-        step: StepId,
-        condition: ConditionKind,
-        iteration: u32,
-        expression: String,
-        result: bool,
-        #[serde(default)]
-        error: Option<String>,
-    }
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct WaitingData {
-        step: StepId,
-        #[serde(default)]
-        signal: Option<String>,
-        #[serde(default)]
-        until: Option<DateTime<Utc>>,
-    }
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct WaitCompletedData {
-        step: StepId,
-        reason: WaitEnd,
-        output: Value,
-    }
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct FailedData {
-        step: StepId,
-        #[serde(default)]
-        agent: Option<AgentName>,
-        error: StepError,
-    }
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct SignalData {
-        signal: String,
-        payload: Value,
-        #[serde(default)]
-        key: Option<String>,
-    }
-
-    fn empty(data: Value) -> Result<(), serde_json::Error> {
-        // `{}` or nothing at all.
-        if data.is_null() {
-            return Ok(());
-        }
-        serde_json::from_value::<Empty>(data).map(|_| ())
-    }
-
-    pub(super) fn read(event_type: &str, data: Value) -> Result<Option<Event>, serde_json::Error> {
-        use serde_json::from_value as de;
-        Ok(Some(match event_type {
-            "workflow.created" => {
-                let d: CreatedData = de(data)?;
-                Event::Created {
-                    name: d.name,
-                    steps: d.steps,
-                    input: d.input.unwrap_or_else(|| Value::Object(Map::new())),
-                    timeout_ms: d.timeout_ms,
-                    max_concurrency: d.max_concurrency,
-                }
-            }
-            "workflow.started" => {
-                empty(data)?;
-                Event::Started
-            }
-            "agent.executed" => {
-                let d: ExecutedData = de(data)?;
-                Event::AgentExecuted {
-                    step: d.step,
-                    iteration: d.iteration,
-                    agent: d.agent,
-                    output: d.output,
-                    attempts: d.attempts,
-                    duration_ms: d.duration_ms,
-                }
-            }
-            "step.failed" => {
-                let d: StepFailedData = de(data)?;
-                Event::StepFailed {
-                    step: d.step,
-                    iteration: d.iteration,
-                    agent: d.agent,
-                    error: d.error,
-                    attempts: d.attempts,
-                    duration_ms: d.duration_ms,
-                }
-            }
-            "condition.evaluated" => {
-                let d: ConditionData = de(data)?;
-                Event::ConditionEvaluated {
-                    step: d.step,
-                    condition: d.condition,
-                    iteration: d.iteration,
-                    expression: d.expression,
-                    result: d.result,
-                    error: d.error,
-                }
-            }
-            "step.waiting" => {
-                let d: WaitingData = de(data)?;
-                Event::StepWaiting {
-                    step: d.step,
-                    signal: d.signal,
-                    until: d.until,
-                }
-            }
-            "wait.completed" => {
-                let d: WaitCompletedData = de(data)?;
-                Event::WaitCompleted {
-                    step: d.step,
-                    reason: d.reason,
-                    output: d.output,
-                }
-            }
-            "workflow.failed" => {
-                let d: FailedData = de(data)?;
-                Event::Failed {
-                    step: d.step,
-                    agent: d.agent,
-                    error: d.error,
-                }
-            }
-            "signal.received" => {
-                let d: SignalData = de(data)?;
-                Event::SignalReceived {
-                    signal: d.signal,
-                    payload: d.payload,
-                    key: d.key,
-                }
-            }
-            simple => {
-                let e = match simple {
-                    "workflow.completed" => Event::Completed,
-                    "workflow.cancel_requested" => Event::CancelRequested,
-                    "workflow.cancelled" => Event::Cancelled,
-                    "workflow.paused" => Event::Paused,
-                    "workflow.resumed" => Event::Resumed,
-                    _ => return Ok(None),
-                };
-                empty(data)?;
-                e
-            }
-        }))
-    }
+/// Reads an adjacently tagged enum from its tag and content, the tag first so
+/// that serde reads the content straight into its variant (a JSON map, sorted,
+/// would hand it `data` first, to be buffered).
+fn tagged<T: serde::de::DeserializeOwned>(
+    event_type: &str,
+    data: Option<Value>,
+) -> Result<T, serde_json::Error> {
+    let tag = std::iter::once(("event_type", Value::from(event_type)));
+    let fields = tag.chain(data.map(|d| ("data", d)));
+    T::deserialize(serde::de::value::MapDeserializer::new(fields))
 }
 
 /// Version-1 records (before graphs: steps were numbers 1, 2, …), read as
@@ -609,114 +427,127 @@ mod v2 {
 /// step `n` is `step_n` (the id a `tasks` chain gets), its one iteration is
 /// 1, and `workflow.started`'s `from_step` (always the step the fold would
 /// resume at) is implied.
-mod v1 {
+pub(crate) mod v1 {
     use super::*;
-    use crate::definition::TaskDef as V1Task;
+    use crate::definition::TaskDef;
+    use serde::de::IgnoredAny;
 
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct CreatedData {
-        name: String,
-        tasks: Vec<V1Task>,
-        #[serde(default)]
-        timeout_ms: Option<u64>,
-    }
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct StartedData {
-        #[allow(dead_code)]
-        from_step: u32,
-    }
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct ExecutedData {
-        step: u32,
-        agent: AgentName,
-        output: Value,
-        attempts: u32,
-        duration_ms: u64,
-    }
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct StepFailedData {
-        step: u32,
-        agent: AgentName,
-        error: StepError,
-        attempts: u32,
-        duration_ms: u64,
-    }
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct FailedData {
-        step: u32,
-        agent: AgentName,
-        error: StepError,
+    /// The version-1 shapes, as they were written (read, never written).
+    #[derive(Deserialize, JsonSchema)]
+    #[serde(tag = "event_type", content = "data", deny_unknown_fields)]
+    pub(crate) enum V1 {
+        #[serde(rename = "workflow.created")]
+        Created {
+            #[schemars(length(min = 1, max = WorkflowDefinition::MAX_NAME_CHARS))]
+            name: String,
+            #[schemars(length(min = 1, max = WorkflowDefinition::MAX_TASKS))]
+            tasks: Vec<TaskDef>,
+            #[serde(default)]
+            #[schemars(range(min = 1, max = WorkflowDefinition::MAX_TIMEOUT_MS))]
+            timeout_ms: Option<u64>,
+        },
+        #[serde(rename = "workflow.started")]
+        Started {
+            #[allow(dead_code)]
+            #[schemars(range(min = 1))]
+            from_step: u32,
+        },
+        #[serde(rename = "agent.executed")]
+        AgentExecuted {
+            #[schemars(range(min = 1))]
+            step: u32,
+            agent: AgentName,
+            output: Value,
+            #[schemars(range(min = 1))]
+            attempts: u32,
+            duration_ms: u64,
+        },
+        #[serde(rename = "step.failed")]
+        StepFailed {
+            #[schemars(range(min = 1))]
+            step: u32,
+            agent: AgentName,
+            error: StepError,
+            attempts: u32,
+            duration_ms: u64,
+        },
+        #[serde(rename = "workflow.failed")]
+        Failed {
+            #[schemars(range(min = 1))]
+            step: u32,
+            agent: AgentName,
+            error: StepError,
+        },
+        // Version 1 wrote `{}` for these and read them whatever their data.
+        #[serde(rename = "workflow.completed")]
+        Completed(#[schemars(with = "crate::schema::Empty")] IgnoredAny),
+        #[serde(rename = "workflow.cancel_requested")]
+        CancelRequested(#[schemars(with = "crate::schema::Empty")] IgnoredAny),
+        #[serde(rename = "workflow.cancelled")]
+        Cancelled(#[schemars(with = "crate::schema::Empty")] IgnoredAny),
     }
 
     fn id(step: u32) -> StepId {
         StepId::of_task(step as usize)
     }
 
-    pub(super) fn upcast(
-        event_type: &str,
-        data: Value,
-    ) -> Result<Option<Event>, serde_json::Error> {
-        use serde_json::from_value as de;
-        Ok(Some(match event_type {
-            "workflow.created" => {
-                let d: CreatedData = de(data)?;
-                Event::Created {
-                    name: d.name,
-                    steps: d
-                        .tasks
-                        .into_iter()
-                        .enumerate()
-                        .map(|(i, t)| StepDef::of_task(i + 1, t))
-                        .collect(),
-                    input: Value::Object(Map::new()),
-                    timeout_ms: d.timeout_ms,
-                    max_concurrency: None,
-                }
-            }
-            "workflow.started" => {
-                let _: StartedData = de(data)?;
-                Event::Started
-            }
-            "agent.executed" => {
-                let d: ExecutedData = de(data)?;
-                Event::AgentExecuted {
-                    step: id(d.step),
-                    iteration: 1,
-                    agent: d.agent,
-                    output: d.output,
-                    attempts: d.attempts,
-                    duration_ms: d.duration_ms,
-                }
-            }
-            "step.failed" => {
-                let d: StepFailedData = de(data)?;
-                Event::StepFailed {
-                    step: id(d.step),
-                    iteration: 1,
-                    agent: Some(d.agent),
-                    error: d.error,
-                    attempts: d.attempts,
-                    duration_ms: d.duration_ms,
-                }
-            }
-            "workflow.failed" => {
-                let d: FailedData = de(data)?;
-                Event::Failed {
-                    step: id(d.step),
-                    agent: Some(d.agent),
-                    error: d.error,
-                }
-            }
-            "workflow.completed" => Event::Completed,
-            "workflow.cancel_requested" => Event::CancelRequested,
-            "workflow.cancelled" => Event::Cancelled,
-            _ => return Ok(None),
-        }))
+    /// The version-2 event a version-1 record means.
+    pub(super) fn upcast(event_type: &str, data: Value) -> Result<Event, serde_json::Error> {
+        let v1: V1 = tagged(event_type, Some(data))?;
+        Ok(match v1 {
+            V1::Created {
+                name,
+                tasks,
+                timeout_ms,
+            } => Event::Created {
+                name,
+                steps: tasks
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, t)| StepDef::of_task(i + 1, t))
+                    .collect(),
+                input: empty_object(),
+                timeout_ms,
+                max_concurrency: None,
+            },
+            V1::Started { .. } => Event::Started,
+            V1::AgentExecuted {
+                step,
+                agent,
+                output,
+                attempts,
+                duration_ms,
+            } => Event::AgentExecuted {
+                step: id(step),
+                iteration: 1,
+                agent,
+                output,
+                attempts,
+                duration_ms,
+            },
+            V1::StepFailed {
+                step,
+                agent,
+                error,
+                attempts,
+                duration_ms,
+            } => Event::StepFailed {
+                step: id(step),
+                iteration: 1,
+                agent: Some(agent),
+                error,
+                attempts,
+                duration_ms,
+            },
+            V1::Failed { step, agent, error } => Event::Failed {
+                step: id(step),
+                agent: Some(agent),
+                error,
+            },
+            V1::Completed(_) => Event::Completed,
+            V1::CancelRequested(_) => Event::CancelRequested,
+            V1::Cancelled(_) => Event::Cancelled,
+        })
     }
 }
 
@@ -755,21 +586,47 @@ pub enum RecordError {
     Payload(String, String),
 }
 
-#[derive(Serialize, Deserialize)]
+/// One record of the workflow-events topic. Kafka key = workflow_id, header
+/// event_type = the record's event_type. A workflow's records form a chain: a
+/// record counts when its seq is the next one (1, 2, 3, ...) and its
+/// prev_event_id is the event_id of the last record that counted; any other
+/// record (a stale writer's, or one that lost a race) is ignored. Exception:
+/// the commands workflow.cancel_requested, workflow.paused, workflow.resumed
+/// and signal.received take no place in the chain; they repeat the seq and
+/// prev_event_id of the state they were asked on and count while the
+/// workflow is running (waiting or paused); a command counts once
+/// (deduplicated by event_id, a signal also by its key). Records are written
+/// with version 2 (a workflow is a graph of named steps); version-1 records
+/// (before graphs: a chain of numbered steps) stay in the log and are read as
+/// the version-2 records they mean (step n is step_n, its one iteration is 1).
+#[derive(Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Wire {
+#[schemars(title = "agentflow event log record")]
+pub(crate) struct Wire {
+    /// Unique per record; deduplicate on it.
     event_id: Uuid,
+    /// The type of the event in `data`.
     event_type: String,
     workflow_id: WorkflowId,
+    /// The owner (the JWT sub of whoever created the workflow).
     user_id: UserId,
+    #[schemars(range(min = 1))]
     seq: u64,
+    /// The event_id of this workflow's record seq - 1, on which this one was
+    /// decided. Absent only for workflow.created (seq 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     prev_event_id: Option<Uuid>,
     timestamp: DateTime<Utc>,
+    /// 2 since graphs; 1 for the records written before.
     version: u32,
+    /// Free-form context: who asked, which node wrote it, and for
+    /// workflow.completed the guide's summary of the run.
     #[serde(default)]
+    #[schemars(required)]
     metadata: Map<String, Value>,
+    /// The event's fields, by event_type and version.
     #[serde(default)]
+    #[schemars(required)]
     data: Value,
 }
 
@@ -866,13 +723,7 @@ impl Record {
     /// `max_output_bytes` and `max_body_bytes`, more than a broker takes in
     /// one message.
     pub fn output(&self) -> Option<&Value> {
-        match &self.event {
-            Event::AgentExecuted { output, .. } | Event::WaitCompleted { output, .. } => {
-                Some(output)
-            }
-            Event::SignalReceived { payload, .. } => Some(payload),
-            _ => None,
-        }
+        self.event.offloaded().map(|(_, value)| value)
     }
 
     /// The JSON text of [`Self::output`] when it is longer than `inline`
@@ -887,7 +738,7 @@ impl Record {
     /// (`data.output_ref`, or `data.payload_ref` for a signal).
     pub fn to_bytes_with_ref(&self, r: &OutputRef) -> Vec<u8> {
         let mut data = self.event.to_data();
-        let field = offloaded_field(self.event_type());
+        let field = self.event.offloaded().map(|(field, _)| field);
         let (Some(obj), Some(field)) = (data.as_object_mut(), field) else {
             return self.to_bytes();
         };

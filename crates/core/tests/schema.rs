@@ -1,4 +1,5 @@
-//! Every record type the code can emit validates against `schemas/`.
+//! Every record type the code can emit validates against `schemas/`, and
+//! the committed schema is the one generated from the record types.
 
 use agentflow_core::record;
 use agentflow_core::*;
@@ -12,6 +13,26 @@ fn validator() -> jsonschema::Validator {
     );
     let schema: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     jsonschema::validator_for(&schema).expect("schema compiles")
+}
+
+#[test]
+fn the_committed_schema_is_the_one_generated_from_the_types() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../schemas/record.schema.json"
+    );
+    let generated =
+        serde_json::to_string_pretty(&agentflow_core::schema::record_schema()).unwrap() + "\n";
+    if std::env::var_os("UPDATE_SCHEMAS").is_some() {
+        std::fs::write(path, &generated).unwrap();
+    }
+    let committed = std::fs::read_to_string(path).unwrap();
+    assert!(
+        committed == generated,
+        "schemas/record.schema.json is not the schema generated from the record types; \
+         write it again with `UPDATE_SCHEMAS=1 cargo nextest run -p agentflow-core --test schema` \
+         and commit it"
+    );
 }
 
 fn samples() -> Vec<Record> {
