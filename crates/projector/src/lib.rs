@@ -3,6 +3,8 @@
 //! it are written in one transaction, and a newly assigned partition starts
 //! at the offset stored there — so a restart neither loses nor doubles.
 
+mod progress;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,7 +13,9 @@ use agentflow_log::{
     Assigner, Backoff, ConsumerEvent, EventSource, FailureWatch, Input, Inputs, LogConfig,
     LogError, LogRecord, Origin, Retry, StartAt, Subscription, Throttle, always,
 };
-use agentflow_store::{Positioned, Progress, ProjectionCache, Store, StoreError};
+use agentflow_store::{Positioned, ProjectionCache, ProjectionWriter, StoreError};
+
+pub use progress::{Progress, WorkflowWatch};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -35,7 +39,7 @@ const UNTIL_POSTGRES_ANSWERS: Retry<StoreError> = Retry {
 };
 
 struct StoredOffsets {
-    store: Store,
+    store: ProjectionWriter,
     topic: String,
     runtime: tokio::runtime::Handle,
 }
@@ -84,7 +88,7 @@ impl Projector {
     /// fetch it back; the group's stream still delivers everything.
     pub fn start(
         log: &LogConfig,
-        store: Store,
+        store: ProjectionWriter,
         progress: Progress,
         acked: Option<mpsc::UnboundedReceiver<LogRecord>>,
     ) -> Result<Self, LogError> {
@@ -120,7 +124,7 @@ impl Projector {
     pub fn follow(
         events: mpsc::UnboundedReceiver<ConsumerEvent>,
         acked: Option<mpsc::UnboundedReceiver<LogRecord>>,
-        store: Store,
+        store: ProjectionWriter,
         topic: &str,
         progress: Progress,
     ) -> Self {
@@ -156,7 +160,7 @@ impl Projector {
 
 async fn run<E: EventSource>(
     mut inputs: Inputs<E>,
-    store: Store,
+    store: ProjectionWriter,
     topic: String,
     progress: Progress,
 ) {
@@ -234,7 +238,7 @@ fn take(
 }
 
 /// Where each partition's projection stands, retrying until Postgres answers.
-async fn claim(store: &Store, topic: &str, partitions: &[i32]) -> Vec<i64> {
+async fn claim(store: &ProjectionWriter, topic: &str, partitions: &[i32]) -> Vec<i64> {
     UNTIL_POSTGRES_ANSWERS
         .until_ok(
             || store.claim_partitions(topic, partitions),
@@ -246,12 +250,12 @@ async fn claim(store: &Store, topic: &str, partitions: &[i32]) -> Vec<i64> {
 }
 
 /// Writes one batch. A record Postgres keeps refusing is quarantined after
-/// bounded tries ([`Store::project`]); while Postgres is away this waits
+/// bounded tries ([`ProjectionWriter::project`]); while Postgres is away this waits
 /// for it without a bound: the log keeps everything meanwhile, so nothing
 /// is lost, and the offsets in the same transaction make a retry after an
 /// unknown outcome harmless.
 async fn write(
-    store: &Store,
+    store: &ProjectionWriter,
     topic: &str,
     progress: &Progress,
     batch: &[Positioned],
@@ -291,7 +295,7 @@ async fn write(
 /// Postgres takes it (so a partition whose last record is unreadable still
 /// reaches the log's end).
 async fn quarantine_unreadable(
-    store: &Store,
+    store: &ProjectionWriter,
     topic: &str,
     progress: &Progress,
     partition: i32,

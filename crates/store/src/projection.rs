@@ -14,7 +14,7 @@ use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::rows::{load_states_in_rows, skip_reason_str, step_status_str};
-use crate::{Store, StoreError};
+use crate::{ProjectionReader, ProjectionWriter, StoreError};
 
 /// A record and where it is in the log.
 #[derive(Debug, Clone)]
@@ -37,7 +37,7 @@ pub struct BatchOutcome {
     /// The new states of the workflows whose status changed (what
     /// `?wait=finished` waits for; a step's progress alone is not reported).
     pub status_changed: Vec<WorkflowState>,
-    /// Records Postgres refused, kept aside (see [`Store::project`]).
+    /// Records Postgres refused, kept aside (see [`ProjectionWriter::project`]).
     pub quarantined: Vec<crate::QuarantinedRecord>,
     /// Writes Postgres refused (each try) before the batch was written or
     /// its records quarantined; Postgres being away is not counted.
@@ -94,7 +94,7 @@ impl ProjectionCache {
     }
 }
 
-impl Store {
+impl ProjectionWriter {
     /// Makes sure each partition has an offset row (starting at 0), and
     /// returns the next offset to read for each, in the order given.
     pub async fn claim_partitions(
@@ -128,19 +128,12 @@ impl Store {
             .collect())
     }
 
-    /// The projector's position in every partition it has seen.
-    pub async fn projector_offsets(&self, topic: &str) -> Result<Vec<(i32, i64)>, StoreError> {
-        sqlx::query_as("SELECT partition, next_offset FROM projector_offsets WHERE topic = $1")
-            .bind(topic)
-            .fetch_all(self.pool())
-            .await
-            .map_err(StoreError::classify)
-    }
-
     /// Folds `batch` (in log order) into the projection and advances the
-    /// offsets, all in one transaction. States in `cache` are used instead
-    /// of reading them, and the cache is updated once the write committed.
-    pub async fn apply_batch(
+    /// offsets, all in one transaction, tried once: any error fails the
+    /// whole batch. States in `cache` are used instead of reading them, and
+    /// the cache is updated once the write committed. The projector calls
+    /// [`ProjectionWriter::project`], which builds on this.
+    pub async fn project_once(
         &self,
         topic: &str,
         batch: &[Positioned],
@@ -317,6 +310,17 @@ impl Store {
     }
 }
 
+impl ProjectionReader {
+    /// The projector's position in every partition it has seen.
+    pub async fn projector_offsets(&self, topic: &str) -> Result<Vec<(i32, i64)>, StoreError> {
+        sqlx::query_as("SELECT partition, next_offset FROM projector_offsets WHERE topic = $1")
+            .bind(topic)
+            .fetch_all(self.pool())
+            .await
+            .map_err(StoreError::classify)
+    }
+}
+
 /// What a workflow's row and step rows held before the batch.
 struct Before {
     version: (u64, bool, usize),
@@ -434,7 +438,7 @@ struct EventRows {
     workflow_id: Vec<Uuid>,
     applied: Vec<bool>,
     /// The record's JSON text (kept as text: U+0000 stays `\u0000`); a
-    /// large output as a reference to `outputs` (see [`Store::workflow_events`]).
+    /// large output as a reference to `outputs` (see [`ProjectionReader::workflow_events`]).
     record: Vec<String>,
     output_sha256: Vec<Option<String>>,
 }
