@@ -80,20 +80,7 @@ pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
     ensure_topic(&log).await.context("creating the topic")?;
     check_log_lifetime(&config, &log).await?;
     let progress = Progress::default();
-    // The projector and the engine take what this process appends straight
-    // from the producer once the broker acknowledged it (a read-your-writes
-    // wait, or the start of a workflow, then skips a fetch round trip); the
-    // log's stream still brings everything.
-    let mut acked_to = Vec::new();
-    let mut acked_by = |wanted: bool| {
-        wanted.then(|| {
-            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            acked_to.push(tx);
-            rx
-        })
-    };
-    let (acked, engine_acked) = (acked_by(!args.no_projector), acked_by(!args.no_engine));
-    let producer = Producer::with_acked(&log, acked_to)?;
+    let (producer, acked, engine_acked) = producer_with_acked(&log, &args)?;
 
     let (tap, projector) = start_projector(&args, &log, &store, &progress, acked)?;
     let engine = if args.no_engine {
@@ -132,6 +119,29 @@ pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
 
     let failure = until_stopped(engine.as_deref(), projector.as_ref()).await;
     let _ = stop_tx.send(true);
+    let grace = match failure {
+        None => Duration::from_millis(config.shutdown_grace_ms),
+        // Shut out of the group, this node owns nothing: the new owner
+        // re-runs the steps in flight, and nothing is to be waited for here.
+        Some(_) => Duration::ZERO,
+    };
+    shut_down(http, engine, &producer, projector, grace).await;
+    match failure {
+        None => Ok(()),
+        Some(f) => Err(f.into()),
+    }
+}
+
+/// Stops accepting HTTP, lets the engine finish the steps in flight within
+/// `grace`, flushes the producer and stops the projector; a second signal
+/// meanwhile exits at once.
+async fn shut_down(
+    http: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    engine: Option<Arc<Engine>>,
+    producer: &Producer,
+    projector: Option<Projector>,
+    grace: Duration,
+) {
     let second = tokio::spawn(async {
         shutdown_signal().await;
         tracing::warn!("second signal: exiting at once");
@@ -141,12 +151,6 @@ pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
         let _ = tokio::time::timeout(Duration::from_secs(10), h).await;
     }
     if let Some(e) = engine {
-        // Shut out of the group, this node owns nothing: the new owner re-runs
-        // the steps in flight, and nothing is to be waited for here.
-        let grace = match failure {
-            None => Duration::from_millis(config.shutdown_grace_ms),
-            Some(_) => Duration::ZERO,
-        };
         e.stop(grace).await;
     }
     let _ = producer.flush(Duration::from_secs(10));
@@ -154,10 +158,31 @@ pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
         p.stop().await;
     }
     second.abort();
-    match failure {
-        None => Ok(()),
-        Some(f) => Err(f.into()),
-    }
+}
+
+/// The producer, and what it appended once the broker acknowledged it for
+/// the projector and for the engine (those that run here): they take it
+/// straight from there (a read-your-writes wait, or the start of a workflow,
+/// then skips a fetch round trip); the log's stream still brings everything.
+#[allow(clippy::type_complexity)]
+fn producer_with_acked(
+    log: &LogConfig,
+    args: &ServeArgs,
+) -> anyhow::Result<(
+    Producer,
+    Option<UnboundedReceiver<LogRecord>>,
+    Option<UnboundedReceiver<LogRecord>>,
+)> {
+    let mut acked_to = Vec::new();
+    let mut acked_by = |wanted: bool| {
+        wanted.then(|| {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            acked_to.push(tx);
+            rx
+        })
+    };
+    let (acked, engine_acked) = (acked_by(!args.no_projector), acked_by(!args.no_engine));
+    Ok((Producer::with_acked(log, acked_to)?, acked, engine_acked))
 }
 
 /// The projector, unless `--no-projector`. With the engine in this process

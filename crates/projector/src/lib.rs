@@ -2,6 +2,7 @@
 //! log into Postgres. Each batch of records and the partition offsets after
 //! it are written in one transaction, and a newly assigned partition starts
 //! at the offset stored there — so a restart neither loses nor doubles.
+//! [`Progress`] tells the API of this process how far that has come.
 
 mod progress;
 

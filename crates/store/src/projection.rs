@@ -143,7 +143,7 @@ impl ProjectionWriter {
         if batch.is_empty() {
             return Ok(out);
         }
-        let result = self.apply_batch_inner(topic, batch, cache, &mut out).await;
+        let result = self.project_in_tx(topic, batch, cache, &mut out).await;
         if result.is_err() {
             // Whatever was taken out for this batch is gone; start afresh.
             *cache = ProjectionCache::default();
@@ -151,7 +151,7 @@ impl ProjectionWriter {
         result.map(|()| out)
     }
 
-    async fn apply_batch_inner(
+    async fn project_in_tx(
         &self,
         topic: &str,
         batch: &[Positioned],
