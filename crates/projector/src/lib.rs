@@ -269,7 +269,7 @@ async fn write(
         .until_ok(
             || {
                 started = Instant::now();
-                async { store.project(topic, batch, &mut *cache.lock().await).await }
+                async { store.project(topic, batch, *cache.lock().await).await }
             },
             |e, suppressed| {
                 tracing::warn!(error = %e, records = batch.len(), suppressed,
