@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentflow_log::Producer;
-use agentflow_store::{Progress, Store};
+use agentflow_projector::Progress;
+use agentflow_store::ProjectionReader;
 use axum::extract::DefaultBodyLimit;
 use axum::{Extension, Router};
 use utoipa::OpenApi;
@@ -75,7 +76,7 @@ pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
 
 #[derive(Clone)]
 pub struct AppState {
-    pub store: Store,
+    pub store: ProjectionReader,
     pub producer: Producer,
     pub progress: Progress,
     pub topic: String,

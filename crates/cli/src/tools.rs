@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use agentflow_core::{AuditEntry, Event, Record, WorkflowId, WorkflowState, apply, audit};
 use agentflow_log::{LogRecord, ReadFrom, Reader};
-use agentflow_store::{Positioned, Store};
+use agentflow_store::{Positioned, ProjectionReader, Store};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
@@ -240,9 +240,9 @@ pub async fn replay(config: &Config, args: ReplayArgs) -> anyhow::Result<()> {
     store.migrate().await.context("migrating")?;
     let archives = open_archives(&args.from_archive)?;
     if args.verify {
-        return verify(config, &store, args.json, archives).await;
+        return verify(config, &store.reader(), args.json, archives).await;
     }
-    if !args.force && store.has_projection(&config.topic).await? {
+    if !args.force && store.admin().has_projection(&config.topic).await? {
         // This database is a projection of the topic: nodes that follow the
         // topic (the group coordinator knows them) may be writing into it
         // while it is rebuilt.
@@ -282,7 +282,7 @@ pub async fn replay(config: &Config, args: ReplayArgs) -> anyhow::Result<()> {
         &config.topic,
         &(0..).zip(starts.iter().map(|w| w.0)).collect(),
     )?;
-    store.reset_projections(&config.topic).await?;
+    store.admin().reset_projections(&config.topic).await?;
     let started = Instant::now();
     let mut rx = read_history(
         config,
@@ -322,7 +322,10 @@ pub async fn replay(config: &Config, args: ReplayArgs) -> anyhow::Result<()> {
                     .collect();
                 // Like the projector: a record Postgres refuses is
                 // quarantined, and the rebuild goes on.
-                let out = store.project(&config.topic, &batch, &mut cache).await?;
+                let out = store
+                    .writer()
+                    .project(&config.topic, &batch, &mut cache)
+                    .await?;
                 applied += out.applied as u64;
                 rejected += out.rejected as u64;
                 quarantined += out.quarantined.len() as u64;
@@ -339,6 +342,7 @@ pub async fn replay(config: &Config, args: ReplayArgs) -> anyhow::Result<()> {
                 for (p, o, why) in unreadable {
                     let why = format!("unreadable record: {why}");
                     store
+                        .writer()
                         .quarantine(&config.topic, p, o, Err(&why), &why)
                         .await?;
                     quarantined += 1;
@@ -372,7 +376,7 @@ pub async fn replay(config: &Config, args: ReplayArgs) -> anyhow::Result<()> {
 /// Folds the whole log and compares every workflow with its projection.
 async fn verify(
     config: &Config,
-    store: &Store,
+    store: &ProjectionReader,
     json_out: bool,
     archives: Arc<Vec<Archive>>,
 ) -> anyhow::Result<()> {
@@ -513,7 +517,7 @@ pub async fn audit_workflow(config: &Config, args: AuditArgs) -> anyhow::Result<
     // of its records it quarantined; without it (Postgres down, or not
     // projected yet) every partition is read, and nothing is marked.
     let hint = async {
-        let store = Store::connect(&config.database_url, 1).await.ok()?;
+        let store = Store::connect(&config.database_url, 1).await.ok()?.reader();
         let partition = store.workflow_partition(id).await.ok().flatten();
         let quarantined = store
             .quarantined_of(&config.topic, id)

@@ -204,7 +204,12 @@ async fn archive_truncate_rebuild_from_archive_and_log_verifies_clean_and_live_w
     let store = agentflow_store::Store::connect(&s.db_url, 1).await.unwrap();
     let partition = async |id: &str| {
         let id = agentflow_core::WorkflowId::parse(id).unwrap();
-        store.workflow_partition(id).await.unwrap().unwrap()
+        store
+            .reader()
+            .workflow_partition(id)
+            .await
+            .unwrap()
+            .unwrap()
     };
     let mut early = vec![];
     for i in 0..8 {

@@ -112,8 +112,13 @@ async fn a_workflow_with_a_quarantined_record_says_so_and_refuses_changes() {
     let id = s.create(&t, pipeline("w", &["a"])).await;
     let store = agentflow_store::Store::connect(&s.db_url, 1).await.unwrap();
     let wid = WorkflowId::parse(&id).unwrap();
-    let st = store.get_workflow(wid).await.unwrap().unwrap();
-    let partition = store.workflow_partition(wid).await.unwrap().unwrap();
+    let st = store.reader().get_workflow(wid).await.unwrap().unwrap();
+    let partition = store
+        .reader()
+        .workflow_partition(wid)
+        .await
+        .unwrap()
+        .unwrap();
     // What the projector does with a record Postgres refuses.
     let started = Record::new(
         wid,
@@ -124,6 +129,7 @@ async fn a_workflow_with_a_quarantined_record_says_so_and_refuses_changes() {
     )
     .after(st.last_event_id);
     store
+        .writer()
         .quarantine(
             &s.topic,
             partition,

@@ -522,8 +522,54 @@ fn parse_steps(v: &Value) -> Result<Vec<StepDef>, DefinitionError> {
 
 fn parse_step(i: usize, v: &Value) -> Result<StepDef, DefinitionError> {
     let at = format!("steps[{i}]");
+    let obj = step_object(&at, v)?;
+    let id =
+        step_string(obj, &at, "id")?.ok_or_else(|| invalid(format!("{at}.id"), "is required"))?;
+    let id = StepId::parse(id).map_err(|m| invalid(format!("{at}.id"), m))?;
+    let after = parse_after(obj, &at)?;
+    let agent = step_string(obj, &at, "agent")?
+        .map(|a| AgentName::parse(a).map_err(|e| invalid(format!("{at}.agent"), e.to_string())))
+        .transpose()?;
+    let wait = match obj.get("wait") {
+        None | Some(Value::Null) => None,
+        Some(w) => Some(parse_wait(&format!("{at}.wait"), w)?),
+    };
+    let sleep_ms = parse_ms(
+        obj.get("sleep_ms"),
+        &format!("{at}.sleep_ms"),
+        WorkflowDefinition::MAX_WAIT_MS,
+    )?;
+    let kinds = [agent.is_some(), wait.is_some(), sleep_ms.is_some()];
+    if kinds.iter().filter(|k| **k).count() != 1 {
+        return Err(invalid(
+            at,
+            "a step has exactly one of `agent`, `wait` and `sleep_ms`",
+        ));
+    }
+    let is_agent = agent.is_some();
+    let input = parse_step_input(obj, &at, is_agent)?;
+    let when = step_string(obj, &at, "when")?.map(str::to_owned);
+    let (repeat, timeout_ms) = parse_call_options(obj, &at, is_agent)?;
+    Ok(StepDef {
+        id,
+        after,
+        agent,
+        input,
+        wait,
+        sleep_ms,
+        when,
+        repeat,
+        timeout_ms,
+    })
+}
+
+/// The step as an object with only the fields a step may have.
+fn step_object<'v>(
+    at: &str,
+    v: &'v Value,
+) -> Result<&'v serde_json::Map<String, Value>, DefinitionError> {
     let obj = v.as_object().ok_or_else(|| DefinitionError::WrongType {
-        field: at.clone(),
+        field: at.to_owned(),
         expected: "an object with `id` and one of `agent`, `wait`, `sleep_ms`",
     })?;
     if let Some(k) = obj.keys().find(|k| {
@@ -541,21 +587,33 @@ fn parse_step(i: usize, v: &Value) -> Result<StepDef, DefinitionError> {
     }) {
         return Err(DefinitionError::UnknownField(format!("{at}.{k}")));
     }
-    let string = |k: &str| -> Result<Option<&str>, DefinitionError> {
-        match obj.get(k) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) if s.contains('\0') => {
-                Err(DefinitionError::NulCharacter(format!("{at}.{k}")))
-            }
-            Some(Value::String(s)) => Ok(Some(s)),
-            Some(_) => Err(DefinitionError::WrongType {
-                field: format!("{at}.{k}"),
-                expected: "a string",
-            }),
+    Ok(obj)
+}
+
+/// The step's string field `k`, if present (null is absent).
+fn step_string<'v>(
+    obj: &'v serde_json::Map<String, Value>,
+    at: &str,
+    k: &str,
+) -> Result<Option<&'v str>, DefinitionError> {
+    match obj.get(k) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.contains('\0') => {
+            Err(DefinitionError::NulCharacter(format!("{at}.{k}")))
         }
-    };
-    let id = string("id")?.ok_or_else(|| invalid(format!("{at}.id"), "is required"))?;
-    let id = StepId::parse(id).map_err(|m| invalid(format!("{at}.id"), m))?;
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(DefinitionError::WrongType {
+            field: format!("{at}.{k}"),
+            expected: "a string",
+        }),
+    }
+}
+
+/// The step's `after`: step ids, each once.
+fn parse_after(
+    obj: &serde_json::Map<String, Value>,
+    at: &str,
+) -> Result<Vec<StepId>, DefinitionError> {
     let after = match obj.get("after") {
         None | Some(Value::Null) => vec![],
         Some(Value::Array(a)) => a
@@ -588,29 +646,20 @@ fn parse_step(i: usize, v: &Value) -> Result<StepDef, DefinitionError> {
             format!("`{}` is listed twice", dup.1),
         ));
     }
-    let agent = string("agent")?
-        .map(|a| AgentName::parse(a).map_err(|e| invalid(format!("{at}.agent"), e.to_string())))
-        .transpose()?;
-    let wait = match obj.get("wait") {
-        None | Some(Value::Null) => None,
-        Some(w) => Some(parse_wait(&format!("{at}.wait"), w)?),
-    };
-    let sleep_ms = parse_ms(
-        obj.get("sleep_ms"),
-        &format!("{at}.sleep_ms"),
-        WorkflowDefinition::MAX_WAIT_MS,
-    )?;
-    let kinds = [agent.is_some(), wait.is_some(), sleep_ms.is_some()];
-    if kinds.iter().filter(|k| **k).count() != 1 {
-        return Err(invalid(
-            at,
-            "a step has exactly one of `agent`, `wait` and `sleep_ms`",
-        ));
-    }
-    let input = match obj.get("input") {
-        None | Some(Value::Null) if agent.is_some() => Value::Object(Default::default()),
+    Ok(after)
+}
+
+/// The step's `input`: an agent step's (an empty object when absent, a
+/// valid template); null for the others, which may not have one.
+fn parse_step_input(
+    obj: &serde_json::Map<String, Value>,
+    at: &str,
+    is_agent: bool,
+) -> Result<Value, DefinitionError> {
+    Ok(match obj.get("input") {
+        None | Some(Value::Null) if is_agent => Value::Object(Default::default()),
         None | Some(Value::Null) => Value::Null,
-        Some(_) if agent.is_none() => {
+        Some(_) if !is_agent => {
             return Err(invalid(
                 format!("{at}.input"),
                 "only an agent step has an input",
@@ -623,11 +672,18 @@ fn parse_step(i: usize, v: &Value) -> Result<StepDef, DefinitionError> {
             template::validate(v).map_err(|e| invalid(format!("{at}.input"), e.to_string()))?;
             v.clone()
         }
-    };
-    let when = string("when")?.map(str::to_owned);
+    })
+}
+
+/// What only an agent step may have: `repeat` and the call's `timeout_ms`.
+fn parse_call_options(
+    obj: &serde_json::Map<String, Value>,
+    at: &str,
+    is_agent: bool,
+) -> Result<(Option<Repeat>, Option<u64>), DefinitionError> {
     let repeat = match obj.get("repeat") {
         None | Some(Value::Null) => None,
-        Some(_) if agent.is_none() => {
+        Some(_) if !is_agent => {
             return Err(invalid(
                 format!("{at}.repeat"),
                 "only an agent step can repeat",
@@ -636,7 +692,7 @@ fn parse_step(i: usize, v: &Value) -> Result<StepDef, DefinitionError> {
         Some(r) => Some(parse_repeat(&format!("{at}.repeat"), r)?),
     };
     let timeout_ms = match obj.get("timeout_ms") {
-        Some(v) if !v.is_null() && agent.is_none() => {
+        Some(v) if !v.is_null() && !is_agent => {
             return Err(invalid(
                 format!("{at}.timeout_ms"),
                 "only an agent step has a call timeout (a wait has `wait.timeout_ms`)",
@@ -648,17 +704,7 @@ fn parse_step(i: usize, v: &Value) -> Result<StepDef, DefinitionError> {
             WorkflowDefinition::MAX_TIMEOUT_MS,
         )?,
     };
-    Ok(StepDef {
-        id,
-        after,
-        agent,
-        input,
-        wait,
-        sleep_ms,
-        when,
-        repeat,
-        timeout_ms,
-    })
+    Ok((repeat, timeout_ms))
 }
 
 /// A signal's name: 1 to 64 of `a-z`, `0-9`, `_`, `-`, `.`.

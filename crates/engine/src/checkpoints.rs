@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use agentflow_log::{Assigner, Producer, StartAt};
-use agentflow_store::{PartitionSnapshot, Store};
+use agentflow_store::{CheckpointReader, PartitionSnapshot};
 
 /// Snapshots loaded during a rebalance, taken by the supervisor when it
 /// learns of the assignment (which the subscription sends afterwards).
@@ -20,7 +20,7 @@ const LOAD_TIMEOUT: Duration = Duration::from_secs(5);
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(crate) struct FromCheckpoints {
-    pub store: Option<Store>,
+    pub store: Option<CheckpointReader>,
     /// This node's producer: flushed before a partition is replayed.
     pub producer: Producer,
     pub topic: String,

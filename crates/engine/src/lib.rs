@@ -20,7 +20,7 @@ use agentflow_log::{
     ConsumerEvent, FailureWatch, Input, Inputs, LogConfig, LogError, LogRecord, Producer,
     RevokeGuard, Subscription,
 };
-use agentflow_store::Store;
+use agentflow_store::CheckpointReader;
 use ractor::{Actor, ActorRef};
 
 use checkpoints::FromCheckpoints;
@@ -94,7 +94,7 @@ impl Engine {
     pub async fn start(
         log: &LogConfig,
         worker: Worker,
-        store: Option<Store>,
+        store: Option<CheckpointReader>,
         options: EngineOptions,
     ) -> Result<Self, EngineError> {
         metrics::describe();

@@ -539,10 +539,13 @@ fn record_metrics(was: Option<WorkflowStatus>, st: &WorkflowState) {
 /// After this many failures in a row a workflow's actor is not started
 /// again until a user acts on the workflow (or the node restarts).
 const RESTART_LIMIT: u32 = 8;
-/// The first restart's delay; each failure in a row doubles it, up to
-/// [`RESTART_MAX_DELAY`].
-const RESTART_BASE_DELAY: chrono::Duration = chrono::Duration::milliseconds(250);
-const RESTART_MAX_DELAY: chrono::Duration = chrono::Duration::seconds(60);
+/// The first restart waits 250 ms; each failure in a row doubles the wait,
+/// up to a minute; the [`RESTART_LIMIT`]-th parks the workflow.
+const RESTART_BACKOFF: agentflow_log::Backoff = agentflow_log::Backoff::at_most(
+    RESTART_LIMIT,
+    std::time::Duration::from_millis(250),
+    std::time::Duration::from_secs(60),
+);
 
 static ACTOR_FAILED_LOG: agentflow_log::Throttle = agentflow_log::Throttle::per_second(2);
 
@@ -569,9 +572,9 @@ impl Restarts {
             not_before: None,
         });
         f.failures += 1;
-        f.not_before = (f.failures < RESTART_LIMIT).then(|| {
-            let doublings = (f.failures - 1).min(16);
-            now + (RESTART_BASE_DELAY * (1 << doublings)).min(RESTART_MAX_DELAY)
+        f.not_before = (!RESTART_BACKOFF.gives_up_after(f.failures)).then(|| {
+            let delay = RESTART_BACKOFF.delay(f.failures);
+            now + chrono::Duration::from_std(delay).expect("at most a minute")
         });
         f.not_before
     }
@@ -648,6 +651,6 @@ mod restart_tests {
         for _ in 1..RESTART_LIMIT {
             last = r.failed(id, now).unwrap();
         }
-        assert!(last - now <= RESTART_MAX_DELAY);
+        assert!((last - now).to_std().unwrap() <= RESTART_BACKOFF.cap);
     }
 }

@@ -686,23 +686,23 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, LogError>>,
 {
-    let mut delay = Duration::from_millis(100);
-    loop {
-        match append().await {
-            Ok(_) => return Ok(()),
-            Err(e) if !e.is_retriable() => return Err(e),
-            Err(e) => {
-                // Every workflow of a node retries during an outage: one
-                // line a second for all of them.
-                static LINES: agentflow_log::Throttle = agentflow_log::Throttle::per_second(1);
-                if let Some(suppressed) = LINES.allow() {
-                    tracing::warn!(error = %e, suppressed, "append failed, retrying");
-                }
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
+    // Every workflow of a node retries during an outage: one line a second
+    // for all of them.
+    static LINES: agentflow_log::Throttle = agentflow_log::Throttle::per_second(1);
+    let policy = agentflow_log::Retry {
+        backoff: agentflow_log::Backoff::forever(
+            Duration::from_millis(100),
+            Duration::from_secs(5),
+        ),
+        retryable: LogError::is_retriable,
+        lines: &LINES,
+    };
+    policy
+        .run(&mut append, |e, suppressed| {
+            tracing::warn!(error = %e, suppressed, "append failed, retrying");
+        })
+        .await
+        .map(|_| ())
 }
 
 #[cfg(test)]

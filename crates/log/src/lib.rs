@@ -20,6 +20,7 @@ mod lifetime;
 mod payloads;
 mod producer;
 mod reader;
+mod retry;
 mod subscription;
 mod throttle;
 mod topic;
@@ -31,6 +32,7 @@ pub use lifetime::{LifetimeReport, check_log_lifetime, delete_records_before};
 pub use payloads::{CHUNK_BYTES, Payloads};
 pub use producer::{Position, Producer};
 pub use reader::{RawRecord, ReadFrom, Reader};
+pub use retry::{Backoff, Retry, Tries, always};
 pub use subscription::{
     Assigned, Assigner, ConsumerEvent, FailureWatch, GroupFailure, LogRecord, RevokeGuard,
     RevokeWait, StartAt, Subscription,

@@ -2,16 +2,21 @@
 //! log into Postgres. Each batch of records and the partition offsets after
 //! it are written in one transaction, and a newly assigned partition starts
 //! at the offset stored there — so a restart neither loses nor doubles.
+//! [`Progress`] tells the API of this process how far that has come.
+
+mod progress;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentflow_log::{
-    Assigner, ConsumerEvent, EventSource, FailureWatch, Input, Inputs, LogConfig, LogError,
-    LogRecord, Origin, StartAt, Subscription,
+    Assigner, Backoff, ConsumerEvent, EventSource, FailureWatch, Input, Inputs, LogConfig,
+    LogError, LogRecord, Origin, Retry, StartAt, Subscription, Throttle, always,
 };
-use agentflow_store::{Positioned, Progress, ProjectionCache, Store};
+use agentflow_store::{Positioned, ProjectionCache, ProjectionWriter, StoreError};
+
+pub use progress::{Progress, WorkflowWatch};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -25,8 +30,17 @@ pub const WRITE_FAILURES: &str = "agentflow_projector_write_failures_total";
 /// Up to this many records go in one transaction.
 const MAX_BATCH: usize = 1000;
 
+/// Postgres being away is waited for without a bound: the log keeps
+/// everything meanwhile, so nothing is lost.
+static POSTGRES_AWAY_LINES: Throttle = Throttle::per_second(1);
+const UNTIL_POSTGRES_ANSWERS: Retry<StoreError> = Retry {
+    backoff: Backoff::forever(Duration::from_millis(100), Duration::from_secs(5)),
+    retryable: always,
+    lines: &POSTGRES_AWAY_LINES,
+};
+
 struct StoredOffsets {
-    store: Store,
+    store: ProjectionWriter,
     topic: String,
     runtime: tokio::runtime::Handle,
 }
@@ -75,7 +89,7 @@ impl Projector {
     /// fetch it back; the group's stream still delivers everything.
     pub fn start(
         log: &LogConfig,
-        store: Store,
+        store: ProjectionWriter,
         progress: Progress,
         acked: Option<mpsc::UnboundedReceiver<LogRecord>>,
     ) -> Result<Self, LogError> {
@@ -111,7 +125,7 @@ impl Projector {
     pub fn follow(
         events: mpsc::UnboundedReceiver<ConsumerEvent>,
         acked: Option<mpsc::UnboundedReceiver<LogRecord>>,
-        store: Store,
+        store: ProjectionWriter,
         topic: &str,
         progress: Progress,
     ) -> Self {
@@ -147,7 +161,7 @@ impl Projector {
 
 async fn run<E: EventSource>(
     mut inputs: Inputs<E>,
-    store: Store,
+    store: ProjectionWriter,
     topic: String,
     progress: Progress,
 ) {
@@ -225,94 +239,81 @@ fn take(
 }
 
 /// Where each partition's projection stands, retrying until Postgres answers.
-async fn claim(store: &Store, topic: &str, partitions: &[i32]) -> Vec<i64> {
-    let mut delay = Duration::from_millis(100);
-    loop {
-        match store.claim_partitions(topic, partitions).await {
-            Ok(from) => return from,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read projector offsets, retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
+async fn claim(store: &ProjectionWriter, topic: &str, partitions: &[i32]) -> Vec<i64> {
+    UNTIL_POSTGRES_ANSWERS
+        .until_ok(
+            || store.claim_partitions(topic, partitions),
+            |e, suppressed| {
+                tracing::warn!(error = %e, suppressed, "cannot read projector offsets, retrying");
+            },
+        )
+        .await
 }
 
 /// Writes one batch. A record Postgres keeps refusing is quarantined after
-/// bounded tries ([`Store::project`]); while Postgres is away this waits
+/// bounded tries ([`ProjectionWriter::project`]); while Postgres is away this waits
 /// for it without a bound: the log keeps everything meanwhile, so nothing
 /// is lost, and the offsets in the same transaction make a retry after an
 /// unknown outcome harmless.
 async fn write(
-    store: &Store,
+    store: &ProjectionWriter,
     topic: &str,
     progress: &Progress,
     batch: &[Positioned],
     cache: &mut ProjectionCache,
 ) {
-    let mut delay = Duration::from_millis(100);
-    loop {
-        let started = Instant::now();
-        match store.project(topic, batch, cache).await {
-            Ok(out) => {
-                metrics::counter!(QUARANTINED).increment(out.quarantined.len() as u64);
-                metrics::counter!(WRITE_FAILURES).increment(u64::from(out.write_failures));
-                metrics::histogram!(BATCH_SECONDS).record(started.elapsed().as_secs_f64());
-                metrics::counter!(RECORDS_APPLIED, "result" => "applied")
-                    .increment(out.applied as u64);
-                metrics::counter!(RECORDS_APPLIED, "result" => "rejected")
-                    .increment(out.rejected as u64);
-                metrics::counter!(RECORDS_APPLIED, "result" => "duplicate")
-                    .increment(out.duplicates as u64);
-                if let Some(last) = batch.last() {
-                    let age = chrono_age(last.record.timestamp);
-                    metrics::gauge!(LAG_SECONDS).set(age);
-                }
-                // States first: whoever wakes at the offsets may look for them.
-                progress.statuses_changed(&out.status_changed);
-                progress.advance(&out.next_offsets);
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, records = batch.len(),
+    let mut started = Instant::now();
+    // Each try borrows the cache in turn.
+    let cache = tokio::sync::Mutex::new(cache);
+    let out = UNTIL_POSTGRES_ANSWERS
+        .until_ok(
+            || {
+                started = Instant::now();
+                async { store.project(topic, batch, *cache.lock().await).await }
+            },
+            |e, suppressed| {
+                tracing::warn!(error = %e, records = batch.len(), suppressed,
                     "projector cannot reach Postgres, waiting for it");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
+            },
+        )
+        .await;
+    metrics::counter!(QUARANTINED).increment(out.quarantined.len() as u64);
+    metrics::counter!(WRITE_FAILURES).increment(u64::from(out.write_failures));
+    metrics::histogram!(BATCH_SECONDS).record(started.elapsed().as_secs_f64());
+    metrics::counter!(RECORDS_APPLIED, "result" => "applied").increment(out.applied as u64);
+    metrics::counter!(RECORDS_APPLIED, "result" => "rejected").increment(out.rejected as u64);
+    metrics::counter!(RECORDS_APPLIED, "result" => "duplicate").increment(out.duplicates as u64);
+    if let Some(last) = batch.last() {
+        let age = chrono_age(last.record.timestamp);
+        metrics::gauge!(LAG_SECONDS).set(age);
     }
+    // States first: whoever wakes at the offsets may look for them.
+    progress.statuses_changed(&out.status_changed);
+    progress.advance(&out.next_offsets);
 }
 
 /// Keeps an unreadable record aside and consumes its offset, retrying until
 /// Postgres takes it (so a partition whose last record is unreadable still
 /// reaches the log's end).
 async fn quarantine_unreadable(
-    store: &Store,
+    store: &ProjectionWriter,
     topic: &str,
     progress: &Progress,
     partition: i32,
     offset: i64,
     why: &str,
 ) {
-    let mut delay = Duration::from_millis(100);
-    loop {
-        match store
-            .quarantine(topic, partition, offset, Err(why), why)
-            .await
-        {
-            Ok(_) => {
-                metrics::counter!(QUARANTINED).increment(1);
-                progress.advance(&[(partition, offset + 1)]);
-                return;
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, partition, offset, "cannot quarantine a record, retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
+    UNTIL_POSTGRES_ANSWERS
+        .until_ok(
+            || store.quarantine(topic, partition, offset, Err(why), why),
+            |e, suppressed| {
+                tracing::warn!(error = %e, partition, offset, suppressed,
+                    "cannot quarantine a record, retrying");
+            },
+        )
+        .await;
+    metrics::counter!(QUARANTINED).increment(1);
+    progress.advance(&[(partition, offset + 1)]);
 }
 
 fn chrono_age(ts: chrono::DateTime<chrono::Utc>) -> f64 {

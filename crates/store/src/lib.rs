@@ -1,11 +1,15 @@
 //! Postgres projections of the event log.
 //!
-//! The projector folds records with the same `agentflow_core::apply` as the
-//! engine and writes the result, together with the offsets it consumed, in
-//! one transaction ([`Store::apply_batch`]); the read API queries the rows
-//! ([`Store::get_workflow`], [`Store::list_workflows`]).
+//! [`Store`] connects and migrates; each caller then holds only its role:
+//! - [`ProjectionWriter`], the projector's: folds records with the same
+//!   `agentflow_core::apply` as the engine and writes the result, together
+//!   with the offsets it consumed, in one transaction
+//!   ([`ProjectionWriter::project`]), keeping aside what Postgres refuses;
+//! - [`ProjectionReader`], the API's: queries the rows
+//!   ([`ProjectionReader::get_workflow`], [`ProjectionReader::list_workflows`]);
+//! - [`CheckpointReader`], the engine's: where a partition's replay starts;
+//! - [`Admin`], the operator tools': whether a projection exists, emptying it.
 
-mod progress;
 mod projection;
 mod quarantine;
 mod queries;
@@ -16,10 +20,9 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
-pub use progress::{Progress, WorkflowWatch};
 pub use projection::{BatchOutcome, Positioned, ProjectionCache};
 pub use quarantine::{QuarantinedRecord, WriteRetry};
-pub use queries::{Changed, Cursor, ListFilter, Projected, WorkflowHead, WorkflowSummary};
+pub use queries::{ChangedSummary, Cursor, ListFilter, Projected, WorkflowHead, WorkflowSummary};
 pub use snapshot::PartitionSnapshot;
 
 #[derive(Debug, thiserror::Error)]
@@ -102,11 +105,61 @@ pub(crate) fn in_outputs(sha256: &str, bytes: u64) -> agentflow_core::OutputRef 
 /// A pooled connection idle this long is pinged before it is handed out.
 const IDLE_BEFORE_PING: Duration = Duration::from_secs(5);
 
-/// The projections' database. Cheap to clone.
+/// The projections' database: connects, migrates, and hands each caller
+/// its role. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,
 }
+
+/// Declares a role: a handle on the pool that offers one caller's methods.
+macro_rules! role {
+    ($(#[$doc:meta])* $name:ident, $get:ident) => {
+        $(#[$doc])*
+        #[derive(Clone)]
+        pub struct $name {
+            pool: PgPool,
+        }
+
+        impl $name {
+            fn pool(&self) -> &PgPool {
+                &self.pool
+            }
+        }
+
+        impl Store {
+            pub fn $get(&self) -> $name {
+                $name {
+                    pool: self.pool.clone(),
+                }
+            }
+        }
+    };
+}
+
+role!(
+    /// The projector's writes: offsets claimed, batches projected, records
+    /// quarantined.
+    ProjectionWriter,
+    writer
+);
+role!(
+    /// The read side: workflows, their audit trail, what was quarantined,
+    /// how far the projector has come.
+    ProjectionReader,
+    reader
+);
+role!(
+    /// The engine's checkpoint: where each partition's replay starts.
+    CheckpointReader,
+    checkpoints
+);
+role!(
+    /// The operator tools': whether a projection exists, and emptying it
+    /// for a replay.
+    Admin,
+    admin
+);
 
 impl Store {
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
@@ -144,10 +197,14 @@ impl Store {
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map_err(StoreError::classify)?;
-        Ok(())
+        ping(&self.pool).await
     }
+}
+
+async fn ping(pool: &PgPool) -> Result<(), StoreError> {
+    sqlx::query("SELECT 1")
+        .execute(pool)
+        .await
+        .map_err(StoreError::classify)?;
+    Ok(())
 }

@@ -14,7 +14,7 @@ use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::rows::load_states_in_rows;
-use crate::{Store, StoreError};
+use crate::{ProjectionReader, ProjectionWriter, StoreError};
 
 /// A record and where it is in the log.
 #[derive(Debug, Clone)]
@@ -37,7 +37,7 @@ pub struct BatchOutcome {
     /// The new states of the workflows whose status changed (what
     /// `?wait=finished` waits for; a step's progress alone is not reported).
     pub status_changed: Vec<WorkflowState>,
-    /// Records Postgres refused, kept aside (see [`Store::project`]).
+    /// Records Postgres refused, kept aside (see [`ProjectionWriter::project`]).
     pub quarantined: Vec<crate::QuarantinedRecord>,
     /// Writes Postgres refused (each try) before the batch was written or
     /// its records quarantined; Postgres being away is not counted.
@@ -94,7 +94,7 @@ impl ProjectionCache {
     }
 }
 
-impl Store {
+impl ProjectionWriter {
     /// Makes sure each partition has an offset row (starting at 0), and
     /// returns the next offset to read for each, in the order given.
     pub async fn claim_partitions(
@@ -128,19 +128,12 @@ impl Store {
             .collect())
     }
 
-    /// The projector's position in every partition it has seen.
-    pub async fn projector_offsets(&self, topic: &str) -> Result<Vec<(i32, i64)>, StoreError> {
-        sqlx::query_as("SELECT partition, next_offset FROM projector_offsets WHERE topic = $1")
-            .bind(topic)
-            .fetch_all(self.pool())
-            .await
-            .map_err(StoreError::classify)
-    }
-
     /// Folds `batch` (in log order) into the projection and advances the
-    /// offsets, all in one transaction. States in `cache` are used instead
-    /// of reading them, and the cache is updated once the write committed.
-    pub async fn apply_batch(
+    /// offsets, all in one transaction, tried once: any error fails the
+    /// whole batch. States in `cache` are used instead of reading them, and
+    /// the cache is updated once the write committed. The projector calls
+    /// [`ProjectionWriter::project`], which builds on this.
+    pub async fn project_once(
         &self,
         topic: &str,
         batch: &[Positioned],
@@ -150,7 +143,7 @@ impl Store {
         if batch.is_empty() {
             return Ok(out);
         }
-        let result = self.apply_batch_inner(topic, batch, cache, &mut out).await;
+        let result = self.project_in_tx(topic, batch, cache, &mut out).await;
         if result.is_err() {
             // Whatever was taken out for this batch is gone; start afresh.
             *cache = ProjectionCache::default();
@@ -158,7 +151,7 @@ impl Store {
         result.map(|()| out)
     }
 
-    async fn apply_batch_inner(
+    async fn project_in_tx(
         &self,
         topic: &str,
         batch: &[Positioned],
@@ -166,30 +159,7 @@ impl Store {
         out: &mut BatchOutcome,
     ) -> Result<(), StoreError> {
         let mut tx = self.pool().begin().await.map_err(StoreError::classify)?;
-        let partitions: Vec<i32> = {
-            let mut p: Vec<i32> = batch.iter().map(|r| r.partition).collect();
-            p.sort_unstable();
-            p.dedup();
-            p
-        };
-        // Lock the offset rows: concurrent projectors of one partition
-        // serialise here, and the second sees the first's offsets.
-        let locked: Vec<(i32, i64)> = sqlx::query_as(
-            "SELECT partition, next_offset FROM projector_offsets
-             WHERE topic = $1 AND partition = ANY($2) ORDER BY partition FOR UPDATE",
-        )
-        .bind(topic)
-        .bind(&partitions)
-        .fetch_all(&mut *tx)
-        .await
-        .map_err(StoreError::classify)?;
-        let mut next: BTreeMap<i32, i64> = locked.into_iter().collect();
-        for p in &partitions {
-            next.entry(*p).or_insert(0);
-            if cache.committed.get(p) != next.get(p) {
-                cache.forget_partition(*p);
-            }
-        }
+        let mut next = lock_offsets(&mut tx, topic, batch, cache).await?;
         let fresh: Vec<&Positioned> = batch
             .iter()
             .filter(|r| r.offset >= next[&r.partition])
@@ -199,121 +169,229 @@ impl Store {
             tx.rollback().await.map_err(StoreError::classify)?;
             return Ok(());
         }
-
-        let ids: Vec<Uuid> = {
-            let mut ids: Vec<Uuid> = fresh
-                .iter()
-                .map(|r| r.record.workflow_id.as_uuid())
-                .collect();
-            ids.sort_unstable();
-            ids.dedup();
-            ids
-        };
-        let mut states: HashMap<WorkflowId, Option<WorkflowState>> = HashMap::new();
-        // Read from rows written before the state was kept in rows: written
-        // whole at their next change.
-        let mut legacy: HashSet<WorkflowId> = HashSet::new();
-        let mut to_read = Vec::new();
-        for id in ids {
-            match cache.states.remove(&WorkflowId::from(id)) {
-                Some((_, st)) => {
-                    states.insert(st.workflow_id, Some(st));
-                }
-                None => to_read.push(id),
-            }
-        }
-        if !to_read.is_empty() {
-            for (st, in_rows) in load_states_in_rows(&mut tx, &to_read).await? {
-                if !in_rows {
-                    legacy.insert(st.workflow_id);
-                }
-                states.insert(st.workflow_id, Some(st));
-            }
-        }
-        // What identifies a change: seq, or a command that flags the state.
-        let version = |s: &WorkflowState| (s.seq, s.cancel_requested, s.commands.len());
-        let before: HashMap<WorkflowId, Before> = states
-            .iter()
-            .filter_map(|(k, v)| {
-                v.as_ref().map(|s| {
-                    let before = Before {
-                        version: version(s),
-                        status: s.status,
-                        in_rows: !legacy.contains(k),
-                        steps: s.steps.iter().map(StepRow::of).collect(),
-                        outputs: s.steps.iter().map(OutputsSeen::of).collect(),
-                    };
-                    (*k, before)
-                })
-            })
-            .collect();
-        let mut partition_of: HashMap<WorkflowId, i32> = HashMap::new();
-        let mut trail = EventRows::default();
-        let mut large = LargeOutputs::default();
-        for r in &fresh {
-            partition_of.insert(r.record.workflow_id, r.partition);
-            let slot = states.entry(r.record.workflow_id).or_insert(None);
-            let applied = apply(slot, &r.record);
-            trail.push(r, applied.is_ok(), &mut large);
-            match applied {
-                Ok(()) => out.applied += 1,
-                Err(why) => {
-                    out.rejected += 1;
-                    tracing::debug!(workflow_id = %r.record.workflow_id, seq = r.record.seq,
-                        event_type = r.record.event_type(), %why, "record rejected by the fold");
-                }
-            }
-            let n = next.get_mut(&r.partition).expect("partition present");
-            *n = (*n).max(r.offset + 1);
-        }
-        let mut changed = Vec::new();
-        let mut new_users = Vec::new();
-        for (id, st) in &states {
-            let Some(st) = st else { continue };
-            let was = before.get(id);
-            match was {
-                Some(b) if b.version == version(st) => continue,
-                Some(b) if b.status == st.status => {}
-                Some(_) => out.status_changed.push(st.clone()),
-                None => {
-                    new_users.push(st.user_id.0);
-                    out.status_changed.push(st.clone());
-                }
-            }
-            changed.push(Changed {
-                state: st,
-                partition: partition_of[id],
-                before: was,
-            });
-        }
+        let (mut states, legacy) = states_before(&mut tx, &fresh, cache).await?;
+        let before = rows_before(&states, &legacy);
+        let folded = fold(&fresh, &mut states, &mut next, out);
+        let (mut changed, mut new_users) = changes(&states, &before, &folded.partition_of, out);
         write_batch(
             &mut tx,
             topic,
             &mut changed,
             &mut new_users,
-            trail,
-            large,
+            folded.trail,
+            folded.large,
             &next,
             Utc::now(),
         )
         .await?;
         tx.commit().await.map_err(StoreError::classify)?;
-        // Committed: this is now what Postgres holds.
-        for (p, o) in &next {
-            cache.committed.insert(*p, *o);
+        cache.committed_batch(&next, states, &folded.partition_of);
+        out.next_offsets = next.into_iter().collect();
+        Ok(())
+    }
+}
+
+/// Locks the offset rows of the batch's partitions (concurrent projectors
+/// of one partition serialise here, and the second sees the first's
+/// offsets) and returns each partition's next offset; drops the cached
+/// states of partitions someone else wrote since.
+async fn lock_offsets(
+    tx: &mut Transaction<'_, Postgres>,
+    topic: &str,
+    batch: &[Positioned],
+    cache: &mut ProjectionCache,
+) -> Result<BTreeMap<i32, i64>, StoreError> {
+    let mut partitions: Vec<i32> = batch.iter().map(|r| r.partition).collect();
+    partitions.sort_unstable();
+    partitions.dedup();
+    let locked: Vec<(i32, i64)> = sqlx::query_as(
+        "SELECT partition, next_offset FROM projector_offsets
+         WHERE topic = $1 AND partition = ANY($2) ORDER BY partition FOR UPDATE",
+    )
+    .bind(topic)
+    .bind(&partitions)
+    .fetch_all(&mut **tx)
+    .await
+    .map_err(StoreError::classify)?;
+    let mut next: BTreeMap<i32, i64> = locked.into_iter().collect();
+    for p in &partitions {
+        next.entry(*p).or_insert(0);
+        if cache.committed.get(p) != next.get(p) {
+            cache.forget_partition(*p);
         }
-        if cache.states.len() + states.len() > CACHE_MAX {
-            cache.states.clear();
+    }
+    Ok(next)
+}
+
+/// The states of the workflows the records belong to, from the cache or
+/// else from their rows (`None`: new), and which of them were read from
+/// rows written before the state was kept in rows (written whole at their
+/// next change).
+async fn states_before(
+    tx: &mut Transaction<'_, Postgres>,
+    fresh: &[&Positioned],
+    cache: &mut ProjectionCache,
+) -> Result<(States, HashSet<WorkflowId>), StoreError> {
+    let mut ids: Vec<Uuid> = fresh
+        .iter()
+        .map(|r| r.record.workflow_id.as_uuid())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut states = States::new();
+    let mut legacy = HashSet::new();
+    let mut to_read = Vec::new();
+    for id in ids {
+        match cache.states.remove(&WorkflowId::from(id)) {
+            Some((_, st)) => {
+                states.insert(st.workflow_id, Some(st));
+            }
+            None => to_read.push(id),
+        }
+    }
+    if !to_read.is_empty() {
+        for (st, in_rows) in load_states_in_rows(tx, &to_read).await? {
+            if !in_rows {
+                legacy.insert(st.workflow_id);
+            }
+            states.insert(st.workflow_id, Some(st));
+        }
+    }
+    Ok((states, legacy))
+}
+
+/// A workflow's state as the batch folds it (`None`: not created yet).
+type States = HashMap<WorkflowId, Option<WorkflowState>>;
+
+/// What identifies a change: seq, or a command that flags the state.
+fn version(s: &WorkflowState) -> (u64, bool, usize) {
+    (s.seq, s.cancel_requested, s.commands.len())
+}
+
+/// What the rows of the workflows that exist held before the batch.
+fn rows_before(states: &States, legacy: &HashSet<WorkflowId>) -> HashMap<WorkflowId, Before> {
+    states
+        .iter()
+        .filter_map(|(k, v)| {
+            v.as_ref().map(|s| {
+                let before = Before {
+                    version: version(s),
+                    status: s.status,
+                    in_rows: !legacy.contains(k),
+                    steps: s.steps.iter().map(StepRow::of).collect(),
+                    outputs: s.steps.iter().map(OutputsSeen::of).collect(),
+                };
+                (*k, before)
+            })
+        })
+        .collect()
+}
+
+/// What folding a batch produced besides the states.
+struct Folded {
+    partition_of: HashMap<WorkflowId, i32>,
+    trail: EventRows,
+    large: LargeOutputs,
+}
+
+/// Folds the records into `states` in log order, counting what applied
+/// and what the fold rejected, and moves each partition's next offset.
+fn fold(
+    fresh: &[&Positioned],
+    states: &mut States,
+    next: &mut BTreeMap<i32, i64>,
+    out: &mut BatchOutcome,
+) -> Folded {
+    let mut partition_of = HashMap::new();
+    let mut trail = EventRows::default();
+    let mut large = LargeOutputs::default();
+    for r in fresh {
+        partition_of.insert(r.record.workflow_id, r.partition);
+        let slot = states.entry(r.record.workflow_id).or_insert(None);
+        let applied = apply(slot, &r.record);
+        trail.push(r, applied.is_ok(), &mut large);
+        match applied {
+            Ok(()) => out.applied += 1,
+            Err(why) => {
+                out.rejected += 1;
+                tracing::debug!(workflow_id = %r.record.workflow_id, seq = r.record.seq,
+                    event_type = r.record.event_type(), %why, "record rejected by the fold");
+            }
+        }
+        let n = next.get_mut(&r.partition).expect("partition present");
+        *n = (*n).max(r.offset + 1);
+    }
+    Folded {
+        partition_of,
+        trail,
+        large,
+    }
+}
+
+/// The workflows the batch changed, and the users of new ones; those whose
+/// status changed (or that are new) go to `out.status_changed`.
+fn changes<'a>(
+    states: &'a States,
+    before: &'a HashMap<WorkflowId, Before>,
+    partition_of: &HashMap<WorkflowId, i32>,
+    out: &mut BatchOutcome,
+) -> (Vec<ChangedWorkflow<'a>>, Vec<i64>) {
+    let mut changed = Vec::new();
+    let mut new_users = Vec::new();
+    for (id, st) in states {
+        let Some(st) = st else { continue };
+        let was = before.get(id);
+        match was {
+            Some(b) if b.version == version(st) => continue,
+            Some(b) if b.status == st.status => {}
+            Some(_) => out.status_changed.push(st.clone()),
+            None => {
+                new_users.push(st.user_id.0);
+                out.status_changed.push(st.clone());
+            }
+        }
+        changed.push(ChangedWorkflow {
+            state: st,
+            partition: partition_of[id],
+            before: was,
+        });
+    }
+    (changed, new_users)
+}
+
+impl ProjectionCache {
+    /// The batch committed: this is now what Postgres holds. Keeps the
+    /// states that can still change.
+    fn committed_batch(
+        &mut self,
+        next: &BTreeMap<i32, i64>,
+        states: States,
+        partition_of: &HashMap<WorkflowId, i32>,
+    ) {
+        for (p, o) in next {
+            self.committed.insert(*p, *o);
+        }
+        if self.states.len() + states.len() > CACHE_MAX {
+            self.states.clear();
         }
         for (id, st) in states {
             if let Some(st) =
                 st.filter(|s| s.status == WorkflowStatus::Pending || s.status.is_active())
             {
-                cache.states.insert(id, (partition_of[&id], st));
+                self.states.insert(id, (partition_of[&id], st));
             }
         }
-        out.next_offsets = next.into_iter().collect();
-        Ok(())
+    }
+}
+
+impl ProjectionReader {
+    /// The projector's position in every partition it has seen.
+    pub async fn projector_offsets(&self, topic: &str) -> Result<Vec<(i32, i64)>, StoreError> {
+        sqlx::query_as("SELECT partition, next_offset FROM projector_offsets WHERE topic = $1")
+            .bind(topic)
+            .fetch_all(self.pool())
+            .await
+            .map_err(StoreError::classify)
     }
 }
 
@@ -328,7 +406,7 @@ struct Before {
 }
 
 /// A workflow the batch changed.
-struct Changed<'a> {
+struct ChangedWorkflow<'a> {
     state: &'a WorkflowState,
     partition: i32,
     /// None: new to the projection (or in a row of an earlier layout):
@@ -434,7 +512,7 @@ struct EventRows {
     workflow_id: Vec<Uuid>,
     applied: Vec<bool>,
     /// The record's JSON text (kept as text: U+0000 stays `\u0000`); a
-    /// large output as a reference to `outputs` (see [`Store::workflow_events`]).
+    /// large output as a reference to `outputs` (see [`ProjectionReader::workflow_events`]).
     record: Vec<String>,
     output_sha256: Vec<Option<String>>,
 }
@@ -529,7 +607,7 @@ impl OutputRows {
 async fn write_batch(
     tx: &mut Transaction<'_, Postgres>,
     topic: &str,
-    changed: &mut [Changed<'_>],
+    changed: &mut [ChangedWorkflow<'_>],
     new_users: &mut Vec<i64>,
     trail: EventRows,
     mut large: LargeOutputs,
@@ -549,140 +627,98 @@ async fn write_batch(
         o.push(c.state, before.map(|b| b.outputs.as_slice()), &mut large);
     }
     let (partitions, offsets): (Vec<i32>, Vec<i64>) = next.iter().map(|(p, o)| (*p, *o)).unzip();
-    // Data-modifying CTEs run in one statement; the foreign keys (steps →
-    // workflows → users, outputs) are checked at its end, when all rows are
-    // in. Columns that never change are set only in a row new to this
-    // layout (`in_rows`); large values that did not change are not sent.
-    sqlx::query(
-        "WITH users_in AS (
-             INSERT INTO users (id) SELECT * FROM UNNEST($2::bigint[]) ON CONFLICT DO NOTHING
-         ), workflows_in AS (
-             INSERT INTO workflows
-                (id, name, tasks, status, user_id, created_at, started_at, finished_at,
-                 seq, runs, error, last_event_id, timeout_ms, cancel_requested, log_partition,
-                 definition, input, max_concurrency, paused, commands, signal_keys,
-                 updated_at, in_rows, results)
-             SELECT *, $24, true, '[]' FROM UNNEST($3::uuid[], $4::text[], $5::jsonb[],
-                 $6::text[], $7::bigint[], $8::timestamptz[], $9::timestamptz[],
-                 $10::timestamptz[], $11::bigint[], $12::int[], $13::text[], $14::uuid[],
-                 $15::bigint[], $16::bool[], $17::int[], $18::text[], $19::text[], $20::int[],
-                 $21::bool[], $22::text[], $23::text[])
-             ON CONFLICT (id) DO UPDATE SET
-                status = EXCLUDED.status,
-                started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at,
-                updated_at = EXCLUDED.updated_at, seq = EXCLUDED.seq, runs = EXCLUDED.runs,
-                error = EXCLUDED.error, last_event_id = EXCLUDED.last_event_id,
-                cancel_requested = EXCLUDED.cancel_requested,
-                log_partition = EXCLUDED.log_partition, paused = EXCLUDED.paused,
-                commands = EXCLUDED.commands, signal_keys = EXCLUDED.signal_keys,
-                tasks = CASE WHEN workflows.in_rows THEN workflows.tasks ELSE EXCLUDED.tasks END,
-                definition = CASE WHEN workflows.in_rows THEN workflows.definition
-                                  ELSE EXCLUDED.definition END,
-                input = CASE WHEN workflows.in_rows THEN workflows.input ELSE EXCLUDED.input END,
-                max_concurrency = CASE WHEN workflows.in_rows THEN workflows.max_concurrency
-                                       ELSE EXCLUDED.max_concurrency END,
-                timeout_ms = CASE WHEN workflows.in_rows THEN workflows.timeout_ms
-                                  ELSE EXCLUDED.timeout_ms END,
-                in_rows = true, state = NULL, results = '[]'
-         ), steps_in AS (
-             INSERT INTO workflow_steps
-                (workflow_id, step, agent, status, attempts, duration_ms, error, finished_at,
-                 step_id, iteration, loop_base, until_pending, condition, skip_reason,
-                 wait_until, inbox)
-             SELECT * FROM UNNEST($25::uuid[], $26::int[], $27::text[], $28::text[], $29::int[],
-                                  $30::bigint[], $31::text[], $32::timestamptz[], $33::text[],
-                                  $34::int[], $35::int[], $36::bool[], $37::bool[], $38::text[],
-                                  $39::timestamptz[], $40::text[])
-             ON CONFLICT (workflow_id, step) DO UPDATE SET
-                status = EXCLUDED.status, attempts = EXCLUDED.attempts,
-                iteration = EXCLUDED.iteration,
-                duration_ms = EXCLUDED.duration_ms, error = EXCLUDED.error,
-                finished_at = EXCLUDED.finished_at, loop_base = EXCLUDED.loop_base,
-                until_pending = EXCLUDED.until_pending, condition = EXCLUDED.condition,
-                skip_reason = EXCLUDED.skip_reason, wait_until = EXCLUDED.wait_until,
-                inbox = EXCLUDED.inbox
-         ), events_in AS (
-             INSERT INTO workflow_events
-                (topic, log_partition, log_offset, workflow_id, applied, record, output_sha256)
-             SELECT $1, p, o, w, a, r, h
-             FROM UNNEST($41::int[], $42::bigint[], $43::uuid[], $44::bool[], $45::text[],
-                         $46::text[])
-                 AS e(p, o, w, a, r, h)
-             ON CONFLICT DO NOTHING
-         ), outputs_in AS (
-             INSERT INTO outputs (sha256, body)
-             SELECT * FROM UNNEST($47::text[], $48::text[])
-             ON CONFLICT DO NOTHING
-         ), step_outputs_in AS (
-             INSERT INTO step_outputs (workflow_id, step, iteration, output, output_sha256)
-             SELECT * FROM UNNEST($49::uuid[], $50::int[], $51::int[], $52::text[], $53::text[])
-             ON CONFLICT DO NOTHING
-         )
-         INSERT INTO projector_offsets (topic, partition, next_offset, updated_at)
-         SELECT $1, *, now() FROM UNNEST($54::int[], $55::bigint[])
-         ON CONFLICT (topic, partition) DO UPDATE
-         SET next_offset = EXCLUDED.next_offset, updated_at = now()",
-    )
-    .bind(topic)
-    .bind(&*new_users)
-    .bind(w.id)
-    .bind(w.name)
-    .bind(w.tasks)
-    .bind(w.status)
-    .bind(w.user_id)
-    .bind(w.created_at)
-    .bind(w.started_at)
-    .bind(w.finished_at)
-    .bind(w.seq)
-    .bind(w.runs)
-    .bind(w.error)
-    .bind(w.last_event_id)
-    .bind(w.timeout_ms)
-    .bind(w.cancel_requested)
-    .bind(w.log_partition)
-    .bind(w.definition)
-    .bind(w.input)
-    .bind(w.max_concurrency)
-    .bind(w.paused)
-    .bind(w.commands)
-    .bind(w.signal_keys)
-    .bind(now)
-    .bind(s.workflow_id)
-    .bind(s.step)
-    .bind(s.agent)
-    .bind(s.status)
-    .bind(s.attempts)
-    .bind(s.duration_ms)
-    .bind(s.error)
-    .bind(s.finished_at)
-    .bind(s.step_id)
-    .bind(s.iteration)
-    .bind(s.loop_base)
-    .bind(s.until_pending)
-    .bind(s.condition)
-    .bind(s.skip_reason)
-    .bind(s.wait_until)
-    .bind(s.inbox)
-    .bind(trail.partition)
-    .bind(trail.offset)
-    .bind(trail.workflow_id)
-    .bind(trail.applied)
-    .bind(trail.record)
-    .bind(trail.output_sha256)
-    .bind(large.sha256)
-    .bind(large.body)
-    .bind(o.workflow_id)
-    .bind(o.step)
-    .bind(o.iteration)
-    .bind(o.output)
-    .bind(o.output_sha256)
-    .bind(partitions)
-    .bind(offsets)
-    .execute(&mut **tx)
-    .await
-    .map_err(StoreError::classify)?;
+    let query = sqlx::query(WRITE_BATCH).bind(topic).bind(&*new_users);
+    let query = w.bind(query).bind(now);
+    let query = s.bind(query);
+    let query = trail.bind(query);
+    let query = query.bind(large.sha256).bind(large.body);
+    o.bind(query)
+        .bind(partitions)
+        .bind(offsets)
+        .execute(&mut **tx)
+        .await
+        .map_err(StoreError::classify)?;
     Ok(())
 }
+
+type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
+
+/// [`write_batch`]'s statement. Data-modifying CTEs run in one statement;
+/// the foreign keys (steps → workflows → users, outputs) are checked at its
+/// end, when all rows are in. Columns that never change are set only in a
+/// row new to this layout (`in_rows`); large values that did not change are
+/// not sent. Its parameters, in order: the topic, the new users,
+/// [`WorkflowRows::bind`] and the time of the write, [`StepRows::bind`],
+/// [`EventRows::bind`], the large outputs, [`OutputRows::bind`], the
+/// partitions and their next offsets.
+const WRITE_BATCH: &str = "WITH users_in AS (
+         INSERT INTO users (id) SELECT * FROM UNNEST($2::bigint[]) ON CONFLICT DO NOTHING
+     ), workflows_in AS (
+         INSERT INTO workflows
+            (id, name, tasks, status, user_id, created_at, started_at, finished_at,
+             seq, runs, error, last_event_id, timeout_ms, cancel_requested, log_partition,
+             definition, input, max_concurrency, paused, commands, signal_keys,
+             updated_at, in_rows, results)
+         SELECT *, $24, true, '[]' FROM UNNEST($3::uuid[], $4::text[], $5::jsonb[],
+             $6::text[], $7::bigint[], $8::timestamptz[], $9::timestamptz[],
+             $10::timestamptz[], $11::bigint[], $12::int[], $13::text[], $14::uuid[],
+             $15::bigint[], $16::bool[], $17::int[], $18::text[], $19::text[], $20::int[],
+             $21::bool[], $22::text[], $23::text[])
+         ON CONFLICT (id) DO UPDATE SET
+            status = EXCLUDED.status,
+            started_at = EXCLUDED.started_at, finished_at = EXCLUDED.finished_at,
+            updated_at = EXCLUDED.updated_at, seq = EXCLUDED.seq, runs = EXCLUDED.runs,
+            error = EXCLUDED.error, last_event_id = EXCLUDED.last_event_id,
+            cancel_requested = EXCLUDED.cancel_requested,
+            log_partition = EXCLUDED.log_partition, paused = EXCLUDED.paused,
+            commands = EXCLUDED.commands, signal_keys = EXCLUDED.signal_keys,
+            tasks = CASE WHEN workflows.in_rows THEN workflows.tasks ELSE EXCLUDED.tasks END,
+            definition = CASE WHEN workflows.in_rows THEN workflows.definition
+                              ELSE EXCLUDED.definition END,
+            input = CASE WHEN workflows.in_rows THEN workflows.input ELSE EXCLUDED.input END,
+            max_concurrency = CASE WHEN workflows.in_rows THEN workflows.max_concurrency
+                                   ELSE EXCLUDED.max_concurrency END,
+            timeout_ms = CASE WHEN workflows.in_rows THEN workflows.timeout_ms
+                              ELSE EXCLUDED.timeout_ms END,
+            in_rows = true, state = NULL, results = '[]'
+     ), steps_in AS (
+         INSERT INTO workflow_steps
+            (workflow_id, step, agent, status, attempts, duration_ms, error, finished_at,
+             step_id, iteration, loop_base, until_pending, condition, skip_reason,
+             wait_until, inbox)
+         SELECT * FROM UNNEST($25::uuid[], $26::int[], $27::text[], $28::text[], $29::int[],
+                              $30::bigint[], $31::text[], $32::timestamptz[], $33::text[],
+                              $34::int[], $35::int[], $36::bool[], $37::bool[], $38::text[],
+                              $39::timestamptz[], $40::text[])
+         ON CONFLICT (workflow_id, step) DO UPDATE SET
+            status = EXCLUDED.status, attempts = EXCLUDED.attempts,
+            iteration = EXCLUDED.iteration,
+            duration_ms = EXCLUDED.duration_ms, error = EXCLUDED.error,
+            finished_at = EXCLUDED.finished_at, loop_base = EXCLUDED.loop_base,
+            until_pending = EXCLUDED.until_pending, condition = EXCLUDED.condition,
+            skip_reason = EXCLUDED.skip_reason, wait_until = EXCLUDED.wait_until,
+            inbox = EXCLUDED.inbox
+     ), events_in AS (
+         INSERT INTO workflow_events
+            (topic, log_partition, log_offset, workflow_id, applied, record, output_sha256)
+         SELECT $1, p, o, w, a, r, h
+         FROM UNNEST($41::int[], $42::bigint[], $43::uuid[], $44::bool[], $45::text[],
+                     $46::text[])
+             AS e(p, o, w, a, r, h)
+         ON CONFLICT DO NOTHING
+     ), outputs_in AS (
+         INSERT INTO outputs (sha256, body)
+         SELECT * FROM UNNEST($47::text[], $48::text[])
+         ON CONFLICT DO NOTHING
+     ), step_outputs_in AS (
+         INSERT INTO step_outputs (workflow_id, step, iteration, output, output_sha256)
+         SELECT * FROM UNNEST($49::uuid[], $50::int[], $51::int[], $52::text[], $53::text[])
+         ON CONFLICT DO NOTHING
+     )
+     INSERT INTO projector_offsets (topic, partition, next_offset, updated_at)
+     SELECT $1, *, now() FROM UNNEST($54::int[], $55::bigint[])
+     ON CONFLICT (topic, partition) DO UPDATE
+     SET next_offset = EXCLUDED.next_offset, updated_at = now()";
 
 /// Changed workflows' rows, column by column.
 #[derive(Default)]
@@ -813,5 +849,73 @@ impl StepRows {
                     .map(|i| serde_json::to_string(&i.payload).expect("serialisable")),
             );
         }
+    }
+}
+
+impl WorkflowRows {
+    fn bind(self, q: PgQuery<'_>) -> PgQuery<'_> {
+        q.bind(self.id)
+            .bind(self.name)
+            .bind(self.tasks)
+            .bind(self.status)
+            .bind(self.user_id)
+            .bind(self.created_at)
+            .bind(self.started_at)
+            .bind(self.finished_at)
+            .bind(self.seq)
+            .bind(self.runs)
+            .bind(self.error)
+            .bind(self.last_event_id)
+            .bind(self.timeout_ms)
+            .bind(self.cancel_requested)
+            .bind(self.log_partition)
+            .bind(self.definition)
+            .bind(self.input)
+            .bind(self.max_concurrency)
+            .bind(self.paused)
+            .bind(self.commands)
+            .bind(self.signal_keys)
+    }
+}
+
+impl StepRows {
+    fn bind(self, q: PgQuery<'_>) -> PgQuery<'_> {
+        q.bind(self.workflow_id)
+            .bind(self.step)
+            .bind(self.agent)
+            .bind(self.status)
+            .bind(self.attempts)
+            .bind(self.duration_ms)
+            .bind(self.error)
+            .bind(self.finished_at)
+            .bind(self.step_id)
+            .bind(self.iteration)
+            .bind(self.loop_base)
+            .bind(self.until_pending)
+            .bind(self.condition)
+            .bind(self.skip_reason)
+            .bind(self.wait_until)
+            .bind(self.inbox)
+    }
+}
+
+impl EventRows {
+    fn bind(self, q: PgQuery<'_>) -> PgQuery<'_> {
+        q.bind(self.partition)
+            .bind(self.offset)
+            .bind(self.workflow_id)
+            .bind(self.applied)
+            .bind(self.record)
+            .bind(self.output_sha256)
+    }
+}
+
+impl OutputRows {
+    fn bind(self, q: PgQuery<'_>) -> PgQuery<'_> {
+        q.bind(self.workflow_id)
+            .bind(self.step)
+            .bind(self.iteration)
+            .bind(self.output)
+            .bind(self.output_sha256)
     }
 }

@@ -21,7 +21,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::projection::{BatchOutcome, Positioned, ProjectionCache};
-use crate::{Store, StoreError};
+use crate::{ProjectionReader, ProjectionWriter, StoreError};
 
 /// A record the projector could not write (or read), as kept in
 /// `quarantined_records`.
@@ -109,8 +109,8 @@ enum Tried {
     Refused(StoreError),
 }
 
-impl Store {
-    /// [`Store::apply_batch`], except that a record Postgres keeps refusing
+impl ProjectionWriter {
+    /// [`ProjectionWriter::project_once`], except that a record Postgres keeps refusing
     /// is quarantined instead of failing the batch (see the module's
     /// documentation), with the default [`WriteRetry`]. Only "Postgres is
     /// away" is returned as an error (and a failure to quarantine): retry
@@ -125,7 +125,7 @@ impl Store {
             .await
     }
 
-    /// [`Store::project`] with these tries.
+    /// [`ProjectionWriter::project`] with these tries.
     pub async fn project_with(
         &self,
         topic: &str,
@@ -191,7 +191,7 @@ impl Store {
         let mut tries = 0;
         let mut delay = retry.first_delay;
         loop {
-            let e = match self.apply_batch(topic, batch, cache).await {
+            let e = match self.project_once(topic, batch, cache).await {
                 Ok(out) => return Ok(Tried::Written(out)),
                 Err(e) => e,
             };
@@ -203,7 +203,7 @@ impl Store {
             // A connection that failed: if Postgres answers a ping, it is
             // up, and this write is what keeps failing (a statement that
             // makes the server drop the connection, say).
-            if e.is_unavailable() && self.ping().await.is_err() {
+            if e.is_unavailable() && crate::ping(self.pool()).await.is_err() {
                 return Err(e);
             }
             *failures += 1;
@@ -313,7 +313,9 @@ impl Store {
         .map_err(StoreError::classify)?;
         Ok(row.map(from_row))
     }
+}
 
+impl ProjectionReader {
     /// Every quarantined record of `topic`, in log order.
     pub async fn quarantined(&self, topic: &str) -> Result<Vec<QuarantinedRecord>, StoreError> {
         let rows: Vec<Row> = sqlx::query_as(sqlx::AssertSqlSafe(format!(

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use crate::rows::{WORKFLOW_COLUMNS, WorkflowRow, states_of};
-use crate::{Store, StoreError};
+use crate::{Admin, ProjectionReader, StoreError};
 
 /// A position in the newest-first list: the last item of the previous page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,9 +57,9 @@ pub struct WorkflowSummary {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-/// A workflow's summary as of a change (see [`Store::changed_since`]).
+/// A workflow's summary as of a change (see [`ProjectionReader::changed_since`]).
 #[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Changed {
+pub struct ChangedSummary {
     #[sqlx(flatten)]
     pub summary: WorkflowSummary,
     pub seq: i64,
@@ -120,7 +120,7 @@ impl WorkflowHead {
 pub struct Projected {
     pub state: WorkflowState,
     /// Some of its records were quarantined (see
-    /// [`Store::quarantined_of`]): `state` stops before the first of them.
+    /// [`ProjectionReader::quarantined_of`]): `state` stops before the first of them.
     pub quarantined: bool,
 }
 
@@ -128,7 +128,7 @@ pub struct Projected {
 const QUARANTINED: &str =
     "EXISTS (SELECT 1 FROM quarantined_records q WHERE q.workflow_id = workflows.id)";
 
-impl Store {
+impl ProjectionReader {
     /// The projected state of one workflow, whoever owns it.
     pub async fn get_workflow(&self, id: WorkflowId) -> Result<Option<WorkflowState>, StoreError> {
         Ok(self.get_projected(id).await?.map(|p| p.state))
@@ -251,43 +251,9 @@ impl Store {
         Ok(ids.into_iter().map(WorkflowId::from).collect())
     }
 
-    /// Empties every projection of `topic` (rows, audit trail, offsets), so
-    /// that a replay from offset 0 rebuilds them. Never while a projector
-    /// is running against this database.
-    /// Whether this database holds a projection of `topic` (a projector
-    /// has stored offsets for it).
-    pub async fn has_projection(&self, topic: &str) -> Result<bool, StoreError> {
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM projector_offsets WHERE topic = $1)")
-            .bind(topic)
-            .fetch_one(self.pool())
-            .await
-            .map_err(StoreError::classify)
-    }
-
-    pub async fn reset_projections(&self, topic: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await.map_err(StoreError::classify)?;
-        for q in [
-            "TRUNCATE step_outputs, outputs, workflow_steps, workflows, users",
-            "DELETE FROM workflow_events WHERE topic = $1",
-            "DELETE FROM projector_offsets WHERE topic = $1",
-            "DELETE FROM quarantined_records WHERE topic = $1",
-        ] {
-            let mut query = sqlx::query(q);
-            if q.contains("$1") {
-                query = query.bind(topic);
-            }
-            query
-                .execute(&mut *tx)
-                .await
-                .map_err(StoreError::classify)?;
-        }
-        tx.commit().await.map_err(StoreError::classify)?;
-        Ok(())
-    }
-
     /// The records of one workflow as the projector saw them, in log order,
     /// each with its offset and whether the fold applied it. (Quarantined
-    /// records are not here: see [`Store::quarantined_of`].)
+    /// records are not here: see [`ProjectionReader::quarantined_of`].)
     pub async fn workflow_events(
         &self,
         topic: &str,
@@ -357,7 +323,7 @@ impl Store {
         user: Option<UserId>,
         since: DateTime<Utc>,
         limit: u32,
-    ) -> Result<Vec<Changed>, StoreError> {
+    ) -> Result<Vec<ChangedSummary>, StoreError> {
         sqlx::query_as(
             "SELECT id, name, status, user_id, jsonb_array_length(tasks) AS task_count,
                     created_at, started_at, finished_at, seq, updated_at
@@ -373,13 +339,41 @@ impl Store {
         .await
         .map_err(StoreError::classify)
     }
+}
 
-    /// How many workflows are in each status (for the active-count gauge).
-    pub async fn count_by_status(&self) -> Result<Vec<(String, i64)>, StoreError> {
-        sqlx::query_as("SELECT status, count(*) FROM workflows GROUP BY status")
-            .fetch_all(self.pool())
+impl Admin {
+    /// Whether this database holds a projection of `topic` (a projector
+    /// has stored offsets for it).
+    pub async fn has_projection(&self, topic: &str) -> Result<bool, StoreError> {
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM projector_offsets WHERE topic = $1)")
+            .bind(topic)
+            .fetch_one(self.pool())
             .await
             .map_err(StoreError::classify)
+    }
+
+    /// Empties every projection of `topic` (rows, audit trail, offsets), so
+    /// that a replay from offset 0 rebuilds them. Never while a projector
+    /// is running against this database.
+    pub async fn reset_projections(&self, topic: &str) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await.map_err(StoreError::classify)?;
+        for q in [
+            "TRUNCATE step_outputs, outputs, workflow_steps, workflows, users",
+            "DELETE FROM workflow_events WHERE topic = $1",
+            "DELETE FROM projector_offsets WHERE topic = $1",
+            "DELETE FROM quarantined_records WHERE topic = $1",
+        ] {
+            let mut query = sqlx::query(q);
+            if q.contains("$1") {
+                query = query.bind(topic);
+            }
+            query
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::classify)?;
+        }
+        tx.commit().await.map_err(StoreError::classify)?;
+        Ok(())
     }
 }
 

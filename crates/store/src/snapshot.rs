@@ -7,7 +7,7 @@ use agentflow_core::WorkflowState;
 use uuid::Uuid;
 
 use crate::rows::load_states;
-use crate::{Store, StoreError};
+use crate::{CheckpointReader, StoreError};
 
 /// One partition's checkpoint: every workflow that can still change, as
 /// folded from the records below `next_offset`.
@@ -18,7 +18,7 @@ pub struct PartitionSnapshot {
     pub states: Vec<WorkflowState>,
 }
 
-impl Store {
+impl CheckpointReader {
     /// Checkpoints of those `partitions` the projector has reached, read in
     /// one snapshot so states and offsets agree. Partitions it has not
     /// started are left out (replay them from the beginning).

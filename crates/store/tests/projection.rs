@@ -82,6 +82,7 @@ fn at(partition: i32, first_offset: i64, recs: &[Record]) -> Vec<Positioned> {
 /// The workflow of `recs` in Postgres is the fold of `recs`.
 async fn assert_projected_as_folded(store: &Store, recs: &[Record]) {
     let st = store
+        .reader()
         .get_workflow(recs[0].workflow_id)
         .await
         .unwrap()
@@ -98,22 +99,31 @@ async fn a_batch_applies_once_however_often_it_is_delivered() {
     let store = fresh_store().await;
     let recs = records(2);
     let batch = at(3, 0, &recs);
-    store.claim_partitions("t", &[3]).await.unwrap();
+    store.writer().claim_partitions("t", &[3]).await.unwrap();
     let mut cache = ProjectionCache::default();
     let first = store
-        .apply_batch("t", &batch[..3], &mut cache)
+        .writer()
+        .project_once("t", &batch[..3], &mut cache)
         .await
         .unwrap();
     assert_eq!((first.applied, first.duplicates), (3, 0));
     // Redelivery after a restart overlaps what was written.
     let second = store
-        .apply_batch("t", &batch, &mut ProjectionCache::default())
+        .writer()
+        .project_once("t", &batch, &mut ProjectionCache::default())
         .await
         .unwrap();
     assert_eq!((second.applied, second.duplicates), (2, 3));
-    let again = store.apply_batch("t", &batch, &mut cache).await.unwrap();
+    let again = store
+        .writer()
+        .project_once("t", &batch, &mut cache)
+        .await
+        .unwrap();
     assert_eq!((again.applied, again.duplicates), (0, 5));
-    assert_eq!(store.claim_partitions("t", &[3]).await.unwrap(), vec![5]);
+    assert_eq!(
+        store.writer().claim_partitions("t", &[3]).await.unwrap(),
+        vec![5]
+    );
 
     assert_projected_as_folded(&store, &recs).await;
 }
@@ -145,11 +155,13 @@ async fn records_the_fold_rejects_are_not_projected() {
         record: zombie,
     });
     let out = store
-        .apply_batch("t", &batch, &mut ProjectionCache::default())
+        .writer()
+        .project_once("t", &batch, &mut ProjectionCache::default())
         .await
         .unwrap();
     assert_eq!((out.applied, out.rejected), (3, 1));
     let st = store
+        .reader()
         .get_workflow(recs[0].workflow_id)
         .await
         .unwrap()
@@ -193,20 +205,30 @@ async fn the_engine_snapshot_is_the_fold_of_the_log_up_to_its_offset() {
     let pending = records(1)[..1].to_vec();
     let elsewhere = records(1)[..2].to_vec();
 
-    store.claim_partitions("t", &[0, 1, 2]).await.unwrap();
+    store
+        .writer()
+        .claim_partitions("t", &[0, 1, 2])
+        .await
+        .unwrap();
     let mut p0 = at(0, 0, &done);
     p0.extend(at(0, done.len() as i64, &running));
     p0.extend(at(0, (done.len() + running.len()) as i64, &pending));
     store
-        .apply_batch("t", &p0, &mut ProjectionCache::default())
+        .writer()
+        .project_once("t", &p0, &mut ProjectionCache::default())
         .await
         .unwrap();
     store
-        .apply_batch("t", &at(1, 0, &elsewhere), &mut ProjectionCache::default())
+        .writer()
+        .project_once("t", &at(1, 0, &elsewhere), &mut ProjectionCache::default())
         .await
         .unwrap();
 
-    let snaps = store.engine_snapshot("t", &[0, 2]).await.unwrap();
+    let snaps = store
+        .checkpoints()
+        .engine_snapshot("t", &[0, 2])
+        .await
+        .unwrap();
     assert_eq!(snaps.len(), 1, "partition 2 was never projected: replay it");
     let snap = &snaps[0];
     assert_eq!((snap.partition, snap.next_offset), (0, p0.len() as i64));
@@ -228,14 +250,26 @@ async fn a_projector_rereads_what_another_wrote_in_its_partition() {
     let batch = at(0, 0, &recs);
     let (mut a, mut b) = (ProjectionCache::default(), ProjectionCache::default());
     // A projects the start and keeps the running workflow in its cache.
-    store.apply_batch("t", &batch[..2], &mut a).await.unwrap();
+    store
+        .writer()
+        .project_once("t", &batch[..2], &mut a)
+        .await
+        .unwrap();
     assert_eq!(a.len(), 1);
     // B (another node, after a rebalance) projects step 1.
-    let out = store.apply_batch("t", &batch[2..3], &mut b).await.unwrap();
+    let out = store
+        .writer()
+        .project_once("t", &batch[2..3], &mut b)
+        .await
+        .unwrap();
     assert_eq!(out.applied, 1);
     // A gets the partition back: its cached state is behind, so it must read
     // B's, or step 2 (seq 4) would not follow its seq 2 and be rejected.
-    let out = store.apply_batch("t", &batch[3..], &mut a).await.unwrap();
+    let out = store
+        .writer()
+        .project_once("t", &batch[3..], &mut a)
+        .await
+        .unwrap();
     assert_eq!((out.applied, out.rejected), (2, 0));
     assert!(a.is_empty(), "a finished workflow leaves the cache");
     assert_projected_as_folded(&store, &recs).await;
@@ -342,13 +376,18 @@ async fn project_and_compare(
             from = c;
         }
     }
-    store.claim_partitions(topic, &[0, 1]).await.unwrap();
+    store
+        .writer()
+        .claim_partitions(topic, &[0, 1])
+        .await
+        .unwrap();
     let mut cache = ProjectionCache::default();
     let mut rewinds = d.rewinds.clone();
     let mut i = 0;
     while i < batches.len() {
         store
-            .apply_batch(topic, batches[i], &mut cache)
+            .writer()
+            .project_once(topic, batches[i], &mut cache)
             .await
             .unwrap();
         match rewinds
@@ -366,12 +405,16 @@ async fn project_and_compare(
         }
     }
     for l in &logs {
-        let projected = store.get_workflow(l[0].workflow_id).await.unwrap();
+        let projected = store.reader().get_workflow(l[0].workflow_id).await.unwrap();
         let want = Some(fold(l));
         prop_assert_eq!(projected, want, "{} records", l.len());
     }
     // The engine's checkpoint is the fold too, for what can still change.
-    let snaps = store.engine_snapshot(topic, &[0, 1]).await.unwrap();
+    let snaps = store
+        .checkpoints()
+        .engine_snapshot(topic, &[0, 1])
+        .await
+        .unwrap();
     // (Other cases' workflows share the partition numbers: only ours.)
     let ours: Vec<WorkflowId> = logs.iter().map(|l| l[0].workflow_id).collect();
     let mut got: Vec<WorkflowState> = snaps
@@ -430,12 +473,14 @@ async fn an_agent_output_with_nul_is_stored_and_read_back_unchanged() {
         recs.push(r);
     }
     let out = store
-        .apply_batch("t", &at(0, 0, &recs), &mut ProjectionCache::default())
+        .writer()
+        .project_once("t", &at(0, 0, &recs), &mut ProjectionCache::default())
         .await
         .unwrap();
     assert_eq!((out.applied, out.rejected), (recs.len(), 0));
     assert_projected_as_folded(&store, &recs).await;
     let st = store
+        .reader()
         .get_workflow(recs[0].workflow_id)
         .await
         .unwrap()
@@ -451,6 +496,7 @@ async fn an_agent_output_with_nul_is_stored_and_read_back_unchanged() {
             .contains('\0')
     );
     let trail = store
+        .reader()
         .workflow_events("t", recs[0].workflow_id)
         .await
         .unwrap();
@@ -478,8 +524,9 @@ async fn a_record_postgres_refuses_is_quarantined_and_the_partitions_move_on() {
     batch.extend(at(0, 3, &good[2..]));
     batch.extend(at(0, 5, &bad[1..2]));
     batch.extend(at(1, 0, &other));
-    store.claim_partitions("t", &[0, 1]).await.unwrap();
+    store.writer().claim_partitions("t", &[0, 1]).await.unwrap();
     let out = store
+        .writer()
         .project("t", &batch, &mut ProjectionCache::default())
         .await
         .unwrap();
@@ -491,23 +538,35 @@ async fn a_record_postgres_refuses_is_quarantined_and_the_partitions_move_on() {
     assert!(!q.reason.is_empty());
     assert_eq!(out.next_offsets, vec![(0, 6), (1, 4)]);
     assert_eq!(
-        store.claim_partitions("t", &[0, 1]).await.unwrap(),
+        store.writer().claim_partitions("t", &[0, 1]).await.unwrap(),
         vec![6, 4]
     );
     assert_projected_as_folded(&store, &good).await;
     assert_projected_as_folded(&store, &other).await;
-    assert_eq!(store.get_workflow(bad[0].workflow_id).await.unwrap(), None);
+    assert_eq!(
+        store
+            .reader()
+            .get_workflow(bad[0].workflow_id)
+            .await
+            .unwrap(),
+        None
+    );
 
     // It is listed, by workflow and for the whole topic, with the record.
-    let of_bad = store.quarantined_of("t", bad[0].workflow_id).await.unwrap();
+    let of_bad = store
+        .reader()
+        .quarantined_of("t", bad[0].workflow_id)
+        .await
+        .unwrap();
     assert_eq!(of_bad.len(), 1);
     let kept = Record::from_bytes(of_bad[0].record.as_deref().unwrap().as_bytes()).unwrap();
     assert_eq!(kept, bad[0], "the record is kept as it was");
-    assert_eq!(store.quarantined("t").await.unwrap(), of_bad);
+    assert_eq!(store.reader().quarantined("t").await.unwrap(), of_bad);
 
     // Later batches go on as usual; the good workflow is untouched by it.
     let more = records(1);
     let out = store
+        .writer()
         .project("t", &at(0, 6, &more), &mut ProjectionCache::default())
         .await
         .unwrap();
@@ -516,7 +575,11 @@ async fn a_record_postgres_refuses_is_quarantined_and_the_partitions_move_on() {
 
     // The engine must not start partition 0 from a checkpoint that skipped
     // the record: it replays from the quarantined offset at the latest.
-    let snaps = store.engine_snapshot("t", &[0, 1]).await.unwrap();
+    let snaps = store
+        .checkpoints()
+        .engine_snapshot("t", &[0, 1])
+        .await
+        .unwrap();
     let p0 = snaps.iter().find(|s| s.partition == 0).unwrap();
     assert!(p0.next_offset <= 2, "{p0:?}");
     let p1 = snaps.iter().find(|s| s.partition == 1).unwrap();
@@ -608,26 +671,36 @@ async fn a_loop_writes_each_output_once_however_many_came_before() {
     const BYTES: usize = 64 * 1024;
     let store = fresh_store().await;
     let recs = loop_records(N, BYTES);
-    store.claim_partitions("t", &[0]).await.unwrap();
+    store.writer().claim_partitions("t", &[0]).await.unwrap();
     let mut cache = ProjectionCache::default();
     let all = at(0, 0, &recs);
-    store.apply_batch("t", &all[..2], &mut cache).await.unwrap();
+    store
+        .writer()
+        .project_once("t", &all[..2], &mut cache)
+        .await
+        .unwrap();
     // One iteration (its output and its `until`) per batch, as a projector
     // keeping up with the loop writes them; the WAL each batch wrote.
     let mut written = vec![];
     for k in 0..N as usize {
         let before = wal_position(&store).await;
         let batch = &all[2 + 2 * k..4 + 2 * k];
-        let out = store.apply_batch("t", batch, &mut cache).await.unwrap();
+        let out = store
+            .writer()
+            .project_once("t", batch, &mut cache)
+            .await
+            .unwrap();
         assert_eq!(out.applied, 2);
         written.push(wal_position(&store).await - before);
     }
     store
-        .apply_batch("t", &all[all.len() - 1..], &mut cache)
+        .writer()
+        .project_once("t", &all[all.len() - 1..], &mut cache)
         .await
         .unwrap();
     assert_projected_as_folded(&store, &recs).await;
     let st = store
+        .reader()
         .get_workflow(recs[0].workflow_id)
         .await
         .unwrap()
@@ -657,6 +730,7 @@ async fn a_loop_writes_each_output_once_however_many_came_before() {
             .unwrap();
     assert!(trail < i64::from(N) * 4096, "the trail holds {trail} B");
     let back: Vec<Record> = store
+        .reader()
         .workflow_events("t", recs[0].workflow_id)
         .await
         .unwrap()
@@ -701,7 +775,7 @@ async fn a_record_that_keeps_failing_with_any_error_is_quarantined_after_bounded
     batch.extend(at(0, 3, &good[2..]));
     batch.extend(at(0, 5, &bad[1..2]));
     batch.extend(at(1, 0, &other));
-    store.claim_partitions("t", &[0, 1]).await.unwrap();
+    store.writer().claim_partitions("t", &[0, 1]).await.unwrap();
     let retry = WriteRetry {
         attempts: 3,
         transient_attempts: 3,
@@ -709,6 +783,7 @@ async fn a_record_that_keeps_failing_with_any_error_is_quarantined_after_bounded
         max_delay: std::time::Duration::from_millis(20),
     };
     let out = store
+        .writer()
         .project_with("t", &batch, &mut ProjectionCache::default(), &retry)
         .await
         .expect("a record that keeps failing does not stop the projection");
@@ -722,11 +797,19 @@ async fn a_record_that_keeps_failing_with_any_error_is_quarantined_after_bounded
     assert_eq!(out.next_offsets, vec![(0, 6), (1, 4)]);
     assert_projected_as_folded(&store, &good).await;
     assert_projected_as_folded(&store, &other).await;
-    assert_eq!(store.get_workflow(bad[0].workflow_id).await.unwrap(), None);
+    assert_eq!(
+        store
+            .reader()
+            .get_workflow(bad[0].workflow_id)
+            .await
+            .unwrap(),
+        None
+    );
 
     // Later records go on as usual.
     let more = records(1);
     let out = store
+        .writer()
         .project_with(
             "t",
             &at(0, 6, &more),
@@ -748,7 +831,7 @@ async fn a_record_that_keeps_failing_with_any_error_is_quarantined_after_bounded
 #[tokio::test]
 async fn postgres_away_is_waited_for_not_quarantined() {
     let store = fresh_store().await;
-    store.claim_partitions("t", &[0]).await.unwrap();
+    store.writer().claim_partitions("t", &[0]).await.unwrap();
     let name: String = sqlx::query_scalar("SELECT current_database()")
         .fetch_one(store.pool())
         .await
@@ -769,6 +852,7 @@ async fn postgres_away_is_waited_for_not_quarantined() {
         max_delay: std::time::Duration::from_millis(20),
     };
     let err = store
+        .writer()
         .project_with(
             "t",
             &at(0, 0, &records(1)),
@@ -787,13 +871,14 @@ async fn a_row_of_the_earlier_layout_is_read_and_rewritten_in_rows_at_its_next_c
     let store = fresh_store().await;
     let recs = loop_records(4, 10_000);
     let id = recs[0].workflow_id;
-    store.claim_partitions("t", &[0]).await.unwrap();
+    store.writer().claim_partitions("t", &[0]).await.unwrap();
     let all = at(0, 0, &recs);
     // Up to the middle of iteration 2, then turned into a row as the
     // previous version wrote it.
     let half = 5;
     store
-        .apply_batch("t", &all[..half], &mut ProjectionCache::default())
+        .writer()
+        .project_once("t", &all[..half], &mut ProjectionCache::default())
         .await
         .unwrap();
     let blob = serde_json::to_string(&fold(&recs[..half])).unwrap();
@@ -814,7 +899,8 @@ async fn a_row_of_the_earlier_layout_is_read_and_rewritten_in_rows_at_its_next_c
     assert_projected_as_folded(&store, &recs[..half]).await;
 
     store
-        .apply_batch("t", &all[half..half + 1], &mut ProjectionCache::default())
+        .writer()
+        .project_once("t", &all[half..half + 1], &mut ProjectionCache::default())
         .await
         .unwrap();
     let (in_rows, blob): (bool, Option<String>) =
@@ -825,7 +911,8 @@ async fn a_row_of_the_earlier_layout_is_read_and_rewritten_in_rows_at_its_next_c
             .unwrap();
     assert!(in_rows && blob.is_none());
     store
-        .apply_batch("t", &all[half + 1..], &mut ProjectionCache::default())
+        .writer()
+        .project_once("t", &all[half + 1..], &mut ProjectionCache::default())
         .await
         .unwrap();
     assert_projected_as_folded(&store, &recs).await;

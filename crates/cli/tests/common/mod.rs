@@ -679,7 +679,7 @@ impl Stack {
             let mut diff = vec![];
             for id in ids {
                 let wid = agentflow_core::WorkflowId::parse(id).unwrap();
-                let projected = store.get_workflow(wid).await.unwrap();
+                let projected = store.reader().get_workflow(wid).await.unwrap();
                 if projected.as_ref() != log.get(id) {
                     diff.push(format!(
                         "{id}: projected {projected:?}\n  log {:?}",

@@ -9,7 +9,7 @@ use std::time::Duration;
 use agentflow_core::{WorkflowId, WorkflowState, WorkflowStatus};
 use tokio::sync::{Notify, watch};
 
-use crate::{Store, WorkflowHead};
+use agentflow_store::{ProjectionReader, WorkflowHead};
 
 /// Shared by the in-process projector (which pushes) and the API (which
 /// waits). When the partition is projected by another process, the waiter
@@ -190,7 +190,7 @@ impl Progress {
     /// Returns `false` if `timeout` ran out first.
     pub async fn wait_past(
         &self,
-        store: &Store,
+        store: &ProjectionReader,
         topic: &str,
         partition: i32,
         offset: i64,
