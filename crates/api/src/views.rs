@@ -4,14 +4,15 @@ use agentflow_core::{StepStatus, WorkflowState, WorkflowStatus};
 use agentflow_store::WorkflowSummary;
 use serde_json::{Value, json};
 
-/// A step's status as shown: `running` is a pending step the engine runs
-/// now (its parents are done, its condition held, the run is not paused).
+/// A step's status as shown: `running` is a step whose agent call the
+/// engine has in flight or starts now, by the engine's own rule
+/// ([`agentflow_core::running_steps`], under the workflow's
+/// `max_concurrency`), or a loop between two iterations.
 pub fn step_status(st: &WorkflowState, i: usize) -> &'static str {
     let s = &st.steps[i];
     let runs_now = st.status == WorkflowStatus::Running
         && s.status == StepStatus::Pending
-        && (s.until_pending
-            || (st.is_ready(i) && (st.definition[i].when.is_none() || s.condition == Some(true))));
+        && (s.until_pending || agentflow_core::running_steps(st, None).contains(&i));
     if runs_now {
         "running"
     } else {
