@@ -244,6 +244,18 @@ pub fn decide<'a>(state: &WorkflowState, ctx: impl Into<Context<'a>>) -> Vec<Act
             duration_ms: 0,
         })];
     }
+    steps_now(state, ctx, deadline)
+}
+
+/// What the run's steps do now, on a run that goes on: the first record
+/// one needs (a condition's result, a wait's beginning or end), else the
+/// calls to start under the cap and the time to decide again.
+fn steps_now(
+    state: &WorkflowState,
+    ctx: Context<'_>,
+    deadline: Option<DateTime<Utc>>,
+) -> Vec<Action> {
+    let now = ctx.now;
     let mut wake = deadline;
     let mut calls = Vec::new();
     let running = running_steps(state, ctx.default_cap);
