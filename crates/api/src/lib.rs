@@ -92,6 +92,10 @@ pub struct AppState {
     pub log_end: Arc<LogEnd>,
     pub ready_checks: Vec<(&'static str, ReadyCheck)>,
     pub metrics: MetricsRender,
+    /// The engine's cap on the calls in flight of a workflow without
+    /// `max_concurrency` (`max_concurrent_steps`): a view shows running only
+    /// the steps the engine runs.
+    pub max_concurrent_steps: usize,
 }
 
 pub struct ApiConfig {

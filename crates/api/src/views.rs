@@ -56,14 +56,15 @@ impl ToSchema for ShownStatus {
     }
 }
 
-/// A step's status as shown: `running` is a pending step the engine runs
-/// now (its parents are done, its condition held, the run is not paused).
-pub fn step_status(st: &WorkflowState, i: usize) -> ShownStatus {
+/// A step's status as shown: `running` is a step whose agent call the
+/// engine has in flight or starts now (`running`: the engine's own rule,
+/// [`agentflow_core::running_steps`], computed once per view), or a loop
+/// between two iterations.
+pub fn step_status(st: &WorkflowState, i: usize, running: &[usize]) -> ShownStatus {
     let s = &st.steps[i];
     let runs_now = st.status == WorkflowStatus::Running
         && s.status == StepStatus::Pending
-        && (s.until_pending
-            || (st.is_ready(i) && (st.definition[i].when.is_none() || s.condition == Some(true))));
+        && (s.until_pending || running.contains(&i));
     if runs_now {
         ShownStatus::Running
     } else {
@@ -228,7 +229,11 @@ pub struct AuditTrail {
 }
 
 impl WorkflowView {
-    pub fn of(st: &WorkflowState) -> Self {
+    /// The view of `st`; `default_cap` is the server's cap on the calls in
+    /// flight of a workflow without `max_concurrency` (`max_concurrent_steps`),
+    /// so that the steps shown running are those the engine runs.
+    pub fn of(st: &WorkflowState, default_cap: usize) -> Self {
+        let running = agentflow_core::running_steps(st, Some(default_cap));
         let error = st.failed_step().map(|i| {
             let s = &st.steps[i];
             FailedStep {
@@ -265,7 +270,9 @@ impl WorkflowView {
             started_at: st.started_at,
             status: st.status,
             task_count: st.steps.len(),
-            tasks: (0..st.steps.len()).map(|i| StepView::of(st, i)).collect(),
+            tasks: (0..st.steps.len())
+                .map(|i| StepView::of(st, i, &running))
+                .collect(),
             timeout_ms: st.timeout_ms,
             user_id: st.user_id.0,
             waiting_for: st.awaited_signals().into_iter().map(String::from).collect(),
@@ -275,7 +282,7 @@ impl WorkflowView {
 }
 
 impl StepView {
-    fn of(st: &WorkflowState, i: usize) -> Self {
+    fn of(st: &WorkflowState, i: usize, running: &[usize]) -> Self {
         let (s, def) = (&st.steps[i], &st.definition[i]);
         // What its (last) call was sent: rendered again from the state,
         // which is exact (see `WorkflowState::call_input`).
@@ -300,7 +307,7 @@ impl StepView {
             output: s.output.clone(),
             signal: def.wait.as_ref().map(|w| w.signal.to_string()),
             skip_reason: s.skip_reason,
-            status: step_status(st, i),
+            status: step_status(st, i, running),
             step: i + 1,
             wait_until: s.wait_until,
         }

@@ -111,6 +111,7 @@ pub async fn run(mut config: Config, args: ServeArgs) -> anyhow::Result<()> {
                 log_end: log_end(&log),
                 ready_checks: ready_checks(&store, &producer, engine.as_ref()),
                 metrics: render,
+                max_concurrent_steps: config.max_concurrent_steps,
             };
             Some(serve_http(listener, state, &config, &args, stop_rx).await?)
         }

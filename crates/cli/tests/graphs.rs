@@ -124,6 +124,89 @@ async fn a_per_workflow_cap_limits_the_calls_in_flight() {
     assert_eq!(w["status"], "completed", "{w}");
 }
 
+/// GET shows `running` exactly the steps whose calls the engine has in
+/// flight under `max_concurrency`, the others `pending`; as calls end the
+/// next ones run.
+#[tokio::test]
+async fn under_a_cap_get_shows_running_only_the_calls_in_flight() {
+    let s = Stack::start().await;
+    let t = s.token(3);
+    let branches: Vec<Value> = (0..4)
+        .map(|i| json!({"id": format!("b{i}"), "agent": "worker", "input": {"_mock": {"hold": format!("g{i}")}}}))
+        .collect();
+    let id = s
+        .create(
+            &t,
+            json!({"name": "capped", "max_concurrency": 2, "steps": branches}),
+        )
+        .await;
+    assert_eq!(s.execute(&t, &id).await.0, 202);
+    let in_flight = || -> Vec<usize> {
+        (0..4)
+            .filter(|i| s.agent.in_flight.keys().contains(&format!("{id}:b{i}:1")))
+            .collect()
+    };
+    let statuses = |w: &Value| -> Vec<String> {
+        (0..4)
+            .map(|i| {
+                step(w, &format!("b{i}"))["status"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned()
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while in_flight().len() < 2 {
+        assert!(Instant::now() < deadline, "the calls did not start");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The first two in definition order (all four became ready together).
+    assert_eq!(in_flight(), vec![0, 1]);
+    let w = wait_until(&s, &t, &id, "b0 and b1 running", |w| {
+        statuses(w) == ["running", "running", "pending", "pending"]
+    })
+    .await;
+    assert_eq!(w["status"], "running");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        in_flight(),
+        vec![0, 1],
+        "no more than max_concurrency at once"
+    );
+    assert_eq!(
+        statuses(&s.get(&t, &id).await),
+        ["running", "running", "pending", "pending"]
+    );
+
+    // b0 ends: b2 takes its place, b1 keeps running.
+    s.agent.gates.release("g0");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while in_flight() != vec![1, 2] {
+        assert!(
+            Instant::now() < deadline,
+            "b2 did not start: {:?}",
+            in_flight()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    wait_until(&s, &t, &id, "b1 and b2 running", |w| {
+        statuses(w) == ["completed", "running", "running", "pending"]
+    })
+    .await;
+
+    for g in ["g1", "g2", "g3"] {
+        s.agent.gates.release(g);
+    }
+    let w = s.wait_done(&t, &id, Duration::from_secs(30)).await;
+    assert_eq!(w["status"], "completed", "{w}");
+    for i in 0..4 {
+        assert_eq!(s.agent.calls.get(&format!("{id}:b{i}:1")), 1, "b{i}");
+    }
+    s.assert_projection_is_the_fold(std::slice::from_ref(&id))
+        .await;
+}
+
 #[tokio::test]
 async fn a_condition_takes_one_branch_and_the_join_runs_after_it() {
     let s = Stack::start().await;

@@ -7,8 +7,12 @@
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use uuid::Uuid;
+
+use crate::definition::StepId;
+use crate::ids::{UserId, WorkflowId};
 use crate::record::{Event, Record};
-use crate::state::{WorkflowState, WorkflowStatus};
+use crate::state::{StepStatus, WorkflowState, WorkflowStatus};
 
 /// A user's request about an existing workflow.
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +41,71 @@ pub enum CommandRejected {
     },
     #[error("no step of this workflow waits for signal `{signal}`; {now}")]
     NothingWaits { signal: String, now: String },
+    #[error("workflow is {0}; only a pending or failed workflow can be executed")]
+    NotStartable(&'static str),
+}
+
+/// What starting a workflow needs of it: its head (all a pending one has to
+/// show; a failed one is read whole for [`resumed_steps`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    pub workflow_id: WorkflowId,
+    pub user_id: UserId,
+    pub status: WorkflowStatus,
+    pub seq: u64,
+    pub last_event_id: Uuid,
+}
+
+impl Head {
+    pub fn of(st: &WorkflowState) -> Head {
+        Head {
+            workflow_id: st.workflow_id,
+            user_id: st.user_id,
+            status: st.status,
+            seq: st.seq,
+            last_event_id: st.last_event_id,
+        }
+    }
+}
+
+/// The `workflow.started` record that starts a pending workflow or resumes
+/// a failed one, chained after its head; it takes the next seq, so of two
+/// starts racing the log keeps one.
+pub fn start(head: Head, now: DateTime<Utc>) -> Result<Record, CommandRejected> {
+    if !head.status.can_start() {
+        return Err(CommandRejected::NotStartable(head.status.as_str()));
+    }
+    Ok(Record::new(
+        head.workflow_id,
+        head.user_id,
+        head.seq + 1,
+        now,
+        Event::Started,
+    )
+    .after(head.last_event_id))
+}
+
+/// The steps a start runs again: the failed ones (none for a pending
+/// workflow).
+pub fn resumed_steps(st: &WorkflowState) -> Vec<&StepId> {
+    st.steps
+        .iter()
+        .filter(|s| s.status == StepStatus::Failed)
+        .map(|s| &s.id)
+        .collect()
+}
+
+/// The steps signal `name` goes to: the wait steps for it that have begun
+/// (waiting, or done with an earlier one).
+pub fn receivers<'a>(st: &'a WorkflowState, name: &str) -> Vec<&'a StepId> {
+    st.steps
+        .iter()
+        .zip(&st.definition)
+        .filter(|(s, def)| {
+            s.status != StepStatus::Pending && def.wait.as_ref().is_some_and(|w| w.signal == name)
+        })
+        .map(|(s, _)| &s.id)
+        .collect()
 }
 
 /// The record `command` makes on `st` at `now`, if any.

@@ -1,11 +1,15 @@
 //! `decide`: given a workflow's state, everything that can happen now. Pure:
-//! the caller passes the clock. The engine's actor does the actions (calls
-//! agents, appends records, arms a timer); tests assert on them.
+//! the caller passes the clock, the agent calls it has in flight and the
+//! server's cap on them ([`Context`]). The engine's actor does the actions
+//! (calls agents, appends records, arms a timer) and decides nothing of its
+//! own; tests assert on them.
 //!
 //! Records that need no I/O come first (a condition's result, a wait's
 //! beginning or end, the workflow's end): the actor appends them one by one,
-//! deciding again after each. Agent calls come once there are none, several
-//! at a time for steps whose parents are all done.
+//! deciding again after each ([`chain`]). Agent calls come once there are
+//! none, several at a time for steps whose parents are all done, never more
+//! in flight than the cap: which steps those are is [`running_steps`], the
+//! same rule the API's view shows as `running`.
 
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
@@ -14,8 +18,8 @@ use crate::definition::StepId;
 use crate::definition::StepKind;
 use crate::expr;
 use crate::ids::AgentName;
-use crate::record::{ConditionKind, Event, StepError, StepErrorKind, WaitEnd};
-use crate::state::{StepStatus, WorkflowState};
+use crate::record::{ConditionKind, Event, Record, StepError, StepErrorKind, WaitEnd};
+use crate::state::{Rejected, SkipReason, StepStatus, WorkflowState, WorkflowStatus, apply};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
@@ -52,9 +56,155 @@ fn append(event: Event) -> Action {
     }
 }
 
-/// What can happen now (empty: nothing until a record arrives).
-pub fn decide(state: &WorkflowState, now: DateTime<Utc>) -> Vec<Action> {
+/// What `decide` needs besides the state.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    pub now: DateTime<Utc>,
+    /// The steps whose agent calls are in flight.
+    pub in_flight: &'a [StepId],
+    /// The server's cap on a run's calls in flight, for a workflow that
+    /// sets no `max_concurrency` (`None`: no cap).
+    pub default_cap: Option<usize>,
+}
+
+impl From<DateTime<Utc>> for Context<'static> {
+    /// No call in flight and no server cap.
+    fn from(now: DateTime<Utc>) -> Self {
+        Context {
+            now,
+            in_flight: &[],
+            default_cap: None,
+        }
+    }
+}
+
+/// How many agent calls of `state` may be in flight at once: its
+/// `max_concurrency`, else the server's `default_cap`.
+pub fn cap(state: &WorkflowState, default_cap: Option<usize>) -> usize {
+    state
+        .max_concurrency
+        .map(|n| n as usize)
+        .or(default_cap)
+        .unwrap_or(usize::MAX)
+        .max(1)
+}
+
+/// The steps whose agent calls run now: in flight, or started by the next
+/// `decide`. Of the agent steps that can be called (ready, their `when`
+/// found true), the first `cap` in the order they became ready, then in
+/// definition order ([`ready_at`]). A call's step stays among them until
+/// its result is in, since steps that become ready later come after it:
+/// so the engine, which starts exactly these, and the API's view, which
+/// cannot see the engine and shows these as `running`, agree. None while
+/// the run is paused (no call starts; those in flight finish) or not
+/// running.
+pub fn running_steps(state: &WorkflowState, default_cap: Option<usize>) -> Vec<usize> {
+    if state.status != WorkflowStatus::Running || state.paused {
+        return vec![];
+    }
+    let mut callable: Vec<(Option<DateTime<Utc>>, usize)> = (0..state.steps.len())
+        .filter(|&i| {
+            let (s, def) = (&state.steps[i], &state.definition[i]);
+            state.is_ready(i)
+                && matches!(def.kind(), StepKind::Agent(_))
+                && (def.when.is_none() || s.condition == Some(true))
+        })
+        .map(|i| (ready_at(state, i), i))
+        .collect();
+    callable.sort();
+    callable.truncate(cap(state, default_cap));
+    callable.into_iter().map(|(_, i)| i).collect()
+}
+
+/// When ready step `i` became ready: the latest of its run's start, its
+/// parents' ends (a parent skipped as unreachable ends with its own
+/// parents) and, for a loop, its last iteration's end.
+pub fn ready_at(state: &WorkflowState, i: usize) -> Option<DateTime<Utc>> {
+    let own = state.steps[i]
+        .finished_at
+        .filter(|_| state.steps[i].iteration > 0);
+    state
+        .parents(i)
+        .map(|p| resolved_at(state, p, 0))
+        .chain([state.started_at, own])
+        .max()
+        .flatten()
+}
+
+/// When resolved step `i` was resolved (`depth` bounds the walk through
+/// unreachable steps, which keep no time of their own).
+fn resolved_at(state: &WorkflowState, i: usize, depth: usize) -> Option<DateTime<Utc>> {
+    let s = &state.steps[i];
+    if s.finished_at.is_some() || depth > state.steps.len() {
+        return s.finished_at;
+    }
+    if s.skip_reason != Some(SkipReason::Unreachable) {
+        return None;
+    }
+    state
+        .parents(i)
+        .map(|p| resolved_at(state, p, depth + 1))
+        .max()
+        .flatten()
+}
+
+/// Whether the result of `step`'s call for `iteration` still fits `state`
+/// (the run was not cancelled meanwhile, no other writer took the step):
+/// if not, the engine drops it.
+pub fn takes_result(state: &WorkflowState, step: &StepId, iteration: u32) -> bool {
+    state.status.is_active()
+        && state
+            .index(step)
+            .is_some_and(|i| state.is_ready(i) && state.steps[i].iteration + 1 == iteration)
+}
+
+/// The record of `event` decided on `state` and those that follow from it
+/// without an agent call, at most `max` in all, each applied in turn and
+/// carrying `metadata` besides its own: the state after them, and the
+/// records to append in one go.
+pub fn chain(
+    state: WorkflowState,
+    event: Event,
+    own_metadata: Map<String, Value>,
+    metadata: &Map<String, Value>,
+    ctx: Context<'_>,
+    max: usize,
+) -> Result<(WorkflowState, Vec<Record>), Rejected> {
+    let mut next = Some(state);
+    let mut records = Vec::with_capacity(2);
+    let (mut event, mut own) = (event, own_metadata);
+    loop {
+        let st = next.as_ref().expect("apply keeps a state");
+        let mut record = Record::new(st.workflow_id, st.user_id, st.seq + 1, ctx.now, event)
+            .after(st.last_event_id);
+        record.metadata = own;
+        record
+            .metadata
+            .extend(metadata.iter().map(|(k, v)| (k.clone(), v.clone())));
+        apply(&mut next, &record)?;
+        records.push(record);
+        let st = next.as_ref().expect("apply keeps a state");
+        match decide(st, ctx).into_iter().next() {
+            Some(Action::Append { event: e, metadata }) if records.len() < max => {
+                (event, own) = (e, metadata);
+            }
+            _ => break,
+        }
+    }
+    Ok((next.expect("apply keeps a state"), records))
+}
+
+/// What can happen now (empty: nothing until a record arrives or a call
+/// ends). The run ends (cancelled, failed) only once no call is in flight,
+/// so that their results are kept.
+pub fn decide<'a>(state: &WorkflowState, ctx: impl Into<Context<'a>>) -> Vec<Action> {
+    let ctx = ctx.into();
+    let now = ctx.now;
     if !state.status.is_active() {
+        return vec![];
+    }
+    let ending = state.cancel_requested || state.failed_step().is_some();
+    if ending && !ctx.in_flight.is_empty() {
         return vec![];
     }
     if state.cancel_requested {
@@ -94,8 +244,24 @@ pub fn decide(state: &WorkflowState, now: DateTime<Utc>) -> Vec<Action> {
             duration_ms: 0,
         })];
     }
+    steps_now(state, ctx, deadline)
+}
+
+/// What the run's steps do now, on a run that goes on: the first record
+/// one needs (a condition's result, a wait's beginning or end), else the
+/// calls to start under the cap and the time to decide again.
+fn steps_now(
+    state: &WorkflowState,
+    ctx: Context<'_>,
+    deadline: Option<DateTime<Utc>>,
+) -> Vec<Action> {
+    let now = ctx.now;
     let mut wake = deadline;
     let mut calls = Vec::new();
+    let running = running_steps(state, ctx.default_cap);
+    // A call in flight for a step no longer among the running ones (one
+    // that became ready earlier by a clock that went back) still counts.
+    let mut free = cap(state, ctx.default_cap).saturating_sub(ctx.in_flight.len());
     for (i, s) in state.steps.iter().enumerate() {
         let def = &state.definition[i];
         match s.status {
@@ -135,20 +301,25 @@ pub fn decide(state: &WorkflowState, now: DateTime<Utc>) -> Vec<Action> {
                     continue;
                 }
                 match def.kind() {
-                    StepKind::Agent(agent) => calls.push(Action::CallAgent {
-                        step: s.id.clone(),
-                        iteration: s.iteration + 1,
-                        agent: agent.clone(),
-                        input: state.render_input(i),
-                        idempotency_key: format!(
-                            "{}:{}:{}",
-                            state.workflow_id,
-                            s.id,
-                            s.iteration + 1
-                        ),
-                        attempt_timeout_ms: def.timeout_ms,
-                        deadline,
-                    }),
+                    StepKind::Agent(_)
+                        if !running.contains(&i) || ctx.in_flight.contains(&s.id) || free == 0 => {}
+                    StepKind::Agent(agent) => {
+                        free -= 1;
+                        calls.push(Action::CallAgent {
+                            step: s.id.clone(),
+                            iteration: s.iteration + 1,
+                            agent: agent.clone(),
+                            input: state.render_input(i),
+                            idempotency_key: format!(
+                                "{}:{}:{}",
+                                state.workflow_id,
+                                s.id,
+                                s.iteration + 1
+                            ),
+                            attempt_timeout_ms: def.timeout_ms,
+                            deadline,
+                        })
+                    }
                     StepKind::Wait(w) => {
                         return vec![append(Event::StepWaiting {
                             step: s.id.clone(),

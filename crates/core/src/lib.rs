@@ -22,7 +22,9 @@ pub mod template;
 
 pub use audit::{AuditEntry, audit};
 pub use command::{Command, CommandRejected, command};
-pub use decide::{Action, decide, timed_out};
+pub use decide::{
+    Action, Context, chain, decide, ready_at, running_steps, takes_result, timed_out,
+};
 pub use definition::{
     DefinitionError, OnExhausted, Repeat, StepDef, StepId, StepKind, TaskDef, WaitDef,
     WorkflowDefinition,

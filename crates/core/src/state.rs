@@ -607,135 +607,175 @@ impl WorkflowState {
         self.finished_at = None;
     }
 
+    /// An agent call's answer: a step completes, or a loop's iteration ends
+    /// with its `until` due.
+    fn agent_executed(&mut self, record: &Record) -> Result<(), Rejected> {
+        let Event::AgentExecuted {
+            step,
+            iteration,
+            agent,
+            output,
+            attempts,
+            duration_ms,
+        } = &record.event
+        else {
+            unreachable!("called for agent.executed")
+        };
+        let i = self.ready_step(step)?;
+        if self.definition[i].agent.as_ref() != Some(agent) {
+            return Err(wrong(step, "another agent runs it"));
+        }
+        if *iteration != self.steps[i].iteration + 1 {
+            return Err(wrong(step, "not its next iteration"));
+        }
+        let looped = self.definition[i].repeat.is_some();
+        let s = &mut self.steps[i];
+        s.iteration = *iteration;
+        s.attempts = *attempts;
+        s.duration_ms = *duration_ms;
+        s.output = Some(output.clone());
+        if looped {
+            s.iterations.push(output.clone());
+            s.until_pending = true;
+            s.finished_at = Some(record.timestamp);
+        } else {
+            self.finish(i, StepStatus::Completed, record);
+        }
+        Ok(())
+    }
+
+    /// A step fails: its call failed, its wait timed out, or the run's
+    /// deadline passed while it was due (its `when` or `until` not yet
+    /// evaluated).
+    fn step_failed(&mut self, record: &Record) -> Result<(), Rejected> {
+        let Event::StepFailed {
+            step,
+            iteration,
+            error,
+            attempts,
+            duration_ms,
+            ..
+        } = &record.event
+        else {
+            unreachable!("called for step.failed")
+        };
+        let i = self
+            .index(step)
+            .ok_or_else(|| wrong(step, "no such step"))?;
+        let s = &self.steps[i];
+        let due = s.status == StepStatus::Waiting
+            || (s.status == StepStatus::Pending
+                && (s.until_pending || self.parents_done(i) == Some(true)));
+        if !due {
+            return Err(wrong(step, "it cannot start yet"));
+        }
+        if *iteration != self.steps[i].iteration + 1 {
+            return Err(wrong(step, "not its next iteration"));
+        }
+        self.steps[i].attempts = *attempts;
+        self.steps[i].duration_ms = *duration_ms;
+        // A loop whose `until` was due when the deadline passed
+        // still has it due: a resume evaluates it first.
+        let until_due = self.steps[i].until_pending;
+        self.fail(i, error.clone(), record);
+        self.steps[i].until_pending = until_due;
+        Ok(())
+    }
+
+    /// A step's `when`: it may run, is skipped, or fails on an error.
+    fn when_evaluated(&mut self, record: &Record) -> Result<(), Rejected> {
+        let Event::ConditionEvaluated {
+            step,
+            result,
+            error,
+            expression,
+            ..
+        } = &record.event
+        else {
+            unreachable!("called for condition.evaluated")
+        };
+        let i = self.step_in(step, StepStatus::Pending)?;
+        if self.definition[i].when.is_none()
+            || self.steps[i].condition.is_some()
+            || !self.is_ready(i)
+        {
+            return Err(wrong(step, "its `when` is not due"));
+        }
+        match error {
+            Some(e) => self.fail(i, condition_error(expression, e), record),
+            None if *result => self.steps[i].condition = Some(true),
+            None => {
+                self.steps[i].condition = Some(false);
+                self.steps[i].skip_reason = Some(SkipReason::Condition);
+                self.finish(i, StepStatus::Skipped, record);
+            }
+        }
+        Ok(())
+    }
+
+    /// A loop's `until` after an iteration: it completes, runs again, or
+    /// fails (an error, or its iterations exhausted).
+    fn until_evaluated(&mut self, record: &Record) -> Result<(), Rejected> {
+        let Event::ConditionEvaluated {
+            step,
+            iteration,
+            result,
+            error,
+            expression,
+            ..
+        } = &record.event
+        else {
+            unreachable!("called for condition.evaluated")
+        };
+        let i = self.step_in(step, StepStatus::Pending)?;
+        let Some(repeat) = self.definition[i].repeat.clone() else {
+            return Err(wrong(step, "it does not repeat"));
+        };
+        let s = &self.steps[i];
+        if !s.until_pending || *iteration != s.iteration {
+            return Err(wrong(step, "its `until` is not due"));
+        }
+        let exhausted = s.iteration - s.loop_base >= repeat.max_iterations;
+        self.steps[i].until_pending = false;
+        match error {
+            Some(e) => self.fail(i, condition_error(expression, e), record),
+            None if *result => self.finish(i, StepStatus::Completed, record),
+            None if exhausted && repeat.on_exhausted == OnExhausted::Continue => {
+                self.finish(i, StepStatus::Completed, record);
+            }
+            None if exhausted => {
+                let error = StepError {
+                    kind: StepErrorKind::MaxIterations,
+                    message: format!(
+                        "`{}` did not hold after {} iterations",
+                        repeat.until, repeat.max_iterations
+                    ),
+                    http_status: None,
+                };
+                self.fail(i, error, record);
+            }
+            // Another iteration.
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// Applies a record that takes a place in the chain (see
+    /// [`Event::is_chained`]), by its event.
     fn apply_chained(&mut self, record: &Record) -> Result<(), Rejected> {
         let active = self.status.is_active();
         match &record.event {
             Event::Started if self.status.can_start() => self.restart(record),
-            Event::AgentExecuted {
-                step,
-                iteration,
-                agent,
-                output,
-                attempts,
-                duration_ms,
-            } if active => {
-                let i = self.ready_step(step)?;
-                if self.definition[i].agent.as_ref() != Some(agent) {
-                    return Err(wrong(step, "another agent runs it"));
-                }
-                if *iteration != self.steps[i].iteration + 1 {
-                    return Err(wrong(step, "not its next iteration"));
-                }
-                let looped = self.definition[i].repeat.is_some();
-                let s = &mut self.steps[i];
-                s.iteration = *iteration;
-                s.attempts = *attempts;
-                s.duration_ms = *duration_ms;
-                s.output = Some(output.clone());
-                if looped {
-                    s.iterations.push(output.clone());
-                    s.until_pending = true;
-                    s.finished_at = Some(record.timestamp);
-                } else {
-                    self.finish(i, StepStatus::Completed, record);
-                }
-            }
-            Event::StepFailed {
-                step,
-                iteration,
-                error,
-                attempts,
-                duration_ms,
-                ..
-            } if active => {
-                let i = self
-                    .index(step)
-                    .ok_or_else(|| wrong(step, "no such step"))?;
-                // Its call failed, its wait timed out, or the run's deadline
-                // passed while it was due (its `when` or `until` not yet
-                // evaluated).
-                let s = &self.steps[i];
-                let due = s.status == StepStatus::Waiting
-                    || (s.status == StepStatus::Pending
-                        && (s.until_pending || self.parents_done(i) == Some(true)));
-                if !due {
-                    return Err(wrong(step, "it cannot start yet"));
-                }
-                if *iteration != self.steps[i].iteration + 1 {
-                    return Err(wrong(step, "not its next iteration"));
-                }
-                self.steps[i].attempts = *attempts;
-                self.steps[i].duration_ms = *duration_ms;
-                // A loop whose `until` was due when the deadline passed
-                // still has it due: a resume evaluates it first.
-                let until_due = self.steps[i].until_pending;
-                self.fail(i, error.clone(), record);
-                self.steps[i].until_pending = until_due;
-            }
+            Event::AgentExecuted { .. } if active => self.agent_executed(record)?,
+            Event::StepFailed { .. } if active => self.step_failed(record)?,
             Event::ConditionEvaluated {
-                step,
                 condition: ConditionKind::When,
-                result,
-                error,
-                expression,
                 ..
-            } if active => {
-                let i = self.step_in(step, StepStatus::Pending)?;
-                if self.definition[i].when.is_none()
-                    || self.steps[i].condition.is_some()
-                    || !self.is_ready(i)
-                {
-                    return Err(wrong(step, "its `when` is not due"));
-                }
-                match error {
-                    Some(e) => self.fail(i, condition_error(expression, e), record),
-                    None if *result => self.steps[i].condition = Some(true),
-                    None => {
-                        self.steps[i].condition = Some(false);
-                        self.steps[i].skip_reason = Some(SkipReason::Condition);
-                        self.finish(i, StepStatus::Skipped, record);
-                    }
-                }
-            }
+            } if active => self.when_evaluated(record)?,
             Event::ConditionEvaluated {
-                step,
                 condition: ConditionKind::Until,
-                iteration,
-                result,
-                error,
-                expression,
-            } if active => {
-                let i = self.step_in(step, StepStatus::Pending)?;
-                let Some(repeat) = self.definition[i].repeat.clone() else {
-                    return Err(wrong(step, "it does not repeat"));
-                };
-                let s = &self.steps[i];
-                if !s.until_pending || *iteration != s.iteration {
-                    return Err(wrong(step, "its `until` is not due"));
-                }
-                let exhausted = s.iteration - s.loop_base >= repeat.max_iterations;
-                self.steps[i].until_pending = false;
-                match error {
-                    Some(e) => self.fail(i, condition_error(expression, e), record),
-                    None if *result => self.finish(i, StepStatus::Completed, record),
-                    None if exhausted && repeat.on_exhausted == OnExhausted::Continue => {
-                        self.finish(i, StepStatus::Completed, record);
-                    }
-                    None if exhausted => {
-                        let error = StepError {
-                            kind: StepErrorKind::MaxIterations,
-                            message: format!(
-                                "`{}` did not hold after {} iterations",
-                                repeat.until, repeat.max_iterations
-                            ),
-                            http_status: None,
-                        };
-                        self.fail(i, error, record);
-                    }
-                    // Another iteration.
-                    None => {}
-                }
-            }
+                ..
+            } if active => self.until_evaluated(record)?,
             Event::StepWaiting { step, until, .. } if active => {
                 let i = self.ready_step(step)?;
                 if matches!(self.definition[i].kind(), StepKind::Agent(_)) {

@@ -1084,3 +1084,90 @@ fn a_resume_evaluates_the_until_that_was_due_when_the_run_failed() {
     );
     assert_eq!(called(&actions), ["side"]);
 }
+
+// ---------- the cap on calls in flight ----------
+
+fn running(g: &Given, default_cap: Option<usize>) -> Vec<String> {
+    let st = g.fold();
+    running_steps(&st, default_cap)
+        .into_iter()
+        .map(|i| st.steps[i].id.to_string())
+        .collect()
+}
+
+fn decide_with(g: &Given, in_flight: &[&str], default_cap: Option<usize>) -> Vec<Action> {
+    let in_flight: Vec<StepId> = in_flight.iter().map(|s| id(s)).collect();
+    let ctx = Context {
+        now: t(100),
+        in_flight: &in_flight,
+        default_cap,
+    };
+    decide(&g.fold(), ctx)
+}
+
+#[test]
+fn under_max_concurrency_the_steps_ready_first_run_and_a_freed_place_goes_to_the_next() {
+    // Given two roots under a cap of 2, and two steps after the first root
+    // that come before the second root in the definition.
+    let mut g = Given::created(json!({"max_concurrency": 2, "steps": [
+        {"id": "root", "agent": "a"},
+        {"id": "x1", "agent": "a", "after": ["root"]},
+        {"id": "x2", "agent": "a", "after": ["root"]},
+        {"id": "late", "agent": "b"}
+    ]}));
+    g.push(Event::Started);
+    // Both roots run; with one in flight only the other starts.
+    assert_eq!(running(&g, None), ["root", "late"]);
+    assert_eq!(called(&decide_with(&g, &[], None)), ["root", "late"]);
+    assert_eq!(called(&decide_with(&g, &["root"], None)), ["late"]);
+    assert!(called(&decide_with(&g, &["root", "late"], None)).is_empty());
+    // When root ends, `late` (in flight, ready since the start) keeps its
+    // place; the freed one goes to x1, the first of the steps ready now.
+    g.push(executed("root", "a", json!(1)));
+    assert_eq!(running(&g, None), ["late", "x1"]);
+    assert_eq!(called(&decide_with(&g, &["late"], None)), ["x1"]);
+    assert_eq!(g.status("x2"), StepStatus::Pending);
+    g.push(executed("late", "b", json!(2)));
+    assert_eq!(running(&g, None), ["x1", "x2"]);
+    assert_eq!(called(&decide_with(&g, &["x1"], None)), ["x2"]);
+}
+
+#[test]
+fn the_server_cap_holds_when_the_workflow_sets_none() {
+    let mut g = Given::created(json!({"steps": [
+        {"id": "a", "agent": "a"}, {"id": "b", "agent": "a"}, {"id": "c", "agent": "a"}
+    ]}));
+    g.push(Event::Started);
+    assert_eq!(running(&g, None), ["a", "b", "c"]);
+    assert_eq!(running(&g, Some(1)), ["a"]);
+    assert_eq!(called(&decide_with(&g, &[], Some(1))), ["a"]);
+    assert!(called(&decide_with(&g, &["a"], Some(1))).is_empty());
+}
+
+#[test]
+fn a_paused_run_runs_nothing_new_and_the_end_waits_for_the_calls_in_flight() {
+    let mut g = Given::created(json!({"max_concurrency": 1, "steps": [
+        {"id": "a", "agent": "a"}, {"id": "b", "agent": "a"}
+    ]}));
+    g.push(Event::Started);
+    g.push(Event::Paused);
+    assert!(running(&g, None).is_empty());
+    assert!(called(&decide_with(&g, &[], None)).is_empty());
+    g.push(Event::Resumed);
+    assert_eq!(running(&g, None), ["a"]);
+    // A cancel asked while `a`'s call runs ends the run only after it.
+    g.push(Event::CancelRequested);
+    assert!(decide_with(&g, &["a"], None).is_empty());
+    assert!(matches!(
+        &decide_with(&g, &[], None)[..],
+        [Action::Append {
+            event: Event::Cancelled,
+            ..
+        }]
+    ));
+    // Its result no longer fits once the run is cancelled.
+    let st = g.fold();
+    assert!(takes_result(&st, &id("a"), 1));
+    g.push(Event::Cancelled);
+    assert!(!takes_result(&g.fold(), &id("a"), 1));
+}

@@ -25,8 +25,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use agentflow_core::{
-    Action, AgentName, Event, Record, StepError, StepErrorKind, StepId, WorkflowState, apply,
-    decide, timed_out,
+    Action, AgentName, Context, Event, Record, StepError, StepErrorKind, StepId, WorkflowState,
+    apply, chain, decide, takes_result, timed_out,
 };
 use agentflow_log::LogError;
 use chrono::Utc;
@@ -90,6 +90,18 @@ pub struct WorkflowActorState {
     /// past that seq, then stops, and the supervisor starts the workflow
     /// again from its fold of the log.
     rebuild_at: Option<u64>,
+}
+
+impl WorkflowActorState {
+    /// What `decide` is told besides the state: now, the calls in flight,
+    /// the server's cap.
+    fn context<'a>(&self, in_flight: &'a [StepId]) -> Context<'a> {
+        Context {
+            now: Utc::now(),
+            in_flight,
+            default_cap: Some(self.worker.max_concurrency),
+        }
+    }
 }
 
 impl Actor for WorkflowActor {
@@ -193,7 +205,7 @@ impl WorkflowActor {
             return;
         }
         let idle = state.st.as_ref().is_none_or(|st| {
-            decide(st, Utc::now())
+            decide(st, state.context(&[]))
                 .iter()
                 .all(|a| matches!(a, Action::WakeAt(_)))
         });
@@ -218,15 +230,9 @@ impl WorkflowActor {
             // The calls in flight make no more attempts.
             state.give_up.store(true, Ordering::Relaxed);
         }
-        let actions = decide(st, Utc::now());
+        let in_flight: Vec<StepId> = state.in_flight.keys().cloned().collect();
+        let actions = decide(st, state.context(&in_flight));
         if let Some(Action::Append { event, metadata }) = actions.first() {
-            // The workflow ends (cancelled, failed) once the calls in flight
-            // have ended and their results are kept.
-            if matches!(event, Event::Cancelled | Event::Failed { .. })
-                && !state.in_flight.is_empty()
-            {
-                return Ok(());
-            }
             let (event, metadata) = (event.clone(), metadata.clone());
             return self.append(myself, state, event, metadata).await;
         }
@@ -244,14 +250,9 @@ impl WorkflowActor {
             // this actor) arrives as a `Record`, and drives again.
             return Ok(());
         }
-        let cap = st
-            .max_concurrency
-            .map_or(state.worker.max_concurrency, |n| n as usize);
         let mut wake = None;
         for action in actions {
             match action {
-                Action::CallAgent { ref step, .. } if state.in_flight.contains_key(step) => {}
-                Action::CallAgent { .. } if state.in_flight.len() >= cap => {}
                 Action::CallAgent {
                     step,
                     iteration,
@@ -261,20 +262,22 @@ impl WorkflowActor {
                     attempt_timeout_ms,
                     deadline,
                 } => {
-                    let task = call(
-                        myself.clone(),
-                        state.worker.clone(),
-                        state.give_up.clone(),
-                        st.clone_for_call(),
-                        step.clone(),
+                    let task = Call {
+                        actor: myself.clone(),
+                        worker: state.worker.clone(),
+                        give_up: state.give_up.clone(),
+                        ctx: CallContext::of(st),
+                        step: step.clone(),
                         iteration,
                         agent,
                         input,
                         idempotency_key,
                         attempt_timeout_ms,
                         deadline,
-                    );
-                    state.in_flight.insert(step, InFlight(tokio::spawn(task)));
+                    };
+                    state
+                        .in_flight
+                        .insert(step, InFlight(tokio::spawn(task.run())));
                 }
                 Action::WakeAt(t) => wake = Some(t),
                 Action::Append { .. } => {}
@@ -316,7 +319,6 @@ impl WorkflowActor {
             agent,
             outcome,
         } = done;
-        let iteration_done = iteration;
         let Some(outcome) = outcome else {
             // Gave up (cancelled): no result; the end follows.
             myself.send_message(WorkflowMsg::Drive)?;
@@ -348,13 +350,10 @@ impl WorkflowActor {
                 }
             }
         };
-        // The result may no longer fit (the workflow was cancelled, or
-        // another writer took the step): then it is dropped.
         let fits = state.st.as_ref().is_some_and(|st| {
-            let step = event.step().and_then(|id| st.index(id));
-            st.status.is_active()
-                && step
-                    .is_some_and(|i| st.is_ready(i) && st.steps[i].iteration + 1 == iteration_done)
+            event
+                .step()
+                .is_some_and(|step| takes_result(st, step, iteration))
         });
         if !fits {
             tracing::debug!("a call's result no longer fits the workflow; dropped");
@@ -379,7 +378,17 @@ impl WorkflowActor {
         // them (a message over the broker's limit, a permission): no copy of
         // the state is needed for it.
         let refusal = Refusal::on(&base, &event);
-        let (next, records) = chain_records(&w, base, event, metadata)?;
+        let in_flight: Vec<StepId> = state.in_flight.keys().cloned().collect();
+        let node_id = serde_json::Map::from_iter([("node_id".into(), w.node_id.clone().into())]);
+        let (next, records) = chain(
+            base,
+            event,
+            metadata,
+            &node_id,
+            state.context(&in_flight),
+            MAX_CHAINED,
+        )
+        .map_err(|e| format!("own record rejected: {e}"))?;
         crate::liveness::hold_while_suspect().await;
         if let Err(refused) = w.append_until_acked(&records).await {
             return self
@@ -547,24 +556,20 @@ struct CallContext {
     deadline_error: Option<StepError>,
 }
 
-trait CloneForCall {
-    fn clone_for_call(&self) -> CallContext;
-}
-
-impl CloneForCall for WorkflowState {
-    fn clone_for_call(&self) -> CallContext {
+impl CallContext {
+    fn of(st: &WorkflowState) -> CallContext {
         CallContext {
-            workflow_id: self.workflow_id,
-            deadline_error: self.deadline().map(|d| timed_out(self, d)),
+            workflow_id: st.workflow_id,
+            deadline_error: st.deadline().map(|d| timed_out(st, d)),
         }
     }
 }
 
-/// One agent call, as a task that reports back to the actor.
-#[allow(clippy::too_many_arguments)]
-async fn call(
+/// One agent call (an [`Action::CallAgent`]), as a task that reports back
+/// to the actor.
+struct Call {
     actor: ActorRef<WorkflowMsg>,
-    w: Arc<Worker>,
+    worker: Arc<Worker>,
     give_up: Arc<AtomicBool>,
     ctx: CallContext,
     step: StepId,
@@ -574,85 +579,60 @@ async fn call(
     idempotency_key: String,
     attempt_timeout_ms: Option<u64>,
     deadline: Option<chrono::DateTime<Utc>>,
-) {
-    // A stalled process may have lost this workflow to another node.
-    crate::liveness::hold_while_suspect().await;
-    let span = tracing::info_span!("step", workflow_id = %ctx.workflow_id, step = %step, iteration, agent = %agent);
-    let began = std::time::Instant::now();
-    let gave_up = move || give_up.load(Ordering::Relaxed);
-    let call = w
-        .agents
-        .call(
-            ctx.workflow_id,
-            &agent,
-            &idempotency_key,
-            &input,
-            attempt_timeout_ms.map(Duration::from_millis),
-            &gave_up,
-        )
-        .instrument(span);
-    let outcome = match deadline {
-        None => call.await,
-        Some(d) => {
-            let left = (d - Utc::now()).to_std().unwrap_or_default();
-            match tokio::time::timeout(left, call).await {
-                Ok(outcome) => outcome,
-                Err(_) => Some(CallOutcome {
-                    result: Err(ctx.deadline_error.clone().expect("a deadline")),
-                    attempts: 1,
-                    duration: began.elapsed(),
-                }),
-            }
-        }
-    };
-    let _ = actor.send_message(WorkflowMsg::CallDone(Box::new(CallDone {
-        step,
-        iteration,
-        agent,
-        outcome,
-    })));
 }
 
-/// The record of `event` on `state`, and any that follow from it without an
-/// agent call (up to [`MAX_CHAINED`]), with the state after them.
-fn chain_records(
-    w: &Worker,
-    state: WorkflowState,
-    event: Event,
-    metadata: serde_json::Map<String, serde_json::Value>,
-) -> Result<(WorkflowState, Vec<Record>), ActorProcessingErr> {
-    let node_id: serde_json::Value = w.node_id.clone().into();
-    let mut next = state;
-    let mut records = Vec::with_capacity(2);
-    let (mut event, mut metadata) = (event, metadata);
-    loop {
-        let mut record = Record::new(
-            next.workflow_id,
-            next.user_id,
-            next.seq + 1,
-            Utc::now(),
-            event,
-        )
-        .after(next.last_event_id);
-        record.metadata = metadata;
-        record.metadata.insert("node_id".into(), node_id.clone());
-        let mut slot = Some(next);
-        apply(&mut slot, &record).map_err(|e| format!("own record rejected: {e}"))?;
-        next = slot.expect("apply keeps a state");
-        records.push(record);
-        match decide(&next, Utc::now()).into_iter().next() {
-            // Not a failure while calls are in flight (see `drive`): the
-            // caller knows those, this function does not.
-            Some(Action::Append {
-                event: e,
-                metadata: m,
-            }) if records.len() < MAX_CHAINED && !matches!(e, Event::Failed { .. }) => {
-                (event, metadata) = (e, m);
+impl Call {
+    async fn run(self) {
+        let Call {
+            actor,
+            worker: w,
+            give_up,
+            ctx,
+            step,
+            iteration,
+            agent,
+            input,
+            idempotency_key,
+            attempt_timeout_ms,
+            deadline,
+        } = self;
+        // A stalled process may have lost this workflow to another node.
+        crate::liveness::hold_while_suspect().await;
+        let span = tracing::info_span!("step", workflow_id = %ctx.workflow_id, step = %step, iteration, agent = %agent);
+        let began = std::time::Instant::now();
+        let gave_up = move || give_up.load(Ordering::Relaxed);
+        let call = w
+            .agents
+            .call(
+                ctx.workflow_id,
+                &agent,
+                &idempotency_key,
+                &input,
+                attempt_timeout_ms.map(Duration::from_millis),
+                &gave_up,
+            )
+            .instrument(span);
+        let outcome = match deadline {
+            None => call.await,
+            Some(d) => {
+                let left = (d - Utc::now()).to_std().unwrap_or_default();
+                match tokio::time::timeout(left, call).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => Some(CallOutcome {
+                        result: Err(ctx.deadline_error.clone().expect("a deadline")),
+                        attempts: 1,
+                        duration: began.elapsed(),
+                    }),
+                }
             }
-            _ => break,
-        }
+        };
+        let _ = actor.send_message(WorkflowMsg::CallDone(Box::new(CallDone {
+            step,
+            iteration,
+            agent,
+            outcome,
+        })));
     }
-    Ok((next, records))
 }
 
 /// How long an actor whose record was refused waits for the log to show

@@ -8,7 +8,7 @@
 //! step with the signal's body).
 
 use agentflow_core::definition::{contains_nul, valid_signal_name};
-use agentflow_core::{Command, StepStatus, WorkflowState, command};
+use agentflow_core::{Command, WorkflowState, command};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
@@ -152,19 +152,7 @@ pub async fn signal(
     let key = idempotency_key(&headers)?.map(str::to_owned);
     let st = changeable(&s, &caller, &id).await?;
     let delivered = |st: &WorkflowState| {
-        let steps: Vec<String> = st
-            .steps
-            .iter()
-            .enumerate()
-            .filter(|(i, s)| {
-                s.status != StepStatus::Pending
-                    && st.definition[*i]
-                        .wait
-                        .as_ref()
-                        .is_some_and(|w| w.signal == name)
-            })
-            .map(|(_, s)| s.id.to_string())
-            .collect();
+        let steps = command::receivers(st, &name);
         let body = json!({"workflow_id": st.workflow_id, "signal": name, "status": "accepted", "steps": steps});
         (StatusCode::ACCEPTED, axum::Json(body)).into_response()
     };

@@ -208,11 +208,15 @@ impl Tail {
             let key = (st.state.runs, st.state.seq);
             if self.shown != Some(key) {
                 self.shown = Some(key);
-                self.out.push_back(
-                    Event::default()
-                        .event("state")
-                        .data(json_text(&WorkflowView::of(&st.state))),
-                );
+                self.out
+                    .push_back(
+                        Event::default()
+                            .event("state")
+                            .data(json_text(&WorkflowView::of(
+                                &st.state,
+                                self.s.max_concurrent_steps,
+                            ))),
+                    );
             }
             if matches!(
                 st.state.status,

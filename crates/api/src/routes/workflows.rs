@@ -237,23 +237,22 @@ pub async fn execute(
         (vec![], head)
     } else {
         let st = load_visible(&s, &caller, &id).await?.state;
-        if !st.status.can_start() {
-            return Err(ApiError::conflict(format!(
-                "workflow is {}; only a pending or failed workflow can be executed",
-                st.status.as_str()
-            )));
-        }
-        let failed: Vec<String> = st
-            .steps
+        let failed: Vec<String> = command::resumed_steps(&st)
             .iter()
-            .filter(|s| s.status == agentflow_core::StepStatus::Failed)
-            .map(|s| s.id.to_string())
+            .map(|s| s.to_string())
             .collect();
         (failed, WorkflowHead::of(&st))
     };
-    let seq = head.seq + 1;
+    let start = command::Head {
+        workflow_id: wid,
+        user_id: head.user_id,
+        status: head.status,
+        seq: head.seq,
+        last_event_id: head.last_event_id,
+    };
     let record =
-        Record::new(wid, head.user_id, seq, Utc::now(), Event::Started).after(head.last_event_id);
+        command::start(start, Utc::now()).map_err(|e| ApiError::conflict(e.to_string()))?;
+    let seq = record.seq;
     // Start is a status change, so the in-process projector pushes the state
     // it commits: watched from before the append, it answers the check below
     // without reading the workflow back.
@@ -447,7 +446,7 @@ pub async fn get(
 /// The workflow's view; when records of it were quarantined, with a
 /// `projection` note saying its state stops before them.
 async fn view(s: &AppState, p: &Projected) -> Result<WorkflowView, ApiError> {
-    let mut v = WorkflowView::of(&p.state);
+    let mut v = WorkflowView::of(&p.state, s.max_concurrent_steps);
     if p.quarantined {
         let kept = s
             .store

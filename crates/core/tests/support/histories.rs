@@ -22,6 +22,11 @@ use serde_json::{Map, Value, json};
 /// and a zombie after a rebalance).
 pub const WRITERS: u8 = 2;
 
+/// The server's cap on a run's calls in flight (`max_concurrent_steps`) the
+/// writers are given: the fan-out's two branches, and a step beside another,
+/// run one at a time.
+pub const DEFAULT_CAP: Option<usize> = Some(1);
+
 /// The signal the wait steps of [`Shape::Wait`] wait for.
 pub const SIGNAL: &str = "ok";
 
@@ -259,6 +264,8 @@ struct InFlight {
     step: StepId,
     iteration: u32,
     agent: AgentName,
+    /// The run it was made in.
+    run: u32,
 }
 
 /// What a writer does next.
@@ -409,7 +416,85 @@ impl Sim {
         }
     }
 
+    /// The steps of writer `w`'s calls in flight.
+    fn in_flight(&self, w: usize) -> Vec<StepId> {
+        self.writers[w]
+            .inflight
+            .iter()
+            .map(|c| c.step.clone())
+            .collect()
+    }
+
+    /// Every writer keeps at most the cap of calls in flight, and those
+    /// whose results still fit its state are the steps `running_steps`
+    /// names; with the calls `decide` starts now, all of them.
+    fn check_running(&self) {
+        for (w, wr) in self.writers.iter().enumerate() {
+            let Some(st) = &wr.view else { continue };
+            let in_flight = self.in_flight(w);
+            assert!(
+                in_flight.len() <= decide::cap(st, DEFAULT_CAP),
+                "writer {w} has {} calls in flight over the cap: {in_flight:?}\n{st:#?}",
+                in_flight.len()
+            );
+            if st.status != WorkflowStatus::Running
+                || st.paused
+                || st.cancel_requested
+                || st.failed_step().is_some()
+            {
+                continue;
+            }
+            let running: Vec<&StepId> = running_steps(st, DEFAULT_CAP)
+                .into_iter()
+                .map(|i| &st.steps[i].id)
+                .collect();
+            let live: Vec<&InFlight> = wr
+                .inflight
+                .iter()
+                // Calls of an earlier run (another writer ended it while
+                // this one had them in flight) are its alone.
+                .filter(|c| c.run == st.runs && takes_result(st, &c.step, c.iteration))
+                .collect();
+            for c in &live {
+                assert!(
+                    running.contains(&&c.step),
+                    "writer {w}'s call of {} is in flight but not running: {running:?}\n{st:#?}",
+                    c.step
+                );
+            }
+            let ctx = Context {
+                now: t(self.now),
+                in_flight: &in_flight,
+                default_cap: DEFAULT_CAP,
+            };
+            let actions = decide(st, ctx);
+            if matches!(actions.first(), Some(Action::Append { .. })) {
+                continue;
+            }
+            let mut now: Vec<&StepId> = live.iter().map(|c| &c.step).collect();
+            now.extend(actions.iter().filter_map(|a| match a {
+                Action::CallAgent { step, .. } => Some(step),
+                _ => None,
+            }));
+            now.sort();
+            let mut running = running;
+            running.sort();
+            // Stale calls (results that no longer fit) still hold places.
+            if live.len() == in_flight.len() {
+                assert_eq!(
+                    now, running,
+                    "writer {w}: calls in flight and to start\n{st:#?}"
+                );
+            }
+        }
+    }
+
     fn op(&mut self, op: &Op) {
+        self.apply_op(op);
+        self.check_running();
+    }
+
+    fn apply_op(&mut self, op: &Op) {
         match *op {
             Op::Execute { lag } => {
                 self.command(lag, |st, _| st.status.can_start().then_some(Event::Started));
@@ -569,7 +654,13 @@ impl Sim {
     /// What writer `w` does next on `st`: append a record, or make a call
     /// (recorded in `made`).
     fn next(&mut self, w: usize, st: &WorkflowState, pick: u8) -> Option<Next> {
-        let actions = decide(st, t(self.now));
+        let in_flight = self.in_flight(w);
+        let ctx = Context {
+            now: t(self.now),
+            in_flight: &in_flight,
+            default_cap: DEFAULT_CAP,
+        };
+        let actions = decide(st, ctx);
         if let Some(Action::Append { event, metadata }) = actions.first() {
             assert_eq!(actions.len(), 1, "an append comes alone: {actions:?}");
             return Some(Next::Append(event.clone(), metadata.clone()));
@@ -615,6 +706,7 @@ impl Sim {
             step,
             iteration,
             agent,
+            run: st.runs,
         }))
     }
 
@@ -677,7 +769,13 @@ impl Sim {
                 self.restart(w, self.log.len());
                 return;
             }
-            match decide(view.as_ref().unwrap(), now).first() {
+            let in_flight = self.in_flight(w);
+            let ctx = Context {
+                now,
+                in_flight: &in_flight,
+                default_cap: DEFAULT_CAP,
+            };
+            match decide(view.as_ref().unwrap(), ctx).first() {
                 Some(Action::Append {
                     event: e,
                     metadata: m,
