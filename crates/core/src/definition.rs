@@ -446,7 +446,7 @@ fn parse_task(index: usize, t: &Value) -> Result<TaskDef, DefinitionError> {
         &format!("tasks[{index}]"),
         t,
         "an object with `agent` and `input`",
-        &["agent", "input", "timeout_ms"],
+        "agent input timeout_ms",
     )?;
     let agent = match obj.get("agent") {
         None | Some(Value::Null) => {
@@ -568,33 +568,24 @@ fn step_object<'v>(
         at,
         v,
         "an object with `id` and one of `agent`, `wait`, `sleep_ms`",
-        &[
-            "id",
-            "after",
-            "agent",
-            "input",
-            "wait",
-            "sleep_ms",
-            "when",
-            "repeat",
-            "timeout_ms",
-        ],
+        "id after agent input wait sleep_ms when repeat timeout_ms",
     )
 }
 
-/// `v` (at `at`) as an object with none but `fields`: `WrongType` (saying
-/// `expected`) when it is not an object, `UnknownField` for another field.
+/// `v` (at `at`) as an object with none but `fields` (separated by spaces):
+/// `WrongType` (saying `expected`) when it is not an object, `UnknownField`
+/// for another field.
 fn object_of<'v>(
     at: &str,
     v: &'v Value,
     expected: &'static str,
-    fields: &[&str],
+    fields: &str,
 ) -> Result<&'v serde_json::Map<String, Value>, DefinitionError> {
     let obj = v.as_object().ok_or_else(|| DefinitionError::WrongType {
         field: at.to_owned(),
         expected,
     })?;
-    if let Some(k) = obj.keys().find(|k| !fields.contains(&k.as_str())) {
+    if let Some(k) = obj.keys().find(|k| !fields.split(' ').any(|f| f == *k)) {
         return Err(DefinitionError::UnknownField(format!("{at}.{k}")));
     }
     Ok(obj)
@@ -730,7 +721,7 @@ fn parse_wait(at: &str, v: &Value) -> Result<WaitDef, DefinitionError> {
         at,
         v,
         "an object with `signal`",
-        &["signal", "timeout_ms", "timeout_output"],
+        "signal timeout_ms timeout_output",
     )?;
     let signal = match obj.get("signal") {
         Some(Value::String(s)) if valid_signal_name(s) => s.clone(),
@@ -771,7 +762,7 @@ fn parse_repeat(at: &str, v: &Value) -> Result<Repeat, DefinitionError> {
         at,
         v,
         "an object with `until` and `max_iterations`",
-        &["until", "max_iterations", "on_exhausted"],
+        "until max_iterations on_exhausted",
     )?;
     let until = match obj.get("until") {
         Some(Value::String(s)) if s.contains('\0') => {
