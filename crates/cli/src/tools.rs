@@ -109,6 +109,16 @@ fn open_archives(dirs: &[PathBuf]) -> anyhow::Result<Arc<Vec<Archive>>> {
     ))
 }
 
+/// The whole history from its beginning, archives then log, refusing a log
+/// whose start moved past what the archives hold.
+fn read_whole(config: &Config, archives: Arc<Vec<Archive>>) -> mpsc::Receiver<ReadMsg> {
+    let history = History {
+        archives,
+        complete: true,
+    };
+    read_history(config, None, ReadFrom::Beginning, false, Some(history))
+}
+
 fn read_history(
     config: &Config,
     partitions: Option<Vec<i32>>,
@@ -284,16 +294,7 @@ pub async fn replay(config: &Config, args: ReplayArgs) -> anyhow::Result<()> {
     )?;
     store.admin().reset_projections(&config.topic).await?;
     let started = Instant::now();
-    let mut rx = read_history(
-        config,
-        None,
-        ReadFrom::Beginning,
-        false,
-        Some(History {
-            archives,
-            complete: true,
-        }),
-    );
+    let mut rx = read_whole(config, archives);
     let (mut read, mut applied, mut rejected, mut quarantined) = (0u64, 0u64, 0u64, 0u64);
     let mut cache = agentflow_store::ProjectionCache::default();
     let mut bar = ProgressBar::hidden();
@@ -380,16 +381,7 @@ async fn verify(
     json_out: bool,
     archives: Arc<Vec<Archive>>,
 ) -> anyhow::Result<()> {
-    let mut rx = read_history(
-        config,
-        None,
-        ReadFrom::Beginning,
-        false,
-        Some(History {
-            archives,
-            complete: true,
-        }),
-    );
+    let mut rx = read_whole(config, archives);
     let mut folded: HashMap<WorkflowId, Option<WorkflowState>> = HashMap::new();
     let mut bar = ProgressBar::hidden();
     let mut read = 0u64;

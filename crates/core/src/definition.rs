@@ -442,16 +442,12 @@ fn parse_tasks(v: &Value) -> Result<Vec<StepDef>, DefinitionError> {
 }
 
 fn parse_task(index: usize, t: &Value) -> Result<TaskDef, DefinitionError> {
-    let obj = t.as_object().ok_or_else(|| DefinitionError::WrongType {
-        field: format!("tasks[{index}]"),
-        expected: "an object with `agent` and `input`",
-    })?;
-    if let Some(k) = obj
-        .keys()
-        .find(|k| !matches!(k.as_str(), "agent" | "input" | "timeout_ms"))
-    {
-        return Err(DefinitionError::UnknownField(format!("tasks[{index}].{k}")));
-    }
+    let obj = object_of(
+        &format!("tasks[{index}]"),
+        t,
+        "an object with `agent` and `input`",
+        "agent input timeout_ms",
+    )?;
     let agent = match obj.get("agent") {
         None | Some(Value::Null) => {
             return Err(DefinitionError::BadAgent {
@@ -568,23 +564,28 @@ fn step_object<'v>(
     at: &str,
     v: &'v Value,
 ) -> Result<&'v serde_json::Map<String, Value>, DefinitionError> {
+    object_of(
+        at,
+        v,
+        "an object with `id` and one of `agent`, `wait`, `sleep_ms`",
+        "id after agent input wait sleep_ms when repeat timeout_ms",
+    )
+}
+
+/// `v` (at `at`) as an object with none but `fields` (separated by spaces):
+/// `WrongType` (saying `expected`) when it is not an object, `UnknownField`
+/// for another field.
+fn object_of<'v>(
+    at: &str,
+    v: &'v Value,
+    expected: &'static str,
+    fields: &str,
+) -> Result<&'v serde_json::Map<String, Value>, DefinitionError> {
     let obj = v.as_object().ok_or_else(|| DefinitionError::WrongType {
         field: at.to_owned(),
-        expected: "an object with `id` and one of `agent`, `wait`, `sleep_ms`",
+        expected,
     })?;
-    if let Some(k) = obj.keys().find(|k| {
-        !matches!(
-            k.as_str(),
-            "id" | "after"
-                | "agent"
-                | "input"
-                | "wait"
-                | "sleep_ms"
-                | "when"
-                | "repeat"
-                | "timeout_ms"
-        )
-    }) {
+    if let Some(k) = obj.keys().find(|k| !fields.split(' ').any(|f| f == *k)) {
         return Err(DefinitionError::UnknownField(format!("{at}.{k}")));
     }
     Ok(obj)
@@ -716,16 +717,12 @@ pub fn valid_signal_name(s: &str) -> bool {
 }
 
 fn parse_wait(at: &str, v: &Value) -> Result<WaitDef, DefinitionError> {
-    let obj = v.as_object().ok_or_else(|| DefinitionError::WrongType {
-        field: at.to_owned(),
-        expected: "an object with `signal`",
-    })?;
-    if let Some(k) = obj
-        .keys()
-        .find(|k| !matches!(k.as_str(), "signal" | "timeout_ms" | "timeout_output"))
-    {
-        return Err(DefinitionError::UnknownField(format!("{at}.{k}")));
-    }
+    let obj = object_of(
+        at,
+        v,
+        "an object with `signal`",
+        "signal timeout_ms timeout_output",
+    )?;
     let signal = match obj.get("signal") {
         Some(Value::String(s)) if valid_signal_name(s) => s.clone(),
         None | Some(Value::Null) => return Err(invalid(format!("{at}.signal"), "is required")),
@@ -761,16 +758,12 @@ fn parse_wait(at: &str, v: &Value) -> Result<WaitDef, DefinitionError> {
 }
 
 fn parse_repeat(at: &str, v: &Value) -> Result<Repeat, DefinitionError> {
-    let obj = v.as_object().ok_or_else(|| DefinitionError::WrongType {
-        field: at.to_owned(),
-        expected: "an object with `until` and `max_iterations`",
-    })?;
-    if let Some(k) = obj
-        .keys()
-        .find(|k| !matches!(k.as_str(), "until" | "max_iterations" | "on_exhausted"))
-    {
-        return Err(DefinitionError::UnknownField(format!("{at}.{k}")));
-    }
+    let obj = object_of(
+        at,
+        v,
+        "an object with `until` and `max_iterations`",
+        "until max_iterations on_exhausted",
+    )?;
     let until = match obj.get("until") {
         Some(Value::String(s)) if s.contains('\0') => {
             return Err(DefinitionError::NulCharacter(format!("{at}.until")));

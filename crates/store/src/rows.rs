@@ -87,6 +87,36 @@ fn parse_column<T>(what: &str, s: &str, parse: fn(&str) -> Option<T>) -> Result<
     parse(s).ok_or_else(|| StoreError::Corrupt(format!("{what} {s}")))
 }
 
+/// Whether `steps` holds one row per step of `n`, in order.
+fn one_per_step(steps: &[StepRow], n: usize) -> bool {
+    steps.len() == n
+        && steps
+            .iter()
+            .enumerate()
+            .all(|(i, s)| s.step == i as i32 + 1)
+}
+
+/// What every version of a step row holds: its status, error, attempts,
+/// duration and end.
+fn step_state(
+    s: &StepRow,
+    def: &StepDef,
+    corrupt: &dyn Fn(&str) -> StoreError,
+) -> Result<StepState, StoreError> {
+    let mut st = StepState::new(def);
+    st.status = parse_column("step status", &s.status, StepStatus::parse)?;
+    st.error = s
+        .error
+        .as_deref()
+        .map(serde_json::from_str)
+        .transpose()
+        .map_err(|e| corrupt(&e.to_string()))?;
+    st.attempts = s.attempts.max(0) as u32;
+    st.duration_ms = s.duration_ms.max(0) as u64;
+    st.finished_at = s.finished_at;
+    Ok(st)
+}
+
 pub(crate) fn state_from_rows(
     row: WorkflowRow,
     steps: Vec<StepRow>,
@@ -131,12 +161,7 @@ pub(crate) fn state_from_rows(
             }
         }
     }
-    if steps.len() != tasks.len()
-        || steps
-            .iter()
-            .enumerate()
-            .any(|(i, s)| s.step != i as i32 + 1)
-    {
+    if !one_per_step(&steps, tasks.len()) {
         return Err(corrupt("step rows do not match tasks"));
     }
     let definition: Vec<StepDef> = tasks
@@ -149,22 +174,12 @@ pub(crate) fn state_from_rows(
         .zip(outputs)
         .zip(&definition)
         .map(|((s, output), def)| {
-            let mut st = StepState::new(def);
-            st.status = parse_column("step status", &s.status, StepStatus::parse)?;
+            let mut st = step_state(&s, def, &corrupt)?;
             if st.status == StepStatus::Skipped {
                 st.skip_reason = Some(agentflow_core::SkipReason::Ended);
             }
             st.iteration = u32::from(output.is_some());
             st.output = output;
-            st.error = s
-                .error
-                .as_deref()
-                .map(serde_json::from_str)
-                .transpose()
-                .map_err(|e| corrupt(&e.to_string()))?;
-            st.attempts = s.attempts.max(0) as u32;
-            st.duration_ms = s.duration_ms.max(0) as u64;
-            st.finished_at = s.finished_at;
             Ok(st)
         })
         .collect::<Result<Vec<_>, StoreError>>()?;
@@ -204,12 +219,7 @@ fn state_in_rows(
     };
     let definition: Vec<StepDef> = serde_json::from_str(row.definition.as_deref().unwrap_or(""))
         .map_err(|e| corrupt(&format!("definition: {e}")))?;
-    if steps.len() != definition.len()
-        || steps
-            .iter()
-            .enumerate()
-            .any(|(i, s)| s.step != i as i32 + 1)
-    {
+    if !one_per_step(&steps, definition.len()) {
         return Err(corrupt("step rows do not match the definition"));
     }
     let mut outputs_of: Vec<Vec<Value>> = vec![Vec::new(); definition.len()];
@@ -225,23 +235,13 @@ fn state_in_rows(
         .zip(outputs_of)
         .zip(&definition)
         .map(|((s, mut outs), def)| {
-            let mut st = StepState::new(def);
-            st.status = parse_column("step status", &s.status, StepStatus::parse)?;
+            let mut st = step_state(&s, def, &corrupt)?;
             // A loop keeps every iteration's output, its last as `output`;
             // another step has at most one.
             st.output = outs.last().cloned();
             if def.repeat.is_some() {
                 st.iterations = std::mem::take(&mut outs);
             }
-            st.error = s
-                .error
-                .as_deref()
-                .map(serde_json::from_str)
-                .transpose()
-                .map_err(|e| corrupt(&e.to_string()))?;
-            st.attempts = s.attempts.max(0) as u32;
-            st.duration_ms = s.duration_ms.max(0) as u64;
-            st.finished_at = s.finished_at;
             st.iteration = s.iteration.max(0) as u32;
             st.loop_base = s.loop_base.max(0) as u32;
             st.until_pending = s.until_pending;

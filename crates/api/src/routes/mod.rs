@@ -1,3 +1,4 @@
+mod handle;
 mod lookup;
 pub mod ops;
 pub mod steering;

@@ -8,51 +8,20 @@
 //! step with the signal's body).
 
 use agentflow_core::definition::{contains_nul, valid_signal_name};
-use agentflow_core::{Command, WorkflowState, command};
+use agentflow_core::{Command, command};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use chrono::Utc;
 use serde_json::json;
 
-use super::workflows::{
-    append_and_wait, idempotency_key, json_body, json_content_type, load_visible,
-};
+use super::handle::{accepted, apply};
+use super::workflows::{idempotency_key, json_body, json_content_type};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::openapi::{CommonErrors, ErrorBody, SignalAccepted, SignalHeaders, WorkflowAccepted};
-
-/// The workflow, if the caller may change it.
-async fn changeable(s: &AppState, caller: &Caller, id: &str) -> Result<WorkflowState, ApiError> {
-    let p = load_visible(s, caller, id).await?;
-    if p.quarantined {
-        return Err(ApiError::quarantined());
-    }
-    Ok(p.state)
-}
-
-/// Appends what `cmd` makes of the workflow (nothing when it is in effect
-/// already), or answers 409 when it is not legal now.
-async fn steer(
-    s: &AppState,
-    caller: &Caller,
-    st: &WorkflowState,
-    cmd: Command,
-) -> Result<(), ApiError> {
-    let record = command(st, cmd, Utc::now()).map_err(|e| ApiError::conflict(e.to_string()))?;
-    if let Some(record) = record {
-        append_and_wait(s, caller, record).await?;
-    }
-    Ok(())
-}
-
-fn accepted(st: &WorkflowState, status: &str, message: &str) -> Response {
-    let body = json!({"workflow_id": st.workflow_id, "status": status, "message": message});
-    (StatusCode::ACCEPTED, axum::Json(body)).into_response()
-}
 
 /// Pauses a run: no new step starts; agent calls in flight finish and their
 /// results are kept. Pausing a paused workflow changes nothing.
@@ -69,10 +38,9 @@ pub async fn pause(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let st = changeable(&s, &caller, &id).await?;
-    steer(&s, &caller, &st, Command::Pause).await?;
+    let st = apply(&s, &caller, &id, Command::Pause).await?.state;
     Ok(accepted(
-        &st,
+        st.workflow_id,
         "paused",
         "Workflow paused: no new step starts; calls in flight finish",
     ))
@@ -93,9 +61,8 @@ pub async fn resume(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let st = changeable(&s, &caller, &id).await?;
-    steer(&s, &caller, &st, Command::Resume).await?;
-    Ok(accepted(&st, "running", "Workflow resumed"))
+    let st = apply(&s, &caller, &id, Command::Resume).await?.state;
+    Ok(accepted(st.workflow_id, "running", "Workflow resumed"))
 }
 
 /// Sends signal `name` to the workflow: each step waiting for it completes
@@ -150,22 +117,13 @@ pub async fn signal(
         ));
     }
     let key = idempotency_key(&headers)?.map(str::to_owned);
-    let st = changeable(&s, &caller, &id).await?;
-    let delivered = |st: &WorkflowState| {
-        let steps = command::receivers(st, &name);
-        let body = json!({"workflow_id": st.workflow_id, "signal": name, "status": "accepted", "steps": steps});
-        (StatusCode::ACCEPTED, axum::Json(body)).into_response()
+    let cmd = Command::Signal {
+        name: name.clone(),
+        payload,
+        key,
     };
-    steer(
-        &s,
-        &caller,
-        &st,
-        Command::Signal {
-            name: name.clone(),
-            payload,
-            key,
-        },
-    )
-    .await?;
-    Ok(delivered(&st))
+    let st = apply(&s, &caller, &id, cmd).await?.state;
+    let steps = command::receivers(&st, &name);
+    let body = json!({"workflow_id": st.workflow_id, "signal": name, "status": "accepted", "steps": steps});
+    Ok((StatusCode::ACCEPTED, axum::Json(body)).into_response())
 }

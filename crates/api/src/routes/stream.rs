@@ -24,7 +24,7 @@ use futures::Stream;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use super::workflows::load_visible;
+use super::handle::load_visible;
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;

@@ -7,7 +7,6 @@ use agentflow_core::{
     AuditEntry, Command, DefinitionError, Event, Record, WorkflowDefinition, WorkflowId,
     WorkflowState, WorkflowStatus, command,
 };
-use agentflow_log::Position;
 use agentflow_store::{Cursor, ListFilter, Projected, WorkflowHead};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -17,7 +16,9 @@ use axum::response::{IntoResponse, Response};
 use chrono::Utc;
 use serde_json::{Value, json};
 
-use super::lookup;
+use super::handle::{
+    accepted, append, apply, changed_meanwhile, head_visible, load_visible, parse_id, refused,
+};
 use crate::AppState;
 use crate::auth::Caller;
 use crate::error::ApiError;
@@ -94,7 +95,7 @@ pub async fn create(
             max_concurrency: def.max_concurrency,
         },
     );
-    append_and_wait(&s, &caller, record).await?;
+    append(&s, &caller, record).await?;
     if key.is_some()
         && let Some(existing) = s.store.get_workflow(id).await?
     {
@@ -222,12 +223,8 @@ pub async fn execute(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let wid =
-        WorkflowId::parse(&id).map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))?;
-    let head = lookup::find(&s, &caller, wid, || async {
-        Ok(s.store.workflow_head(wid).await?.map(|h| (h.user_id, h)))
-    })
-    .await?;
+    let wid = parse_id(&id)?;
+    let head = head_visible(&s, &caller, wid).await?;
     if head.quarantined {
         return Err(ApiError::quarantined());
     }
@@ -250,14 +247,13 @@ pub async fn execute(
         seq: head.seq,
         last_event_id: head.last_event_id,
     };
-    let record =
-        command::start(start, Utc::now()).map_err(|e| ApiError::conflict(e.to_string()))?;
+    let record = command::start(start, Utc::now()).map_err(refused)?;
     let seq = record.seq;
     // Start is a status change, so the in-process projector pushes the state
     // it commits: watched from before the append, it answers the check below
     // without reading the workflow back.
     let watch = s.progress.watch_workflow(wid);
-    append_and_wait(&s, &caller, record).await?;
+    append(&s, &caller, record).await?;
     // The log decides: if another change took this seq first, ours was
     // ignored by the fold. Report what the projection now says.
     let now = match watch.pushed().filter(|st| st.seq >= seq) {
@@ -268,18 +264,14 @@ pub async fn execute(
         && now.seq >= seq
         && now.runs <= head.runs
     {
-        return Err(ApiError::conflict(format!(
-            "workflow changed meanwhile and is now {}",
-            now.status.as_str()
-        )));
+        return Err(changed_meanwhile(now.status.as_str()));
     }
     let message = if retried.is_empty() {
         "Workflow execution started".to_owned()
     } else {
         format!("Workflow execution resumed from {}", retried.join(", "))
     };
-    let body = json!({"workflow_id": wid, "status": "running", "message": message});
-    Ok((StatusCode::ACCEPTED, axum::Json(body)).into_response())
+    Ok(accepted(wid, "running", &message))
 }
 
 /// Cancels a workflow. Pending and failed ones stop at once; a running one
@@ -298,31 +290,21 @@ pub async fn cancel(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let projected = load_visible(&s, &caller, &id).await?;
-    if projected.quarantined {
-        return Err(ApiError::quarantined());
-    }
-    let st = projected.state;
-    let record =
-        command(&st, Command::Cancel, Utc::now()).map_err(|e| ApiError::conflict(e.to_string()))?;
-    let now = match record {
+    let applied = apply(&s, &caller, &id, Command::Cancel).await?;
+    let now = match applied.seen {
         // Asked already: the state loaded says how it stands.
-        None => st.clone(),
-        Some(record) => {
-            let (_, projected) = append_and_project(&s, &caller, record).await?;
-            if !projected {
-                // The log has the cancel, but whether the fold took it (the
-                // workflow may have ended just before) shows only once the
-                // projection passes it. Asking again is safe.
-                return Err(ApiError::outcome_unknown());
-            }
-            // The log decides: the projection has passed the record, so
-            // it shows whether the cancel took.
-            s.store
-                .get_workflow(st.workflow_id)
-                .await?
-                .ok_or_else(ApiError::not_found)?
-        }
+        None => applied.state,
+        // The log has the cancel, but whether the fold took it (the
+        // workflow may have ended just before) shows only once the
+        // projection passes it. Asking again is safe.
+        Some(false) => return Err(ApiError::outcome_unknown()),
+        // The log decides: the projection has passed the record, so it
+        // shows whether the cancel took.
+        Some(true) => s
+            .store
+            .get_workflow(applied.state.workflow_id)
+            .await?
+            .ok_or_else(ApiError::not_found)?,
     };
     let (status, message) = match now.status {
         WorkflowStatus::Cancelled => ("cancelled", "Workflow cancelled"),
@@ -330,15 +312,9 @@ pub async fn cancel(
             "cancelling",
             "Cancellation requested; the workflow stops after its step in flight",
         ),
-        other => {
-            return Err(ApiError::conflict(format!(
-                "workflow changed meanwhile and is now {}",
-                other.as_str()
-            )));
-        }
+        other => return Err(changed_meanwhile(other.as_str())),
     };
-    let body = json!({"workflow_id": st.workflow_id, "status": status, "message": message});
-    Ok((StatusCode::ACCEPTED, axum::Json(body)).into_response())
+    Ok(accepted(now.workflow_id, status, message))
 }
 
 /// The workflow. With `?wait=finished` it answers as soon as the workflow is
@@ -389,15 +365,11 @@ pub async fn get(
         return Ok(axum::Json(view(&s, &p).await?).into_response());
     };
     let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
-    let wid =
-        WorkflowId::parse(&id).map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))?;
+    let wid = parse_id(&id)?;
     // Watched from before the first read, so no push is missed.
     let watch = s.progress.watch_workflow(wid);
     // It exists (or the answer is a 404 or 503 now, see `lookup`).
-    let head = lookup::find(&s, &caller, wid, || async {
-        Ok(s.store.workflow_head(wid).await?.map(|h| (h.user_id, h)))
-    })
-    .await?;
+    let head = head_visible(&s, &caller, wid).await?;
     if head.quarantined {
         // Its row no longer changes: waiting would only run out the clock.
         let p = load_visible(&s, &caller, &id).await?;
@@ -576,61 +548,4 @@ pub async fn list(
         workflows,
     })
     .into_response())
-}
-
-/// The workflow, if it exists and the caller may see it; 404 otherwise, so
-/// another user's workflow is indistinguishable from a missing one (503
-/// while the projection is too far behind to tell: see `lookup`).
-pub(super) async fn load_visible(
-    s: &AppState,
-    caller: &Caller,
-    id: &str,
-) -> Result<Projected, ApiError> {
-    let id =
-        WorkflowId::parse(id).map_err(|e| ApiError::bad_request("invalid_id", e.to_string()))?;
-    lookup::find(s, caller, id, || async {
-        Ok(s.store
-            .get_projected(id)
-            .await?
-            .map(|p| (p.state.user_id, p)))
-    })
-    .await
-}
-
-/// Appends a record of the caller's request (noting who asked, through
-/// which node) and waits (bounded) until the projection shows it.
-pub(super) async fn append_and_wait(
-    s: &AppState,
-    caller: &Caller,
-    record: Record,
-) -> Result<Position, ApiError> {
-    Ok(append_and_project(s, caller, record).await?.0)
-}
-
-/// [`append_and_wait`], and whether the projection showed the record within
-/// `projection_wait` (if not, it is in the log all the same).
-pub(super) async fn append_and_project(
-    s: &AppState,
-    caller: &Caller,
-    record: Record,
-) -> Result<(Position, bool), ApiError> {
-    let record = record
-        .with_metadata("requested_by", caller.user.0)
-        .with_metadata("node_id", s.node_id.clone());
-    let pos = s.producer.append(&record, s.append_timeout).await?;
-    let seen = s
-        .progress
-        .wait_past(
-            &s.store,
-            &s.topic,
-            pos.partition,
-            pos.offset,
-            s.projection_wait,
-        )
-        .await;
-    if !seen {
-        tracing::warn!(workflow_id = %record.workflow_id, partition = pos.partition, offset = pos.offset,
-            "projection did not catch up in time; answering anyway (the log has the record)");
-    }
-    Ok((pos, seen))
 }
